@@ -1,0 +1,24 @@
+//! vellum: an embedded OCR inference engine. Vision-language OCR models (RolmOCR, a Qwen2.5-VL
+//! fine-tune) run natively on candle inside the caller's process: no Python, no model server.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let files = vellum::hub::resolve("reducto/RolmOCR")?;
+//! let model = vellum::models::qwen2_5_vl::Model::load(&files, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+//! let page = image::open("page.png")?;
+//! let prompt = model.prepare(&page, vellum::ROLMOCR_PROMPT)?;
+//! let out = vellum::generation::generate(&model, &prompt, &Default::default())?;
+//! println!("{}", out.text);
+//! # Ok(()) }
+//! ```
+
+pub mod chat_template;
+pub mod generation;
+pub mod hub;
+pub mod imaging;
+pub mod models;
+pub mod ops;
+
+/// The instruction FinePDFs and the olmOCR bench runner give RolmOCR (after the image).
+pub const ROLMOCR_PROMPT: &str =
+    "Return the plain text representation of this document as if you were reading it naturally.\n";

@@ -1,0 +1,264 @@
+//! Qwen2.5-VL's config.json, in both layouts the hub carries.
+//!
+//! transformers 4.x writes the text model's fields at the top level with
+//! `rope_scaling: {type: mrope, mrope_section}`; 5.x nests them under `text_config` with
+//! `rope_parameters` (holding `mrope_section` and `rope_theta`). Both parse to [`Config`].
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VisionConfig {
+    pub depth: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_heads: usize,
+    #[serde(alias = "in_channels", default = "default_in_chans")]
+    pub in_chans: usize,
+    pub patch_size: usize,
+    #[serde(default = "default_temporal_patch_size")]
+    pub temporal_patch_size: usize,
+    #[serde(default = "default_spatial_merge_size")]
+    pub spatial_merge_size: usize,
+    pub window_size: usize,
+    pub fullatt_block_indexes: Vec<usize>,
+    pub out_hidden_size: usize,
+}
+
+fn default_in_chans() -> usize {
+    3
+}
+fn default_temporal_patch_size() -> usize {
+    2
+}
+fn default_spatial_merge_size() -> usize {
+    2
+}
+
+#[derive(Debug, Clone)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// How the rotary frequencies are split across the (t, h, w) axes; sums to head_dim / 2.
+    pub mrope_section: Vec<usize>,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+}
+
+impl TextConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub image_token_id: u32,
+    pub vision_start_token_id: u32,
+    /// End tokens named by config.json (generation_config.json may add more).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// The text fields as either layout spells them; every field optional so the two can be merged.
+#[derive(Debug, Default, Deserialize)]
+struct RawText {
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<RawRope>,
+    rope_parameters: Option<RawRope>,
+    tie_word_embeddings: Option<bool>,
+    max_position_embeddings: Option<usize>,
+    eos_token_id: Option<TokenIds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRope {
+    mrope_section: Option<Vec<usize>>,
+    rope_theta: Option<f64>,
+}
+
+/// `eos_token_id` is one id or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    pub fn into_vec(self) -> Vec<u32> {
+        match self {
+            TokenIds::One(id) => vec![id],
+            TokenIds::Many(ids) => ids,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(text).context("config.json is not valid JSON")?;
+        let arch = root
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !arch.is_empty() && arch != "Qwen2_5_VLForConditionalGeneration" {
+            bail!("config.json describes {arch}, not Qwen2_5_VLForConditionalGeneration");
+        }
+        let top: RawText = serde_json::from_value(root.clone())?;
+        let nested: RawText = match root.get("text_config") {
+            Some(v) => serde_json::from_value(v.clone()).context("text_config")?,
+            None => RawText::default(),
+        };
+        let rope = |r: &RawText| {
+            [&r.rope_parameters, &r.rope_scaling]
+                .into_iter()
+                .flatten()
+                .find_map(|p| p.mrope_section.clone())
+        };
+        let rope_theta = |r: &RawText| {
+            r.rope_theta
+                .or_else(|| r.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+        };
+        macro_rules! field {
+            ($name:ident) => {
+                nested
+                    .$name
+                    .or(top.$name)
+                    .with_context(|| format!("config.json has no {}", stringify!($name)))?
+            };
+        }
+        let num_attention_heads = field!(num_attention_heads);
+        let text = TextConfig {
+            vocab_size: field!(vocab_size),
+            hidden_size: field!(hidden_size),
+            intermediate_size: field!(intermediate_size),
+            num_hidden_layers: field!(num_hidden_layers),
+            num_attention_heads,
+            num_key_value_heads: nested
+                .num_key_value_heads
+                .or(top.num_key_value_heads)
+                .unwrap_or(num_attention_heads),
+            rms_norm_eps: nested.rms_norm_eps.or(top.rms_norm_eps).unwrap_or(1e-6),
+            rope_theta: rope_theta(&nested)
+                .or(rope_theta(&top))
+                .unwrap_or(1_000_000.0),
+            mrope_section: rope(&nested)
+                .or(rope(&top))
+                .context("config.json has no mrope_section (rope_scaling or rope_parameters)")?,
+            tie_word_embeddings: top
+                .tie_word_embeddings
+                .or(nested.tie_word_embeddings)
+                .unwrap_or(false),
+            max_position_embeddings: nested
+                .max_position_embeddings
+                .or(top.max_position_embeddings)
+                .unwrap_or(128_000),
+        };
+        if text.mrope_section.iter().sum::<usize>() * 2 != text.head_dim() {
+            bail!(
+                "mrope_section {:?} does not cover head_dim {} (its sum must be head_dim/2)",
+                text.mrope_section,
+                text.head_dim()
+            );
+        }
+        let vision: VisionConfig = serde_json::from_value(
+            root.get("vision_config")
+                .cloned()
+                .context("config.json has no vision_config")?,
+        )
+        .context("vision_config")?;
+        let id = |name: &str| -> Result<u32> {
+            root.get(name)
+                .or_else(|| root.get("text_config").and_then(|t| t.get(name)))
+                .and_then(Value::as_u64)
+                .map(|v| v as u32)
+                .with_context(|| format!("config.json has no {name}"))
+        };
+        Ok(Config {
+            image_token_id: id("image_token_id")?,
+            vision_start_token_id: id("vision_start_token_id")?,
+            eos_token_ids: top
+                .eos_token_id
+                .or(nested.eos_token_id)
+                .map(TokenIds::into_vec)
+                .unwrap_or_default(),
+            text,
+            vision,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VISION: &str = r#""vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
+        "num_heads": 16, "in_chans": 3, "patch_size": 14, "spatial_merge_size": 2,
+        "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+        "out_hidden_size": 3584, "hidden_act": "silu"}"#;
+
+    fn check_rolmocr(c: &Config) {
+        assert_eq!(c.text.hidden_size, 3584);
+        assert_eq!(c.text.num_hidden_layers, 28);
+        assert_eq!(c.text.num_key_value_heads, 4);
+        assert_eq!(c.text.head_dim(), 128);
+        assert_eq!(c.text.mrope_section, vec![16, 24, 24]);
+        assert_eq!(c.text.rope_theta, 1e6);
+        assert_eq!(c.vision.fullatt_block_indexes, vec![7, 15, 23, 31]);
+        assert_eq!(c.image_token_id, 151655);
+        assert_eq!(c.vision_start_token_id, 151652);
+    }
+
+    #[test]
+    fn parses_transformers_4_layout() {
+        let json = format!(
+            r#"{{"architectures": ["Qwen2_5_VLForConditionalGeneration"], "vocab_size": 152064,
+            "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06,
+            "rope_theta": 1000000.0, "rope_scaling": {{"type": "mrope", "mrope_section": [16, 24, 24]}},
+            "tie_word_embeddings": false, "image_token_id": 151655, "vision_start_token_id": 151652,
+            "eos_token_id": 151645, {VISION}}}"#
+        );
+        let c = Config::from_json(&json).unwrap();
+        check_rolmocr(&c);
+        assert_eq!(c.eos_token_ids, vec![151645]);
+    }
+
+    #[test]
+    fn parses_transformers_5_layout() {
+        let json = format!(
+            r#"{{"architectures": ["Qwen2_5_VLForConditionalGeneration"], "image_token_id": 151655,
+            "vision_start_token_id": 151652, "tie_word_embeddings": false,
+            "text_config": {{"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+            "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+            "rms_norm_eps": 1e-06, "eos_token_id": [151645, 151643],
+            "rope_parameters": {{"rope_type": "default", "mrope_section": [16, 24, 24],
+            "rope_theta": 1000000.0}}}}, {VISION}}}"#
+        );
+        let c = Config::from_json(&json).unwrap();
+        check_rolmocr(&c);
+        assert_eq!(c.eos_token_ids, vec![151645, 151643]);
+    }
+
+    #[test]
+    fn rejects_other_architectures() {
+        let err = Config::from_json(r#"{"architectures": ["LlamaForCausalLM"]}"#).unwrap_err();
+        assert!(err.to_string().contains("LlamaForCausalLM"), "{err}");
+    }
+}

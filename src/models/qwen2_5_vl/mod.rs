@@ -1,0 +1,258 @@
+//! Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`), the architecture of RolmOCR.
+//!
+//! - vision tower: ViT with 2D rotary, window/full attention, patch merger ([`vision`])
+//! - language model: Qwen2 decoder with GQA and M-RoPE ([`text`])
+//! - image tokens: the merged patch embeddings replace the `<|image_pad|>` rows of the prompt
+//!
+//! Reference: transformers' `models/qwen2_5_vl/modeling_qwen2_5_vl.py`. Weights load by the
+//! reference's names; checkpoints that nest them as `model.language_model.*` /
+//! `model.visual.*` (transformers 5 exports) are mapped to the classic `model.*` / `visual.*`.
+
+pub mod config;
+pub mod processor;
+pub mod text;
+pub mod vision;
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::DynamicImage;
+use tokenizers::Tokenizer;
+
+use crate::chat_template::ChatTemplate;
+use crate::hub::ModelFiles;
+use crate::ops::attention::AttentionCache;
+pub use config::Config;
+use processor::ImageProcessorConfig;
+
+/// Qwen2-VL's chat template, for checkpoints that carry none.
+pub const DEFAULT_CHAT_TEMPLATE: &str = include_str!("../../../models/rolmocr/chat_template.jinja");
+
+/// A prompt ready for the model: token ids with the image placeholders expanded, the image's
+/// patch rows, and the M-RoPE positions.
+pub struct PreparedPrompt {
+    pub input_ids: Vec<u32>,
+    pub pixel_values: Tensor,
+    pub grid_thw: [usize; 3],
+    pub positions: [Vec<i64>; 3],
+    /// Decode step n (0-based, after the prompt) sits at position `input_ids.len() + n + rope_delta`.
+    pub rope_delta: i64,
+}
+
+pub struct Model {
+    pub config: Config,
+    pub image_processor: ImageProcessorConfig,
+    pub tokenizer: Tokenizer,
+    chat_template: ChatTemplate,
+    /// End-of-generation tokens: generation_config.json's and config.json's.
+    pub stop_token_ids: Vec<u32>,
+    visual: vision::VisionModel,
+    text: text::TextModel,
+    device: Device,
+    dtype: DType,
+}
+
+/// Maps the classic tensor names the code asks for to the names this checkpoint uses.
+fn checkpoint_renamer(names: &BTreeSet<String>) -> impl Fn(&str) -> String + Send + Sync + 'static {
+    let nested_text = names.iter().any(|n| n.starts_with("model.language_model."));
+    let nested_visual = names.iter().any(|n| n.starts_with("model.visual."));
+    move |name: &str| {
+        if let Some(rest) = name.strip_prefix("visual.") {
+            if nested_visual {
+                return format!("model.visual.{rest}");
+            }
+        } else if let Some(rest) = name.strip_prefix("model.") {
+            if nested_text {
+                return format!("model.language_model.{rest}");
+            }
+        }
+        name.to_string()
+    }
+}
+
+impl Model {
+    pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Self> {
+        let config_path = files.path("config.json");
+        let config_text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+        let config = Config::from_json(&config_text).with_context(|| format!("in {}", config_path.display()))?;
+        let raw: serde_json::Value = serde_json::from_str(&config_text)?;
+        let vision_theta = raw
+            .pointer("/vision_config/rope_parameters/rope_theta")
+            .and_then(|v| v.as_f64());
+
+        let image_processor = match files.optional("preprocessor_config.json") {
+            Some(path) => ImageProcessorConfig::from_json(&std::fs::read_to_string(&path)?)
+                .with_context(|| format!("in {}", path.display()))?,
+            None => ImageProcessorConfig::default(),
+        };
+        let tokenizer_path = files.path("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", tokenizer_path.display()))?;
+        let chat_template = ChatTemplate::for_model(files, DEFAULT_CHAT_TEMPLATE)?;
+        let stop_token_ids = stop_tokens(files, &config, &tokenizer)?;
+
+        let names = files.tensor_names()?;
+        let vb = files.var_builder(dtype, device)?.rename_f(checkpoint_renamer(&names));
+        Self::from_parts(config, vision_theta, vb, image_processor, tokenizer, chat_template, stop_token_ids)
+            .with_context(|| format!("loading the weights of {}", files.dir.display()))
+    }
+
+    fn from_parts(
+        config: Config,
+        vision_theta: Option<f64>,
+        vb: VarBuilder,
+        image_processor: ImageProcessorConfig,
+        tokenizer: Tokenizer,
+        chat_template: ChatTemplate,
+        stop_token_ids: Vec<u32>,
+    ) -> Result<Self> {
+        if config.vision.out_hidden_size != config.text.hidden_size {
+            bail!(
+                "vision out_hidden_size {} differs from the text hidden_size {}",
+                config.vision.out_hidden_size,
+                config.text.hidden_size
+            );
+        }
+        let visual = vision::VisionModel::new(&config.vision, vision_theta, vb.pp("visual"))?;
+        let text = text::TextModel::new(&config.text, vb.clone())?;
+        Ok(Self {
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            config,
+            image_processor,
+            tokenizer,
+            chat_template,
+            stop_token_ids,
+            visual,
+            text,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.text.num_layers()
+    }
+
+    /// Chat-templated prompt with the image first, tokenised, placeholders expanded.
+    pub fn prepare(&self, image: &DynamicImage, instruction: &str) -> Result<PreparedPrompt> {
+        let processed = self.image_processor.preprocess(image, &self.device)?;
+        let text = self.chat_template.render_image_prompt(instruction)?;
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+        let image_token = self.config.image_token_id;
+        let n_image = self.image_processor.num_image_tokens(processed.grid_thw);
+        let mut input_ids = Vec::with_capacity(encoding.len() + n_image);
+        let mut placeholders = 0;
+        for &id in encoding.get_ids() {
+            if id == image_token {
+                placeholders += 1;
+                input_ids.extend(std::iter::repeat_n(id, n_image));
+            } else {
+                input_ids.push(id);
+            }
+        }
+        if placeholders != 1 {
+            bail!(
+                "the chat template produced {placeholders} image placeholders (token id {image_token}); expected 1"
+            );
+        }
+        let (positions, rope_delta) =
+            processor::mrope_positions(&input_ids, image_token, &[processed.grid_thw], self.image_processor.merge_size)?;
+        Ok(PreparedPrompt {
+            input_ids,
+            pixel_values: processed.pixel_values,
+            grid_thw: processed.grid_thw,
+            positions,
+            rope_delta,
+        })
+    }
+
+    /// The vision tower over the patch rows of one or more images: one row per merged token.
+    pub fn encode_images(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
+        Ok(self.visual.forward(&pixel_values.to_dtype(self.dtype)?, grids)?)
+    }
+
+    /// Token embeddings of `input_ids` with the image-token rows replaced, in order, by the
+    /// rows of `image_embeds`.
+    pub fn embed(&self, input_ids: &[u32], image_embeds: Option<&Tensor>) -> Result<Tensor> {
+        let ids = Tensor::new(input_ids, &self.device)?;
+        let embeds = self.text.embed(&ids)?;
+        let Some(image_embeds) = image_embeds else { return Ok(embeds) };
+        let image_token = self.config.image_token_id;
+        let n_image = input_ids.iter().filter(|&&id| id == image_token).count();
+        if n_image != image_embeds.dim(0)? {
+            bail!("{n_image} image tokens in the prompt but {} image embeddings", image_embeds.dim(0)?);
+        }
+        // Concatenate alternating runs of text rows and image rows.
+        let mut pieces = Vec::new();
+        let (mut start, mut used) = (0, 0);
+        while start < input_ids.len() {
+            let is_image = input_ids[start] == image_token;
+            let len = input_ids[start..].iter().take_while(|&&id| (id == image_token) == is_image).count();
+            if is_image {
+                pieces.push(image_embeds.narrow(0, used, len)?.to_dtype(embeds.dtype())?);
+                used += len;
+            } else {
+                pieces.push(embeds.narrow(0, start, len)?);
+            }
+            start += len;
+        }
+        Ok(Tensor::cat(&pieces, 0)?)
+    }
+
+    /// Decoder forward over `embeds` on top of `cache`; f32 logits of `logit_rows`.
+    pub fn forward(&self, embeds: &Tensor, positions: &[Vec<i64>; 3], cache: &mut dyn AttentionCache, logit_rows: &[u32]) -> Result<Tensor> {
+        Ok(self.text.forward(embeds, positions, cache, logit_rows)?)
+    }
+}
+
+/// generation_config.json's end tokens, then config.json's, then the tokenizer's eos_token.
+fn stop_tokens(files: &ModelFiles, config: &Config, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    if let Some(gen) = files.read_json("generation_config.json")? {
+        if let Some(v) = gen.get("eos_token_id").filter(|v| !v.is_null()) {
+            let parsed: config::TokenIds = serde_json::from_value(v.clone()).context("generation_config.json eos_token_id")?;
+            ids.extend(parsed.into_vec());
+        }
+    }
+    ids.extend(&config.eos_token_ids);
+    if ids.is_empty() {
+        if let Some(tc) = files.read_json("tokenizer_config.json")? {
+            let eos = tc.get("eos_token").and_then(|e| e.as_str().or_else(|| e.get("content")?.as_str()));
+            ids.extend(eos.and_then(|t| tokenizer.token_to_id(t)));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    ids.retain(|id| seen.insert(*id));
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_checkpoint_names_map_to_classic_ones() {
+        let names: BTreeSet<String> = ["model.language_model.embed_tokens.weight", "model.visual.merger.ln_q.weight", "lm_head.weight"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let f = checkpoint_renamer(&names);
+        assert_eq!(f("model.layers.0.mlp.up_proj.weight"), "model.language_model.layers.0.mlp.up_proj.weight");
+        assert_eq!(f("visual.blocks.3.attn.qkv.bias"), "model.visual.blocks.3.attn.qkv.bias");
+        assert_eq!(f("lm_head.weight"), "lm_head.weight");
+        let classic: BTreeSet<String> = ["model.embed_tokens.weight".to_string()].into();
+        assert_eq!(checkpoint_renamer(&classic)("visual.merger.mlp.0.weight"), "visual.merger.mlp.0.weight");
+    }
+}

@@ -1,0 +1,190 @@
+//! The Qwen2.5-VL language model (`model.*`, `lm_head`): a Qwen2 decoder with grouped-query
+//! attention (q/k/v with bias, o_proj without), M-RoPE, RMSNorm and a SwiGLU MLP.
+//!
+//! M-RoPE gives every token three positions (t, h, w); `mrope_section` splits the head's rotary
+//! frequencies among them (16/24/24 of 64 for RolmOCR), and text tokens carry the same position
+//! on all three axes, which makes it plain 1D RoPE for them.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+
+use super::config::TextConfig;
+use crate::ops::{attention::AttentionCache, norm::RmsNorm, rotary};
+
+/// Per-token (t, h, w) positions → cos/sin tables (tokens, head_dim) in the model dtype.
+pub struct MropeEmbedding {
+    inv_freq: Vec<f32>,
+    /// For each rotary frequency, which axis (0 = t, 1 = h, 2 = w) drives it.
+    axis_of_freq: Vec<usize>,
+}
+
+impl MropeEmbedding {
+    pub fn new(cfg: &TextConfig) -> Self {
+        let axis_of_freq = cfg
+            .mrope_section
+            .iter()
+            .enumerate()
+            .flat_map(|(axis, &n)| std::iter::repeat_n(axis, n))
+            .collect();
+        Self {
+            inv_freq: rotary::inv_freq(cfg.head_dim(), cfg.rope_theta),
+            axis_of_freq,
+        }
+    }
+
+    /// `positions[axis][token]`; the three rows have the same length.
+    pub fn cos_sin(&self, positions: &[Vec<i64>; 3], dtype: DType, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        let tokens = positions[0].len();
+        let angles: Vec<f32> = (0..tokens)
+            .flat_map(|i| {
+                self.inv_freq
+                    .iter()
+                    .zip(&self.axis_of_freq)
+                    .map(move |(f, &axis)| positions[axis][i] as f32 * f)
+            })
+            .collect();
+        let (cos, sin) = rotary::cos_sin(&angles, tokens, device)?;
+        Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        Ok(Self {
+            q_proj: linear(h, nh * hd, vb.pp("q_proj"))?,
+            k_proj: linear(h, nkv * hd, vb.pp("k_proj"))?,
+            v_proj: linear(h, nkv * hd, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(nh * hd, h, vb.pp("o_proj"))?,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, layer: usize, cache: &mut dyn AttentionCache) -> Result<Tensor> {
+        let tokens = xs.dim(0)?;
+        let q = self.q_proj.forward(xs)?.reshape((tokens, self.num_heads, self.head_dim))?;
+        let k = self.k_proj.forward(xs)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let v = self.v_proj.forward(xs)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let q = rotary::apply(&q, cos, sin)?;
+        let k = rotary::apply(&k, cos, sin)?;
+        let out = cache.attend(layer, &q, &k, &v)?;
+        self.o_proj.forward(&out.reshape((tokens, self.num_heads * self.head_dim))?)
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
+            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
+            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(xs)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+    }
+}
+
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            post_attention_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, layer: usize, cache: &mut dyn AttentionCache) -> Result<Tensor> {
+        let attn = self.self_attn.forward(&self.input_layernorm.forward(xs)?, cos, sin, layer, cache)?;
+        let xs = (xs + attn)?;
+        &xs + self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)?
+    }
+}
+
+pub struct TextModel {
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: MropeEmbedding,
+}
+
+impl TextModel {
+    /// `vb` is rooted at the checkpoint's top level (`model.*` and `lm_head`).
+    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens = embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
+        let lm_head = if cfg.tie_word_embeddings && !vb.contains_tensor("lm_head.weight") {
+            Linear::new(embed_tokens.embeddings().clone(), None)
+        } else {
+            linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
+        };
+        Ok(Self {
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))
+                .collect::<Result<_>>()?,
+            norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?,
+            embed_tokens,
+            lm_head,
+            rope: MropeEmbedding::new(cfg),
+        })
+    }
+
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embed_tokens.forward(ids)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Runs `embeds` (tokens, hidden) at `positions` through the decoder on top of what `cache`
+    /// holds, and returns the logits (f32) of the rows listed in `logit_rows`.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        positions: &[Vec<i64>; 3],
+        cache: &mut dyn AttentionCache,
+        logit_rows: &[u32],
+    ) -> Result<Tensor> {
+        let (cos, sin) = self.rope.cos_sin(positions, embeds.dtype(), embeds.device())?;
+        let mut xs = embeds.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            xs = layer.forward(&xs, &cos, &sin, i, cache)?;
+        }
+        let rows = xs.index_select(&Tensor::new(logit_rows, xs.device())?, 0)?;
+        self.lm_head.forward(&self.norm.forward(&rows)?)?.to_dtype(DType::F32)
+    }
+}

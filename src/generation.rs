@@ -8,7 +8,7 @@ use anyhow::Result;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::models::qwen2_5_vl::{PreparedPrompt, Model};
+use crate::models::qwen2_5_vl::{Model, PreparedPrompt};
 use crate::ops::attention::{AttentionCache, ContiguousKvCache};
 
 #[derive(Debug, Clone)]
@@ -72,7 +72,11 @@ pub fn sample(logits: &[f32], temperature: f64, rng: &mut StdRng) -> (u32, f32) 
 }
 
 /// Runs one prepared prompt to completion.
-pub fn generate(model: &Model, prompt: &PreparedPrompt, params: &SamplingParams) -> Result<Generation> {
+pub fn generate(
+    model: &Model,
+    prompt: &PreparedPrompt,
+    params: &SamplingParams,
+) -> Result<Generation> {
     let mut cache = ContiguousKvCache::new(model.num_layers());
     let image_embeds = model.encode_images(&prompt.pixel_values, &[prompt.grid_thw])?;
     let embeds = model.embed(&prompt.input_ids, Some(&image_embeds))?;
@@ -131,7 +135,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let logits = [0.0f32, (3f32).ln()];
         let n = 20_000;
-        let ones = (0..n).filter(|_| sample(&logits, 1.0, &mut rng).0 == 1).count();
+        let ones = (0..n)
+            .filter(|_| sample(&logits, 1.0, &mut rng).0 == 1)
+            .count();
         let p = ones as f64 / n as f64;
         assert!((p - 0.75).abs() < 0.02, "p(1) = {p}");
         // Temperature 0.5 squares the odds: 9:1. The logprob stays the raw one.

@@ -33,13 +33,20 @@ impl ModelFiles {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let missing = missing_files(dir);
         if !missing.is_empty() {
-            bail!("{} is not a complete model directory: missing {}", dir.display(), missing.join(", "));
+            bail!(
+                "{} is not a complete model directory: missing {}",
+                dir.display(),
+                missing.join(", ")
+            );
         }
         let weights = weight_files(dir)?
             .into_iter()
             .map(|name| dir.join(name))
             .collect();
-        Ok(Self { dir: dir.to_path_buf(), weights })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            weights,
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -53,9 +60,13 @@ impl ModelFiles {
     }
 
     pub fn read_json(&self, name: &str) -> Result<Option<serde_json::Value>> {
-        let Some(path) = self.optional(name) else { return Ok(None) };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let Some(path) = self.optional(name) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Some(value))
     }
 
@@ -72,7 +83,8 @@ impl ModelFiles {
     pub fn tensor_names(&self) -> Result<BTreeSet<String>> {
         let mut names = BTreeSet::new();
         for path in &self.weights {
-            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             // SAFETY: read-only map of a file that is not modified while we read its header.
             let mmap = unsafe { memmap2::Mmap::map(&file)? };
             let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
@@ -104,21 +116,29 @@ fn weight_files(dir: &Path) -> Result<Vec<String>> {
     }
     let shards = index_shards(&index)?;
     if let Some(shard) = shards.iter().find(|s| !dir.join(s).is_file()) {
-        bail!("{} names shard {shard}, which is missing from {}", index.display(), dir.display());
+        bail!(
+            "{} names shard {shard}, which is missing from {}",
+            index.display(),
+            dir.display()
+        );
     }
     Ok(shards)
 }
 
 /// The distinct shard files a `model.safetensors.index.json` names, sorted.
 fn index_shards(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
+    let text =
+        std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())
         .with_context(|| format!("{} has no weight_map", index.display()))?;
-    let shards: BTreeSet<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    let shards: BTreeSet<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     Ok(shards.into_iter().collect())
 }
 
@@ -139,7 +159,12 @@ pub fn cache_dirs() -> Vec<PathBuf> {
 
 fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no" | "off"))
+        .map(|v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "" | "0" | "false" | "no" | "off"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -177,7 +202,11 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
             if missing.is_empty() {
                 return ModelFiles::from_dir(&dir);
             }
-            incomplete.push(format!("{} (missing {})", dir.display(), missing.join(", ")));
+            incomplete.push(format!(
+                "{} (missing {})",
+                dir.display(),
+                missing.join(", ")
+            ));
         }
     }
     if offline() {
@@ -188,7 +217,10 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
             looked.join(", ")
         );
         if !incomplete.is_empty() {
-            msg.push_str(&format!(" Incomplete snapshots: {}.", incomplete.join("; ")));
+            msg.push_str(&format!(
+                " Incomplete snapshots: {}.",
+                incomplete.join("; ")
+            ));
         }
         msg.push_str(" Download it on a machine with network access (huggingface-cli download) or pass --model <DIR>.");
         bail!(msg);
@@ -205,13 +237,18 @@ fn download(repo_id: &str, revision: &str, cache: Option<&PathBuf>) -> Result<Mo
         builder = builder.with_cache_dir(cache.clone());
     }
     let api = builder.build().context("starting the hf-hub client")?;
-    let repo = api.repo(Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string()));
+    let repo = api.repo(Repo::with_revision(
+        repo_id.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
     let info = repo
         .info()
         .with_context(|| format!("looking up {repo_id}@{revision} on the hub (set HF_HUB_OFFLINE=1 to use only the cache)"))?;
     let available: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let fetch = |name: &str| -> Result<PathBuf> {
-        repo.get(name).with_context(|| format!("downloading {name} of {repo_id}@{revision}"))
+        repo.get(name)
+            .with_context(|| format!("downloading {name} of {repo_id}@{revision}"))
     };
     let config = fetch("config.json")?;
     fetch("tokenizer.json")?;
@@ -258,7 +295,12 @@ mod tests {
     fn sharded_weights_come_from_the_index() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        for f in ["config.json", "tokenizer.json", "a.safetensors", "b.safetensors"] {
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "a.safetensors",
+            "b.safetensors",
+        ] {
             std::fs::write(dir.join(f), "{}").unwrap();
         }
         std::fs::write(
@@ -267,7 +309,10 @@ mod tests {
         )
         .unwrap();
         let files = ModelFiles::from_dir(dir).unwrap();
-        assert_eq!(files.weights, vec![dir.join("a.safetensors"), dir.join("b.safetensors")]);
+        assert_eq!(
+            files.weights,
+            vec![dir.join("a.safetensors"), dir.join("b.safetensors")]
+        );
         std::fs::remove_file(dir.join("b.safetensors")).unwrap();
         let err = ModelFiles::from_dir(dir).unwrap_err().to_string();
         assert!(err.contains("b.safetensors"), "{err}");
@@ -278,7 +323,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("config.json"), "{}").unwrap();
         let err = ModelFiles::from_dir(tmp.path()).unwrap_err().to_string();
-        assert!(err.contains("tokenizer.json") && err.contains("model.safetensors"), "{err}");
+        assert!(
+            err.contains("tokenizer.json") && err.contains("model.safetensors"),
+            "{err}"
+        );
     }
 
     #[test]

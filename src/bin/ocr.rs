@@ -12,7 +12,11 @@ use vellum::generation::{generate, SamplingParams};
 use vellum::models::qwen2_5_vl::Model;
 
 #[derive(Parser)]
-#[command(name = "ocr", version, about = "OCR with vision-language models, in-process on candle")]
+#[command(
+    name = "ocr",
+    version,
+    about = "OCR with vision-language models, in-process on candle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,8 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     let files = vellum::hub::resolve(&args.model)?;
     let model = Model::load(&files, args.dtype.into(), &device)?;
     let loaded = started.elapsed();
-    let image = image::open(&args.image).with_context(|| format!("reading image {}", args.image.display()))?;
+    let image = image::open(&args.image)
+        .with_context(|| format!("reading image {}", args.image.display()))?;
     let prompt = model
         .prepare(&image, &args.prompt)
         .with_context(|| format!("preparing {}", args.image.display()))?;

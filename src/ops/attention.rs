@@ -78,7 +78,15 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let scores = if tokens > 1 {
         let offset = kv_len - tokens;
         let mask: Vec<f32> = (0..tokens)
-            .flat_map(|i| (0..kv_len).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+            .flat_map(|i| {
+                (0..kv_len).map(move |j| {
+                    if j <= offset + i {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
             .collect();
         let mask = Tensor::from_vec(mask, (1, tokens, kv_len), q.device())?
             .repeat((group, 1, 1))?
@@ -97,7 +105,12 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 /// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed
 /// rows: `q`, `k`, `v` are (tokens, heads, head_dim); returns the same shape.
-pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
+pub fn varlen_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens: &[usize],
+) -> Result<Tensor> {
     let head_dim = q.dim(D::Minus1)?;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let (q, k, v) = (
@@ -127,7 +140,12 @@ mod tests {
     use candle_core::Device;
 
     /// Attention computed one query, one head at a time with scalar loops.
-    fn naive(q: &[Vec<Vec<f32>>], k: &[Vec<Vec<f32>>], v: &[Vec<Vec<f32>>], causal_offset: usize) -> Vec<Vec<Vec<f32>>> {
+    fn naive(
+        q: &[Vec<Vec<f32>>],
+        k: &[Vec<Vec<f32>>],
+        v: &[Vec<Vec<f32>>],
+        causal_offset: usize,
+    ) -> Vec<Vec<Vec<f32>>> {
         let heads = q[0].len();
         let kv_heads = k[0].len();
         let hd = q[0][0].len();
@@ -139,12 +157,17 @@ mod tests {
                         let kh = h / (heads / kv_heads);
                         let visible = causal_offset + i + 1;
                         let s: Vec<f32> = (0..visible)
-                            .map(|j| (0..hd).map(|d| qi[h][d] * k[j][kh][d]).sum::<f32>() / (hd as f32).sqrt())
+                            .map(|j| {
+                                (0..hd).map(|d| qi[h][d] * k[j][kh][d]).sum::<f32>()
+                                    / (hd as f32).sqrt()
+                            })
                             .collect();
                         let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                         let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
                         let z: f32 = e.iter().sum();
-                        (0..hd).map(|d| (0..visible).map(|j| e[j] / z * v[j][kh][d]).sum()).collect()
+                        (0..hd)
+                            .map(|d| (0..visible).map(|j| e[j] / z * v[j][kh][d]).sum())
+                            .collect()
                     })
                     .collect()
             })
@@ -160,14 +183,30 @@ mod tests {
         let k = Tensor::randn(0f32, 1., (total, kv_heads, hd), &dev)?;
         let v = Tensor::randn(0f32, 1., (total, kv_heads, hd), &dev)?;
         let mut cache = ContiguousKvCache::new(1);
-        let mut outs = vec![cache.attend(0, &q.narrow(0, 0, prompt)?, &k.narrow(0, 0, prompt)?, &v.narrow(0, 0, prompt)?)?];
+        let mut outs = vec![cache.attend(
+            0,
+            &q.narrow(0, 0, prompt)?,
+            &k.narrow(0, 0, prompt)?,
+            &v.narrow(0, 0, prompt)?,
+        )?];
         for t in prompt..total {
-            outs.push(cache.attend(0, &q.narrow(0, t, 1)?, &k.narrow(0, t, 1)?, &v.narrow(0, t, 1)?)?);
+            outs.push(cache.attend(
+                0,
+                &q.narrow(0, t, 1)?,
+                &k.narrow(0, t, 1)?,
+                &v.narrow(0, t, 1)?,
+            )?);
         }
         assert_eq!(cache.len(), total);
         let got = Tensor::cat(&outs, 0)?.to_vec3::<f32>()?;
         let want = naive(&q.to_vec3()?, &k.to_vec3()?, &v.to_vec3()?, 0);
-        let max_err = got.iter().flatten().flatten().zip(want.iter().flatten().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_err = got
+            .iter()
+            .flatten()
+            .flatten()
+            .zip(want.iter().flatten().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(max_err < 1e-5, "max error {max_err}");
         Ok(())
     }
@@ -180,8 +219,16 @@ mod tests {
         let v = Tensor::randn(0f32, 1., (7, 2, 4), &dev)?;
         let packed = varlen_attention(&q, &k, &v, &[0, 3, 3, 7])?;
         for (start, len) in [(0, 3), (3, 4)] {
-            let alone = varlen_attention(&q.narrow(0, start, len)?, &k.narrow(0, start, len)?, &v.narrow(0, start, len)?, &[0, len])?;
-            let diff = (packed.narrow(0, start, len)? - alone)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let alone = varlen_attention(
+                &q.narrow(0, start, len)?,
+                &k.narrow(0, start, len)?,
+                &v.narrow(0, start, len)?,
+                &[0, len],
+            )?;
+            let diff = (packed.narrow(0, start, len)? - alone)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
             assert!(diff < 1e-6, "segment at {start}: {diff}");
         }
         Ok(())

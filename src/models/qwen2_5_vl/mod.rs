@@ -75,8 +75,10 @@ fn checkpoint_renamer(names: &BTreeSet<String>) -> impl Fn(&str) -> String + Sen
 impl Model {
     pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Self> {
         let config_path = files.path("config.json");
-        let config_text = std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-        let config = Config::from_json(&config_text).with_context(|| format!("in {}", config_path.display()))?;
+        let config_text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config = Config::from_json(&config_text)
+            .with_context(|| format!("in {}", config_path.display()))?;
         let raw: serde_json::Value = serde_json::from_str(&config_text)?;
         let vision_theta = raw
             .pointer("/vision_config/rope_parameters/rope_theta")
@@ -94,9 +96,19 @@ impl Model {
         let stop_token_ids = stop_tokens(files, &config, &tokenizer)?;
 
         let names = files.tensor_names()?;
-        let vb = files.var_builder(dtype, device)?.rename_f(checkpoint_renamer(&names));
-        Self::from_parts(config, vision_theta, vb, image_processor, tokenizer, chat_template, stop_token_ids)
-            .with_context(|| format!("loading the weights of {}", files.dir.display()))
+        let vb = files
+            .var_builder(dtype, device)?
+            .rename_f(checkpoint_renamer(&names));
+        Self::from_parts(
+            config,
+            vision_theta,
+            vb,
+            image_processor,
+            tokenizer,
+            chat_template,
+            stop_token_ids,
+        )
+        .with_context(|| format!("loading the weights of {}", files.dir.display()))
     }
 
     fn from_parts(
@@ -167,8 +179,12 @@ impl Model {
                 "the chat template produced {placeholders} image placeholders (token id {image_token}); expected 1"
             );
         }
-        let (positions, rope_delta) =
-            processor::mrope_positions(&input_ids, image_token, &[processed.grid_thw], self.image_processor.merge_size)?;
+        let (positions, rope_delta) = processor::mrope_positions(
+            &input_ids,
+            image_token,
+            &[processed.grid_thw],
+            self.image_processor.merge_size,
+        )?;
         Ok(PreparedPrompt {
             input_ids,
             pixel_values: processed.pixel_values,
@@ -180,7 +196,9 @@ impl Model {
 
     /// The vision tower over the patch rows of one or more images: one row per merged token.
     pub fn encode_images(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
-        Ok(self.visual.forward(&pixel_values.to_dtype(self.dtype)?, grids)?)
+        Ok(self
+            .visual
+            .forward(&pixel_values.to_dtype(self.dtype)?, grids)?)
     }
 
     /// Token embeddings of `input_ids` with the image-token rows replaced, in order, by the
@@ -188,20 +206,32 @@ impl Model {
     pub fn embed(&self, input_ids: &[u32], image_embeds: Option<&Tensor>) -> Result<Tensor> {
         let ids = Tensor::new(input_ids, &self.device)?;
         let embeds = self.text.embed(&ids)?;
-        let Some(image_embeds) = image_embeds else { return Ok(embeds) };
+        let Some(image_embeds) = image_embeds else {
+            return Ok(embeds);
+        };
         let image_token = self.config.image_token_id;
         let n_image = input_ids.iter().filter(|&&id| id == image_token).count();
         if n_image != image_embeds.dim(0)? {
-            bail!("{n_image} image tokens in the prompt but {} image embeddings", image_embeds.dim(0)?);
+            bail!(
+                "{n_image} image tokens in the prompt but {} image embeddings",
+                image_embeds.dim(0)?
+            );
         }
         // Concatenate alternating runs of text rows and image rows.
         let mut pieces = Vec::new();
         let (mut start, mut used) = (0, 0);
         while start < input_ids.len() {
             let is_image = input_ids[start] == image_token;
-            let len = input_ids[start..].iter().take_while(|&&id| (id == image_token) == is_image).count();
+            let len = input_ids[start..]
+                .iter()
+                .take_while(|&&id| (id == image_token) == is_image)
+                .count();
             if is_image {
-                pieces.push(image_embeds.narrow(0, used, len)?.to_dtype(embeds.dtype())?);
+                pieces.push(
+                    image_embeds
+                        .narrow(0, used, len)?
+                        .to_dtype(embeds.dtype())?,
+                );
                 used += len;
             } else {
                 pieces.push(embeds.narrow(0, start, len)?);
@@ -212,7 +242,13 @@ impl Model {
     }
 
     /// Decoder forward over `embeds` on top of `cache`; f32 logits of `logit_rows`.
-    pub fn forward(&self, embeds: &Tensor, positions: &[Vec<i64>; 3], cache: &mut dyn AttentionCache, logit_rows: &[u32]) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        positions: &[Vec<i64>; 3],
+        cache: &mut dyn AttentionCache,
+        logit_rows: &[u32],
+    ) -> Result<Tensor> {
         Ok(self.text.forward(embeds, positions, cache, logit_rows)?)
     }
 }
@@ -222,14 +258,17 @@ fn stop_tokens(files: &ModelFiles, config: &Config, tokenizer: &Tokenizer) -> Re
     let mut ids = Vec::new();
     if let Some(gen) = files.read_json("generation_config.json")? {
         if let Some(v) = gen.get("eos_token_id").filter(|v| !v.is_null()) {
-            let parsed: config::TokenIds = serde_json::from_value(v.clone()).context("generation_config.json eos_token_id")?;
+            let parsed: config::TokenIds =
+                serde_json::from_value(v.clone()).context("generation_config.json eos_token_id")?;
             ids.extend(parsed.into_vec());
         }
     }
     ids.extend(&config.eos_token_ids);
     if ids.is_empty() {
         if let Some(tc) = files.read_json("tokenizer_config.json")? {
-            let eos = tc.get("eos_token").and_then(|e| e.as_str().or_else(|| e.get("content")?.as_str()));
+            let eos = tc
+                .get("eos_token")
+                .and_then(|e| e.as_str().or_else(|| e.get("content")?.as_str()));
             ids.extend(eos.and_then(|t| tokenizer.token_to_id(t)));
         }
     }
@@ -244,15 +283,28 @@ mod tests {
 
     #[test]
     fn nested_checkpoint_names_map_to_classic_ones() {
-        let names: BTreeSet<String> = ["model.language_model.embed_tokens.weight", "model.visual.merger.ln_q.weight", "lm_head.weight"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let names: BTreeSet<String> = [
+            "model.language_model.embed_tokens.weight",
+            "model.visual.merger.ln_q.weight",
+            "lm_head.weight",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
         let f = checkpoint_renamer(&names);
-        assert_eq!(f("model.layers.0.mlp.up_proj.weight"), "model.language_model.layers.0.mlp.up_proj.weight");
-        assert_eq!(f("visual.blocks.3.attn.qkv.bias"), "model.visual.blocks.3.attn.qkv.bias");
+        assert_eq!(
+            f("model.layers.0.mlp.up_proj.weight"),
+            "model.language_model.layers.0.mlp.up_proj.weight"
+        );
+        assert_eq!(
+            f("visual.blocks.3.attn.qkv.bias"),
+            "model.visual.blocks.3.attn.qkv.bias"
+        );
         assert_eq!(f("lm_head.weight"), "lm_head.weight");
         let classic: BTreeSet<String> = ["model.embed_tokens.weight".to_string()].into();
-        assert_eq!(checkpoint_renamer(&classic)("visual.merger.mlp.0.weight"), "visual.merger.mlp.0.weight");
+        assert_eq!(
+            checkpoint_renamer(&classic)("visual.merger.mlp.0.weight"),
+            "visual.merger.mlp.0.weight"
+        );
     }
 }

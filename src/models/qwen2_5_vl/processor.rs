@@ -24,7 +24,13 @@ pub fn round_half_even(x: f64) -> f64 {
 
 /// transformers' `smart_resize`: the (height, width) on the `factor` grid closest to the
 /// input, scaled to stay within [min_pixels, max_pixels].
-pub fn smart_resize(height: usize, width: usize, factor: usize, min_pixels: usize, max_pixels: usize) -> Result<(usize, usize)> {
+pub fn smart_resize(
+    height: usize,
+    width: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize)> {
     let (h, w, f) = (height as f64, width as f64, factor as f64);
     if height == 0 || width == 0 {
         bail!("image has no pixels ({width}×{height})");
@@ -56,7 +62,11 @@ pub fn finepdfs_box(width: f64, height: f64) -> (usize, usize) {
     const LONGEST: f64 = 1280.0;
     const MAX_PIXELS: f64 = 2048.0 * 28.0 * 28.0;
     let scale = LONGEST / width.max(height);
-    let (w, h) = if scale > 1.0 { (width * scale, height * scale) } else { (width, height) };
+    let (w, h) = if scale > 1.0 {
+        (width * scale, height * scale)
+    } else {
+        (width, height)
+    };
     let grid = |x: f64| (round_half_even(x / 28.0) * 28.0).max(28.0);
     let (mut bw, mut bh) = (grid(w), grid(h));
     if bw * bh > MAX_PIXELS {
@@ -155,7 +165,13 @@ impl ImageProcessorConfig {
 
     /// Size (height, width) the image is resized to.
     pub fn target_size(&self, height: usize, width: usize) -> Result<(usize, usize)> {
-        smart_resize(height, width, self.factor(), self.min_pixels(), self.max_pixels())
+        smart_resize(
+            height,
+            width,
+            self.factor(),
+            self.min_pixels(),
+            self.max_pixels(),
+        )
     }
 
     /// Converts to RGB as transformers does: alpha composited over white.
@@ -220,8 +236,15 @@ impl ImageProcessorConfig {
         let resized = self.resize(&Self::to_rgb(image))?;
         let (values, grid_thw) = self.patchify(&resized);
         let rows = grid_thw.iter().product::<usize>();
-        let pixel_values = Tensor::from_vec(values, (rows, 3 * self.temporal_patch_size * self.patch_size.pow(2)), device)?;
-        Ok(ProcessedImage { pixel_values, grid_thw })
+        let pixel_values = Tensor::from_vec(
+            values,
+            (rows, 3 * self.temporal_patch_size * self.patch_size.pow(2)),
+            device,
+        )?;
+        Ok(ProcessedImage {
+            pixel_values,
+            grid_thw,
+        })
     }
 
     /// Merged tokens (LM positions) an image of this grid takes.
@@ -240,7 +263,12 @@ pub struct ProcessedImage {
 /// three axes; a run of image tokens with grid (t, h, w) patches gets (start + t_i, start + row,
 /// start + col) over its merged grid, and text after it resumes at start + max(h, w) / merge.
 /// Returns the positions and the delta that maps later decode steps (position = index + delta).
-pub fn mrope_positions(input_ids: &[u32], image_token_id: u32, grids: &[[usize; 3]], merge: usize) -> Result<([Vec<i64>; 3], i64)> {
+pub fn mrope_positions(
+    input_ids: &[u32],
+    image_token_id: u32,
+    grids: &[[usize; 3]],
+    merge: usize,
+) -> Result<([Vec<i64>; 3], i64)> {
     let mut pos: [Vec<i64>; 3] = Default::default();
     let mut grids = grids.iter();
     let mut current = 0i64;
@@ -254,9 +282,14 @@ pub fn mrope_positions(input_ids: &[u32], image_token_id: u32, grids: &[[usize; 
             i += 1;
             continue;
         }
-        let &[t, h, w] = grids.next().context("more image placeholders in the prompt than images")?;
+        let &[t, h, w] = grids
+            .next()
+            .context("more image placeholders in the prompt than images")?;
         let (mh, mw) = (h / merge, w / merge);
-        let run = input_ids[i..].iter().take_while(|&&id| id == image_token_id).count();
+        let run = input_ids[i..]
+            .iter()
+            .take_while(|&&id| id == image_token_id)
+            .count();
         if run < t * mh * mw {
             bail!("an image of {t}×{mh}×{mw} merged tokens has only {run} placeholders");
         }
@@ -285,7 +318,15 @@ mod tests {
 
     #[test]
     fn rounding_is_half_to_even() {
-        for (x, want) in [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (3.5, 4.0), (2.4999, 2.0), (2.5001, 3.0), (7.0, 7.0)] {
+        for (x, want) in [
+            (0.5, 0.0),
+            (1.5, 2.0),
+            (2.5, 2.0),
+            (3.5, 4.0),
+            (2.4999, 2.0),
+            (2.5001, 3.0),
+            (7.0, 7.0),
+        ] {
             assert_eq!(round_half_even(x), want, "round({x})");
         }
     }
@@ -293,7 +334,10 @@ mod tests {
     #[test]
     fn smart_resize_matches_python_at_ties() {
         // 70/28 = 2.5 rounds to 2 in Python (f64::round would give 3).
-        assert_eq!(smart_resize(70, 2000, 28, 3136, 1003520).unwrap(), (56, 1988));
+        assert_eq!(
+            smart_resize(70, 2000, 28, 3136, 1003520).unwrap(),
+            (56, 1988)
+        );
         // 42/28 = 1.5 → 2; 98/28 = 3.5 → 4.
         assert_eq!(smart_resize(42, 98, 28, 0, 1 << 30).unwrap(), (56, 112));
         assert!(smart_resize(10, 2500, 28, 3136, 1003520).is_err());
@@ -307,8 +351,12 @@ mod tests {
 
     #[test]
     fn preprocessor_config_accepts_both_layouts() {
-        let old = ImageProcessorConfig::from_json(r#"{"min_pixels": 100, "max_pixels": 200}"#).unwrap();
-        let new = ImageProcessorConfig::from_json(r#"{"size": {"shortest_edge": 100, "longest_edge": 200}}"#).unwrap();
+        let old =
+            ImageProcessorConfig::from_json(r#"{"min_pixels": 100, "max_pixels": 200}"#).unwrap();
+        let new = ImageProcessorConfig::from_json(
+            r#"{"size": {"shortest_edge": 100, "longest_edge": 200}}"#,
+        )
+        .unwrap();
         for c in [old, new] {
             assert_eq!((c.min_pixels(), c.max_pixels()), (100, 200));
         }

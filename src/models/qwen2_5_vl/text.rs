@@ -33,7 +33,12 @@ impl MropeEmbedding {
     }
 
     /// `positions[axis][token]`; the three rows have the same length.
-    pub fn cos_sin(&self, positions: &[Vec<i64>; 3], dtype: DType, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+    pub fn cos_sin(
+        &self,
+        positions: &[Vec<i64>; 3],
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> Result<(Tensor, Tensor)> {
         let tokens = positions[0].len();
         let angles: Vec<f32> = (0..tokens)
             .flat_map(|i| {
@@ -73,15 +78,32 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, layer: usize, cache: &mut dyn AttentionCache) -> Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        layer: usize,
+        cache: &mut dyn AttentionCache,
+    ) -> Result<Tensor> {
         let tokens = xs.dim(0)?;
-        let q = self.q_proj.forward(xs)?.reshape((tokens, self.num_heads, self.head_dim))?;
-        let k = self.k_proj.forward(xs)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
-        let v = self.v_proj.forward(xs)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let q = self
+            .q_proj
+            .forward(xs)?
+            .reshape((tokens, self.num_heads, self.head_dim))?;
+        let k = self
+            .k_proj
+            .forward(xs)?
+            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let v = self
+            .v_proj
+            .forward(xs)?
+            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
         let q = rotary::apply(&q, cos, sin)?;
         let k = rotary::apply(&k, cos, sin)?;
         let out = cache.attend(layer, &q, &k, &v)?;
-        self.o_proj.forward(&out.reshape((tokens, self.num_heads * self.head_dim))?)
+        self.o_proj
+            .forward(&out.reshape((tokens, self.num_heads * self.head_dim))?)
     }
 }
 
@@ -121,15 +143,34 @@ impl DecoderLayer {
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
-            input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            post_attention_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            input_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("input_layernorm"),
+            )?,
+            post_attention_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
         })
     }
 
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, layer: usize, cache: &mut dyn AttentionCache) -> Result<Tensor> {
-        let attn = self.self_attn.forward(&self.input_layernorm.forward(xs)?, cos, sin, layer, cache)?;
+    fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        layer: usize,
+        cache: &mut dyn AttentionCache,
+    ) -> Result<Tensor> {
+        let attn =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(xs)?, cos, sin, layer, cache)?;
         let xs = (xs + attn)?;
-        &xs + self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)?
+        &xs + self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&xs)?)?
     }
 }
 
@@ -179,12 +220,16 @@ impl TextModel {
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
-        let (cos, sin) = self.rope.cos_sin(positions, embeds.dtype(), embeds.device())?;
+        let (cos, sin) = self
+            .rope
+            .cos_sin(positions, embeds.dtype(), embeds.device())?;
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &cos, &sin, i, cache)?;
         }
         let rows = xs.index_select(&Tensor::new(logit_rows, xs.device())?, 0)?;
-        self.lm_head.forward(&self.norm.forward(&rows)?)?.to_dtype(DType::F32)
+        self.lm_head
+            .forward(&self.norm.forward(&rows)?)?
+            .to_dtype(DType::F32)
     }
 }

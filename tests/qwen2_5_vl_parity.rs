@@ -1,0 +1,334 @@
+//! Tiny Qwen2.5-VL models (written by transformers' save_pretrained with seeded random weights;
+//! tests/reference/make_qwen2_5_vl_fixtures.py) against transformers' own outputs: prompt ids,
+//! M-RoPE positions, vision tower output, last-position logits and 32 greedy tokens.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use vellum::generation::{generate, SamplingParams};
+use vellum::hub::ModelFiles;
+use vellum::models::qwen2_5_vl::Model;
+use vellum::ops::attention::ContiguousKvCache;
+
+struct Case {
+    dir: PathBuf,
+    meta: Value,
+    expected: HashMap<String, Tensor>,
+}
+
+fn cases() -> Vec<(String, Vec<Case>)> {
+    let root = common::fixtures().join("models");
+    let mut models: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    models.sort();
+    models
+        .into_iter()
+        .map(|dir| {
+            let names = common::read_json(dir.join("cases.json"));
+            let cases = names["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| {
+                    let n = n.as_str().unwrap();
+                    Case {
+                        meta: common::read_json(dir.join(format!("{n}.expected.json"))),
+                        expected: candle_core::safetensors::load(
+                            dir.join(format!("{n}.expected.safetensors")),
+                            &Device::Cpu,
+                        )
+                        .unwrap(),
+                        dir: dir.clone(),
+                    }
+                })
+                .collect();
+            (
+                dir.file_name().unwrap().to_string_lossy().into_owned(),
+                cases,
+            )
+        })
+        .collect()
+}
+
+fn load(dir: &Path, dtype: DType) -> Model {
+    Model::load(&ModelFiles::from_dir(dir).unwrap(), dtype, &Device::Cpu).unwrap()
+}
+
+fn name(case: &Case) -> &str {
+    case.meta["case"].as_str().unwrap()
+}
+
+/// Last-position logits of the prompt, the image given as the reference's resized uint8 image.
+fn prefill_logits(model: &Model, case: &Case) -> Tensor {
+    let image = image::open(case.dir.join(case.meta["image"].as_str().unwrap())).unwrap();
+    let prompt = model
+        .prepare(&image, case.meta["prompt"].as_str().unwrap())
+        .unwrap();
+    let image_embeds = model
+        .encode_images(&prompt.pixel_values, &[prompt.grid_thw])
+        .unwrap();
+    let embeds = model.embed(&prompt.input_ids, Some(&image_embeds)).unwrap();
+    let mut cache = ContiguousKvCache::new(model.num_layers());
+    let last = prompt.input_ids.len() as u32 - 1;
+    model
+        .forward(&embeds, &prompt.positions, &mut cache, &[last])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+}
+
+#[test]
+fn prompt_ids_and_mrope_positions_match() {
+    for (model_name, cases) in cases() {
+        let model = load(&cases[0].dir.join("model"), DType::F32);
+        for case in &cases {
+            let image = image::open(case.dir.join(case.meta["image"].as_str().unwrap())).unwrap();
+            let prompt = model
+                .prepare(&image, case.meta["prompt"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(
+                prompt.input_ids,
+                common::u32s(&case.meta["input_ids"]),
+                "{model_name}/{}: input ids",
+                name(case)
+            );
+            let grid: Vec<usize> = common::u32s(&case.meta["grid_thw"])
+                .into_iter()
+                .map(|v| v as usize)
+                .collect();
+            assert_eq!(prompt.grid_thw.to_vec(), grid);
+            for axis in 0..3 {
+                let want: Vec<i64> = case.meta["positions"][axis]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap())
+                    .collect();
+                assert_eq!(
+                    prompt.positions[axis],
+                    want,
+                    "{model_name}/{}: positions axis {axis}",
+                    name(case)
+                );
+            }
+            assert_eq!(prompt.rope_delta, case.meta["rope_delta"].as_i64().unwrap());
+        }
+    }
+}
+
+#[test]
+fn vision_tower_matches() {
+    for (model_name, cases) in cases() {
+        let model = load(&cases[0].dir.join("model"), DType::F32);
+        for case in &cases {
+            let resized = image::open(case.dir.join(case.meta["resized_image"].as_str().unwrap()))
+                .unwrap()
+                .to_rgb8();
+            let (values, grid) = model.image_processor.patchify(&resized);
+            let rows = grid.iter().product::<usize>();
+            let pixels =
+                Tensor::from_vec(values, (rows, values_per_row(&model)), &Device::Cpu).unwrap();
+            let got = model.encode_images(&pixels, &[grid]).unwrap();
+            let err = common::rel_l2(&got, &case.expected["vision_output"]);
+            eprintln!(
+                "{model_name}/{}: vision output rel L2 {err:.2e}",
+                name(case)
+            );
+            assert!(
+                err <= 1e-4,
+                "{model_name}/{}: vision output rel L2 error {err}",
+                name(case)
+            );
+        }
+    }
+}
+
+fn values_per_row(model: &Model) -> usize {
+    let p = &model.image_processor;
+    3 * p.temporal_patch_size * p.patch_size * p.patch_size
+}
+
+#[test]
+fn several_images_in_one_vision_call_match_one_at_a_time() {
+    let (_, cases) = cases().into_iter().next().unwrap();
+    let model = load(&cases[0].dir.join("model"), DType::F32);
+    let mut pixels = Vec::new();
+    let mut grids = Vec::new();
+    for case in &cases {
+        let resized = image::open(case.dir.join(case.meta["resized_image"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let (values, grid) = model.image_processor.patchify(&resized);
+        pixels.push(
+            Tensor::from_vec(
+                values,
+                (grid.iter().product::<usize>(), values_per_row(&model)),
+                &Device::Cpu,
+            )
+            .unwrap(),
+        );
+        grids.push(grid);
+    }
+    let batched = model
+        .encode_images(&Tensor::cat(&pixels, 0).unwrap(), &grids)
+        .unwrap();
+    let mut offset = 0;
+    for case in &cases {
+        let n = case.expected["vision_output"].dim(0).unwrap();
+        let err = common::rel_l2(
+            &batched.narrow(0, offset, n).unwrap(),
+            &case.expected["vision_output"],
+        );
+        assert!(
+            err <= 1e-4,
+            "{}: batched vision output rel L2 {err}",
+            name(case)
+        );
+        offset += n;
+    }
+    assert_eq!(offset, batched.dim(0).unwrap());
+}
+
+#[test]
+fn last_logits_match_in_f32() {
+    for (model_name, cases) in cases() {
+        let model = load(&cases[0].dir.join("model"), DType::F32);
+        for case in &cases {
+            let err = common::rel_l2(&prefill_logits(&model, case), &case.expected["last_logits"]);
+            eprintln!("{model_name}/{}: last logits rel L2 {err:.2e}", name(case));
+            assert!(
+                err <= 1e-4,
+                "{model_name}/{}: last logits rel L2 error {err}",
+                name(case)
+            );
+        }
+    }
+}
+
+#[test]
+fn greedy_tokens_and_logprobs_match_generate() {
+    for (model_name, cases) in cases() {
+        let model = load(&cases[0].dir.join("model"), DType::F32);
+        for case in &cases {
+            let image = image::open(case.dir.join(case.meta["image"].as_str().unwrap())).unwrap();
+            let prompt = model
+                .prepare(&image, case.meta["prompt"].as_str().unwrap())
+                .unwrap();
+            let want = common::u32s(&case.meta["greedy_tokens"]);
+            let params = SamplingParams {
+                max_new_tokens: want.len(),
+                ignore_eos: true,
+                ..Default::default()
+            };
+            let out = generate(&model, &prompt, &params).unwrap();
+            assert_eq!(
+                out.tokens,
+                want,
+                "{model_name}/{}: greedy tokens",
+                name(case)
+            );
+            let want_lp = common::f32s(&case.meta["greedy_logprobs"]);
+            let max_lp = out
+                .logprobs
+                .iter()
+                .zip(&want_lp)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!(
+                "{model_name}/{}: {} greedy tokens identical, max logprob diff {max_lp:.2e}",
+                name(case),
+                want.len()
+            );
+            assert!(
+                max_lp <= 1e-3,
+                "{model_name}/{}: logprob diff {max_lp}",
+                name(case)
+            );
+            assert_eq!(out.text, case.meta["decoded_text"].as_str().unwrap());
+        }
+    }
+}
+
+#[test]
+fn half_precision_runs_close_to_the_f32_reference() {
+    let (_, cases) = cases().into_iter().next().unwrap();
+    let case = &cases[0];
+    for dtype in [DType::BF16, DType::F16] {
+        let model = load(&case.dir.join("model"), dtype);
+        let err = common::rel_l2(&prefill_logits(&model, case), &case.expected["last_logits"]);
+        eprintln!("{dtype:?}: last logits rel L2 {err:.2e} against the f32 reference");
+        assert!(err <= 5e-2, "{dtype:?}: last logits rel L2 error {err}");
+    }
+}
+
+/// Rewrites a transformers-5 export into the other layouts the hub carries: config.json flat
+/// with `rope_scaling` (transformers 4), and tensors nested as `model.language_model.*` /
+/// `model.visual.*`.
+fn write_variant(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let mut config = common::read_json(src.join("config.json"));
+    let text = config
+        .as_object_mut()
+        .unwrap()
+        .remove("text_config")
+        .unwrap();
+    for (k, v) in text.as_object().unwrap() {
+        if k == "rope_parameters" {
+            config["rope_theta"] = v["rope_theta"].clone();
+            config["rope_scaling"] =
+                serde_json::json!({"type": "mrope", "mrope_section": v["mrope_section"]});
+        } else {
+            config[k] = v.clone();
+        }
+    }
+    std::fs::write(
+        dst.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let renamed: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let k = if let Some(rest) = k.strip_prefix("visual.") {
+                format!("model.visual.{rest}")
+            } else if let Some(rest) = k.strip_prefix("model.") {
+                format!("model.language_model.{rest}")
+            } else {
+                k
+            };
+            (k, v)
+        })
+        .collect();
+    candle_core::safetensors::save(&renamed, dst.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn transformers4_config_and_nested_tensor_names_load_to_the_same_model() {
+    let (_, cases) = cases().into_iter().next().unwrap();
+    let case = &cases[0];
+    let tmp = tempfile::tempdir().unwrap();
+    write_variant(&case.dir.join("model"), tmp.path());
+    assert!(!common::read_json(tmp.path().join("config.json"))
+        .as_object()
+        .unwrap()
+        .contains_key("text_config"));
+    let original = prefill_logits(&load(&case.dir.join("model"), DType::F32), case);
+    let variant = prefill_logits(&load(tmp.path(), DType::F32), case);
+    assert_eq!(common::rel_l2(&variant, &original), 0.0);
+}

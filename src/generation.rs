@@ -51,7 +51,13 @@ pub struct Generation {
 /// Picks the next token from one row of f32 logits; returns it with its raw log-probability.
 pub fn sample(logits: &[f32], temperature: f64, rng: &mut StdRng) -> (u32, f32) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    // Accumulate in f64: an f32 sum over a 152k vocabulary drifts by ~1e-4.
+    let log_z = max as f64
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln();
     let token = if temperature <= 0.0 {
         // First index of the maximum, as torch.argmax.
         logits.iter().position(|&l| l == max).unwrap_or(0)
@@ -68,7 +74,7 @@ pub fn sample(logits: &[f32], temperature: f64, rng: &mut StdRng) -> (u32, f32) 
             })
             .unwrap_or(weights.len() - 1)
     };
-    (token as u32, logits[token] - log_z)
+    (token as u32, (logits[token] as f64 - log_z) as f32)
 }
 
 /// Runs one prepared prompt to completion.

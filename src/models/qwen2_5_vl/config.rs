@@ -5,6 +5,7 @@
 //! `rope_parameters` (holding `mrope_section` and `rope_theta`). Both parse to [`Config`].
 
 use anyhow::{bail, Context, Result};
+use candle_nn::Activation;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,6 +25,12 @@ pub struct VisionConfig {
     pub window_size: usize,
     pub fullatt_block_indexes: Vec<usize>,
     pub out_hidden_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: Activation,
+}
+
+fn default_act() -> Activation {
+    Activation::Silu
 }
 
 fn default_in_chans() -> usize {
@@ -50,6 +57,7 @@ pub struct TextConfig {
     pub mrope_section: Vec<usize>,
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
 }
 
 impl TextConfig {
@@ -83,6 +91,7 @@ struct RawText {
     rope_parameters: Option<RawRope>,
     tie_word_embeddings: Option<bool>,
     max_position_embeddings: Option<usize>,
+    hidden_act: Option<Activation>,
     eos_token_id: Option<TokenIds>,
 }
 
@@ -169,6 +178,10 @@ impl Config {
                 .max_position_embeddings
                 .or(top.max_position_embeddings)
                 .unwrap_or(128_000),
+            hidden_act: nested
+                .hidden_act
+                .or(top.hidden_act)
+                .unwrap_or(Activation::Silu),
         };
         if text.mrope_section.iter().sum::<usize>() * 2 != text.head_dim() {
             bail!(

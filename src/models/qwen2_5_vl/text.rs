@@ -6,7 +6,7 @@
 //! on all three axes, which makes it plain 1D RoPE for them.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{embedding, linear, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, linear, linear_no_bias, Activation, Embedding, Linear, VarBuilder};
 
 use super::config::TextConfig;
 use crate::ops::{attention::AttentionCache, norm::RmsNorm, rotary};
@@ -111,6 +111,7 @@ struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    act: Activation,
 }
 
 impl Mlp {
@@ -120,13 +121,14 @@ impl Mlp {
             gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
             up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
             down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
+            act: cfg.hidden_act,
         })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(xs)?)?;
+        let gate = self.act.forward(&self.gate_proj.forward(xs)?)?;
         self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
     }
 }

@@ -7,7 +7,7 @@
 //! raster order at the end. Several images go through in one call, packed along the rows.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::{linear, Activation, Linear, VarBuilder};
 
 use super::config::VisionConfig;
 use crate::ops::{attention::varlen_attention, norm::RmsNorm, rotary};
@@ -87,6 +87,7 @@ struct VisionMlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    act: Activation,
 }
 
 impl VisionMlp {
@@ -96,13 +97,14 @@ impl VisionMlp {
             gate_proj: linear(h, i, vb.pp("gate_proj"))?,
             up_proj: linear(h, i, vb.pp("up_proj"))?,
             down_proj: linear(i, h, vb.pp("down_proj"))?,
+            act: cfg.hidden_act,
         })
     }
 }
 
 impl Module for VisionMlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(xs)?)?;
+        let gate = self.act.forward(&self.gate_proj.forward(xs)?)?;
         self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
     }
 }

@@ -1,0 +1,223 @@
+//! `ocr generate`: the JSON contract, end tokens from generation_config.json, resolution of a
+//! hub id through a local HF cache with HF_HUB_OFFLINE, and clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn case() -> (PathBuf, Value) {
+    let dir = common::fixtures().join("models/gqa_window4");
+    let meta = common::read_json(dir.join("page_140x196.expected.json"));
+    (dir, meta)
+}
+
+fn ocr(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocr"));
+    cmd.args(args)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HOME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn generate_json(
+    model: &str,
+    image: &Path,
+    prompt: &str,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Value {
+    let image = image.to_str().unwrap();
+    let mut args = vec![
+        "generate",
+        "--model",
+        model,
+        "--image",
+        image,
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "32",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = ocr(&args, env);
+    assert!(
+        out.status.success(),
+        "ocr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn copy_model(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn json_output_follows_the_contract_and_matches_transformers() {
+    let (dir, meta) = case();
+    let model = dir.join("model");
+    let json = generate_json(
+        model.to_str().unwrap(),
+        &dir.join("page_140x196.png"),
+        meta["prompt"].as_str().unwrap(),
+        &["--ignore-eos"],
+        &[],
+    );
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "finish_reason",
+            "logprobs",
+            "prompt_tokens",
+            "text",
+            "tokens"
+        ]
+    );
+    assert_eq!(
+        json["prompt_tokens"].as_u64().unwrap() as usize,
+        meta["input_ids"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        common::u32s(&json["tokens"]),
+        common::u32s(&meta["greedy_tokens"])
+    );
+    let diff = common::f32s(&json["logprobs"])
+        .iter()
+        .zip(common::f32s(&meta["greedy_logprobs"]))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff <= 1e-3, "logprob diff {diff}");
+    assert_eq!(json["finish_reason"], "length");
+    assert_eq!(json["text"], meta["decoded_text"]);
+}
+
+#[test]
+fn stops_on_any_end_token_of_generation_config() {
+    let (dir, meta) = case();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_model(&dir.join("model"), tmp.path());
+    let greedy = common::u32s(&meta["greedy_tokens"]);
+    // Make the 6th greedy token an end token (listed after the real one): generation stops there.
+    let stop = greedy[5];
+    let first = greedy.iter().position(|&t| t == stop).unwrap();
+    std::fs::write(
+        tmp.path().join("generation_config.json"),
+        format!(r#"{{"eos_token_id": [1002, {stop}]}}"#),
+    )
+    .unwrap();
+    let json = generate_json(
+        tmp.path().to_str().unwrap(),
+        &dir.join("page_140x196.png"),
+        meta["prompt"].as_str().unwrap(),
+        &[],
+        &[],
+    );
+    assert_eq!(common::u32s(&json["tokens"]), greedy[..=first].to_vec());
+    assert_eq!(json["finish_reason"], "stop");
+    // --ignore-eos generates through it.
+    let json = generate_json(
+        tmp.path().to_str().unwrap(),
+        &dir.join("page_140x196.png"),
+        meta["prompt"].as_str().unwrap(),
+        &["--ignore-eos"],
+        &[],
+    );
+    assert_eq!(common::u32s(&json["tokens"]), greedy);
+}
+
+#[test]
+fn hub_id_resolves_from_the_local_cache_offline() {
+    let (dir, meta) = case();
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--vellum-test--tiny-qwen2_5_vl");
+    copy_model(&dir.join("model"), &repo.join("snapshots/0123abcd"));
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    let offline = Path::new("1");
+    let env = [("HF_HUB_CACHE", cache.path()), ("HF_HUB_OFFLINE", offline)];
+    let json = generate_json(
+        "vellum-test/tiny-qwen2_5_vl",
+        &dir.join("page_140x196.png"),
+        meta["prompt"].as_str().unwrap(),
+        &["--ignore-eos"],
+        &env,
+    );
+    assert_eq!(
+        common::u32s(&json["tokens"]),
+        common::u32s(&meta["greedy_tokens"])
+    );
+
+    let image = dir.join("page_140x196.png");
+    let out = ocr(
+        &[
+            "generate",
+            "--model",
+            "vellum-test/absent",
+            "--image",
+            image.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not available offline") && err.contains(cache.path().to_str().unwrap()),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message_naming_the_file() {
+    let (dir, _) = case();
+    let model = dir.join("model");
+    let tmp = tempfile::tempdir().unwrap();
+    let not_an_image = tmp.path().join("page.png");
+    std::fs::write(&not_an_image, b"%PDF-1.4 not a png").unwrap();
+    let out = ocr(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            not_an_image.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(not_an_image.to_str().unwrap()));
+
+    let out = ocr(
+        &[
+            "generate",
+            "--model",
+            tmp.path().to_str().unwrap(),
+            "--image",
+            not_an_image.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.json") && err.contains("missing"),
+        "{err}"
+    );
+}

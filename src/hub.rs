@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+
+use crate::weights::MmapWeights;
 
 const INDEX_FILE: &str = "model.safetensors.index.json";
 const SINGLE_FILE: &str = "model.safetensors";
@@ -70,28 +70,9 @@ impl ModelFiles {
         Ok(Some(value))
     }
 
-    /// Memory-maps the safetensors files; tensors are converted to `dtype` one at a time as the
-    /// model asks for them, so no second full copy of the weights is ever made.
-    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-        // SAFETY: the files are not modified while the model is loaded (the HF cache and model
-        // directories are written once); this is the same contract as every mmap loader.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device)? };
-        Ok(vb)
-    }
-
-    /// Every tensor name in the checkpoint, read from the safetensors headers only.
-    pub fn tensor_names(&self) -> Result<BTreeSet<String>> {
-        let mut names = BTreeSet::new();
-        for path in &self.weights {
-            let file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            // SAFETY: read-only map of a file that is not modified while we read its header.
-            let mmap = unsafe { memmap2::Mmap::map(&file)? };
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap)
-                .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
-            names.extend(meta.tensors().into_keys());
-        }
-        Ok(names)
+    /// The checkpoint's tensors, memory-mapped.
+    pub fn weights(&self) -> Result<MmapWeights> {
+        MmapWeights::open(&self.weights)
     }
 }
 

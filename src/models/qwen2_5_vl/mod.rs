@@ -95,10 +95,9 @@ impl Model {
         let chat_template = ChatTemplate::for_model(files, DEFAULT_CHAT_TEMPLATE)?;
         let stop_token_ids = stop_tokens(files, &config, &tokenizer)?;
 
-        let names = files.tensor_names()?;
-        let vb = files
-            .var_builder(dtype, device)?
-            .rename_f(checkpoint_renamer(&names));
+        let weights = files.weights()?;
+        let renamer = checkpoint_renamer(&weights.names().map(String::from).collect());
+        let vb = weights.into_var_builder(dtype, device).rename_f(renamer);
         Self::from_parts(
             config,
             vision_theta,

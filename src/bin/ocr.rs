@@ -68,6 +68,9 @@ struct GenerateArgs {
     ignore_eos: bool,
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DTypeArg,
+    /// Size the image as FinePDFs did for RolmOCR: between 56 and 2048 merged visual tokens.
+    #[arg(long)]
+    finepdfs: bool,
     /// Print one JSON object: prompt_tokens, tokens, logprobs, text, finish_reason.
     #[arg(long)]
     json: bool,
@@ -77,7 +80,10 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     let device = Device::Cpu;
     let started = Instant::now();
     let files = vellum::hub::resolve(&args.model)?;
-    let model = Model::load(&files, args.dtype.into(), &device)?;
+    let mut model = Model::load(&files, args.dtype.into(), &device)?;
+    if args.finepdfs {
+        model.image_processor = model.image_processor.clone().with_finepdfs_bounds();
+    }
     let loaded = started.elapsed();
     let image = image::open(&args.image)
         .with_context(|| format!("reading image {}", args.image.display()))?;

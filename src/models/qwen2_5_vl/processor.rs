@@ -350,6 +350,18 @@ mod tests {
     }
 
     #[test]
+    fn finepdfs_bounds_give_an_a4_page_1440_tokens() {
+        // An A4 page rendered by the FinePDFs rule is about 896×1268 pixels.
+        let cfg = ImageProcessorConfig::default().with_finepdfs_bounds();
+        let (h, w) = cfg.target_size(1268, 896).unwrap();
+        assert_eq!((h, w), (1260, 896));
+        assert_eq!(cfg.num_image_tokens([1, h / 14, w / 14]), 1440);
+        // Big pages are capped at 2048 merged tokens.
+        let (h, w) = cfg.target_size(4000, 3000).unwrap();
+        assert!(h * w / (28 * 28) <= 2048);
+    }
+
+    #[test]
     fn preprocessor_config_accepts_both_layouts() {
         let old =
             ImageProcessorConfig::from_json(r#"{"min_pixels": 100, "max_pixels": 200}"#).unwrap();

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod imaging;
 pub mod models;
 pub mod ops;
+pub mod pdf;
 pub mod weights;
 
 /// The instruction FinePDFs and the olmOCR bench runner give RolmOCR (after the image).

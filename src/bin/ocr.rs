@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use vellum::generation::{generate, SamplingParams};
 use vellum::models::qwen2_5_vl::Model;
+use vellum::pdf::route::{route_document, Router};
+use vellum::pdf::worker::{Worker, WorkerCommand};
+use vellum::pdf::xgboost::XgbModel;
+use vellum::pdf::RenderMode;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +30,45 @@ struct Cli {
 enum Command {
     /// Run the model on one image and print what it generates.
     Generate(GenerateArgs),
+    /// Decide, per document, whether it needs OCR; prints one JSON line per input.
+    Route(RouteArgs),
+    /// Render one page to a PNG, for inspection.
+    Render(RenderArgs),
+    /// The pdfium worker process (started by vellum itself).
+    #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
+    PdfWorker,
+}
+
+#[derive(clap::Args)]
+struct RouteArgs {
+    /// PDFs or page images.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// An XGBoost binary classifier saved as JSON, instead of the default rules.
+    #[arg(long)]
+    xgboost: Option<PathBuf>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Time bound per page, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+}
+
+#[derive(clap::Args)]
+struct RenderArgs {
+    input: PathBuf,
+    /// 1-based page number.
+    #[arg(long, default_value_t = 1)]
+    page: usize,
+    /// finepdfs, olmocr or dpi=N.
+    #[arg(long, default_value = "finepdfs")]
+    mode: RenderMode,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    password: Option<String>,
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,13 +156,84 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+fn worker(timeout: f64) -> Result<Worker> {
+    let command = WorkerCommand::locate().map_err(anyhow::Error::msg)?;
+    let mut worker = Worker::new(command);
+    worker.set_timeout(Duration::from_secs_f64(timeout));
+    Ok(worker)
+}
+
+/// Prints one JSON line per input; a bad input gets an error line and the others go on.
+fn run_route(args: RouteArgs) -> Result<ExitCode> {
+    let router = match &args.xgboost {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Router::Xgboost(
+                XgbModel::from_json(&text)
+                    .with_context(|| format!("loading {}", path.display()))?,
+            )
+        }
+        None => Router::Rules,
+    };
+    let mut worker = worker(args.timeout)?;
+    let mut failed = 0;
+    for input in &args.inputs {
+        let line = match route_document(&mut worker, &router, input, args.password.as_deref()) {
+            Ok(route) => {
+                let features: serde_json::Map<String, serde_json::Value> = route
+                    .features
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(route.features.values.iter().map(|v| serde_json::json!(v)))
+                    .collect();
+                serde_json::json!({"file": input, "info": route.info, "decision": route.decision, "features": features})
+            }
+            Err(e) => {
+                failed += 1;
+                serde_json::json!({"file": input, "error": e, "message": e.to_string()})
+            }
+        };
+        println!("{line}");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_render(args: RenderArgs) -> Result<()> {
+    let mut worker = worker(args.timeout)?;
+    let image = worker.render(&args.input, args.password.as_deref(), args.page, args.mode)?;
+    image
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "{} page {}: {}×{} ({:?}) → {}",
+        args.input.display(),
+        args.page,
+        image.width(),
+        image.height(),
+        args.mode,
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => run_generate(args),
+        Command::Generate(args) => run_generate(args).map(|()| ExitCode::SUCCESS),
+        Command::Route(args) => run_route(args),
+        Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
+        Command::PdfWorker => vellum::pdf::worker::serve()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -77,6 +77,35 @@ pub fn finepdfs_box(width: f64, height: f64) -> (usize, usize) {
     (bw as usize, bh as usize)
 }
 
+/// The Qwen processor refuses images more elongated than this.
+pub const MAX_ASPECT_RATIO: f64 = 200.0;
+
+/// Pads the short side with white (the content centred) so the long side is at most
+/// `max_ratio` times the short one. vellum pads rather than tiles such pages (receipts,
+/// banners, a line of a scroll): the model sees the whole page in one request, and the text
+/// on it is a single strip, which smart_resize then scales like any other page.
+pub fn pad_to_aspect(image: RgbImage, max_ratio: f64) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let (long, short) = (w.max(h) as f64, w.min(h).max(1) as f64);
+    if long / short <= max_ratio {
+        return image;
+    }
+    let padded_short = (long / max_ratio).ceil() as u32;
+    let (pw, ph) = if w >= h {
+        (w, padded_short)
+    } else {
+        (padded_short, h)
+    };
+    let mut out = RgbImage::from_pixel(pw, ph, image::Rgb([255, 255, 255]));
+    image::imageops::replace(
+        &mut out,
+        &image,
+        ((pw - w) / 2) as i64,
+        ((ph - h) / 2) as i64,
+    );
+    out
+}
+
 /// preprocessor_config.json, in the old (`min_pixels`/`max_pixels`) or new
 /// (`size: {shortest_edge, longest_edge}`, both in pixels) layout.
 #[derive(Debug, Clone, Deserialize)]
@@ -231,9 +260,9 @@ impl ImageProcessorConfig {
         (out, [1, gh, gw])
     }
 
-    /// The whole image path: RGB, resize, normalise, patchify.
+    /// The whole image path: RGB, padding of extreme aspect ratios, resize, normalise, patchify.
     pub fn preprocess(&self, image: &DynamicImage, device: &Device) -> Result<ProcessedImage> {
-        let resized = self.resize(&Self::to_rgb(image))?;
+        let resized = self.resize(&pad_to_aspect(Self::to_rgb(image), MAX_ASPECT_RATIO))?;
         let (values, grid_thw) = self.patchify(&resized);
         let rows = grid_thw.iter().product::<usize>();
         let pixel_values = Tensor::from_vec(
@@ -359,6 +388,22 @@ mod tests {
         // Big pages are capped at 2048 merged tokens.
         let (h, w) = cfg.target_size(4000, 3000).unwrap();
         assert!(h * w / (28 * 28) <= 2048);
+    }
+
+    #[test]
+    fn pages_beyond_200_to_1_are_padded_not_refused() {
+        let strip = RgbImage::from_pixel(6000, 10, image::Rgb([0, 0, 0]));
+        let padded = pad_to_aspect(strip, MAX_ASPECT_RATIO);
+        assert_eq!(padded.dimensions(), (6000, 30));
+        assert_eq!(padded.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(padded.get_pixel(0, 10).0, [0, 0, 0]);
+        let cfg = ImageProcessorConfig::default();
+        let tall = DynamicImage::ImageRgb8(RgbImage::from_pixel(5, 3000, image::Rgb([9, 9, 9])));
+        let out = cfg.preprocess(&tall, &Device::Cpu).unwrap();
+        assert!(out.grid_thw[1] > 0 && out.grid_thw[2] > 0);
+        // Within the limit nothing changes.
+        let ok = RgbImage::new(400, 2);
+        assert_eq!(pad_to_aspect(ok.clone(), MAX_ASPECT_RATIO), ok);
     }
 
     #[test]

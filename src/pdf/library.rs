@@ -1,0 +1,61 @@
+//! Finding and binding libpdfium at run time: `$PDFIUM_LIB_PATH` (the library or its folder),
+//! then where `scripts/install-pdfium` puts it (`${VELLUM_HOME:-~/.cache/vellum}/pdfium`), then
+//! the system library path.
+
+use std::path::PathBuf;
+
+use pdfium_render::prelude::Pdfium;
+
+const INSTALL_HINT: &str =
+    "install it with scripts/install-pdfium (it takes libpdfium.so from the PyPI wheel \
+     pypdfium2; only PyPI is needed), or set PDFIUM_LIB_PATH to a libpdfium.so";
+
+/// Where `scripts/install-pdfium` installs the library.
+pub fn installed_path() -> Option<PathBuf> {
+    let home = std::env::var_os("VELLUM_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vellum")))?;
+    Some(
+        home.join("pdfium")
+            .join(Pdfium::pdfium_platform_library_name()),
+    )
+}
+
+/// The candidate library paths, in the order they are tried.
+pub fn candidates() -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(p) = std::env::var_os("PDFIUM_LIB_PATH").map(PathBuf::from) {
+        paths.push(if p.is_dir() {
+            p.join(Pdfium::pdfium_platform_library_name())
+        } else {
+            p
+        });
+    }
+    paths.extend(installed_path());
+    paths
+}
+
+/// Binds pdfium, or says where it looked and how to install it.
+pub fn bind() -> Result<Pdfium, String> {
+    let mut tried = Vec::new();
+    for path in candidates() {
+        if !path.is_file() {
+            tried.push(format!("{} (absent)", path.display()));
+            continue;
+        }
+        match Pdfium::bind_to_library(&path) {
+            Ok(bindings) => return Ok(Pdfium::new(bindings)),
+            Err(e) => tried.push(format!("{} ({e})", path.display())),
+        }
+    }
+    match Pdfium::bind_to_system_library() {
+        Ok(bindings) => Ok(Pdfium::new(bindings)),
+        Err(e) => {
+            tried.push(format!("the system library path ({e})"));
+            Err(format!(
+                "libpdfium was not found: tried {}; {INSTALL_HINT}",
+                tried.join(", ")
+            ))
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Page sizes for each render mode, and rendering a pdfium page to RGB.
+//!
+//! Sizes are computed from the page as displayed (its /Rotate applied), in points, the way
+//! PyMuPDF sizes a pixmap: the page rectangle times the zoom, rounded outward with MuPDF's
+//! 0.001 tolerance.
+
+use image::RgbImage;
+use pdfium_render::prelude::{PdfPage, PdfRenderConfig};
+
+use super::RenderMode;
+use crate::models::qwen2_5_vl::processor::finepdfs_box;
+
+/// Largest image vellum renders (pixels): a page that would exceed it is refused with an error
+/// instead of allocating gigabytes (a 200×200-inch page at 150 DPI is 900 Mpx).
+pub const MAX_RENDER_PIXELS: u64 = 64_000_000;
+
+/// The zoom (pixels per point) for a page of `width` × `height` points.
+pub fn zoom(width: f64, height: f64, mode: RenderMode) -> f64 {
+    match mode {
+        RenderMode::Finepdfs => {
+            let (bw, bh) = finepdfs_box(width, height);
+            (bw as f64 / width).min(bh as f64 / height)
+        }
+        RenderMode::Olmocr { longest } => longest as f64 / width.max(height),
+        RenderMode::Dpi { dpi } => dpi as f64 / 72.0,
+    }
+}
+
+/// MuPDF's `fz_round_rect` for a rectangle from 0 to `x`: ceil with a 0.001 tolerance, in f32.
+fn round_outward(x: f64) -> u32 {
+    ((x as f32 - 0.001).ceil()).max(1.0) as u32
+}
+
+/// Pixel size of a page of `width` × `height` points rendered in `mode`.
+pub fn pixel_size(width: f64, height: f64, mode: RenderMode) -> (u32, u32) {
+    let z = zoom(width, height, mode);
+    (round_outward(width * z), round_outward(height * z))
+}
+
+/// Renders `page` (form fields and annotations included) at the size `mode` gives it.
+pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
+    let (pw, ph) = (page.width().value as f64, page.height().value as f64);
+    if !(pw > 0.0 && ph > 0.0 && pw.is_finite() && ph.is_finite()) {
+        return Err(format!("the page has no area ({pw}×{ph} pt)"));
+    }
+    let (w, h) = pixel_size(pw, ph, mode);
+    if w as u64 * h as u64 > MAX_RENDER_PIXELS {
+        return Err(format!(
+            "a {pw:.0}×{ph:.0} pt page would render to {w}×{h} pixels in {mode:?}, more than the {MAX_RENDER_PIXELS}-pixel limit"
+        ));
+    }
+    let config = PdfRenderConfig::new()
+        .set_fixed_size(w as i32, h as i32)
+        .render_form_data(true)
+        .render_annotations(true);
+    let bitmap = page
+        .render_with_config(&config)
+        .map_err(|e| format!("pdfium could not render the page: {e}"))?;
+    let image = bitmap
+        .as_image()
+        .map_err(|e| format!("pdfium returned an unusable bitmap: {e}"))?;
+    Ok(image.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finepdfs_a4_lands_one_side_on_the_box() {
+        assert_eq!(pixel_size(595.0, 842.0, RenderMode::Finepdfs), (896, 1268));
+        // PyMuPDF: Letter → 980×1269 (792 pt × 1.6013 = 1268.2, rounded outward).
+        assert_eq!(pixel_size(612.0, 792.0, RenderMode::Finepdfs), (980, 1269));
+    }
+
+    #[test]
+    fn olmocr_and_dpi_modes() {
+        assert_eq!(
+            pixel_size(612.0, 792.0, RenderMode::Olmocr { longest: 1288 }).1,
+            1288
+        );
+        assert_eq!(
+            pixel_size(612.0, 792.0, RenderMode::Dpi { dpi: 150.0 }),
+            (1275, 1650)
+        );
+        assert_eq!(
+            "dpi=150".parse::<RenderMode>().unwrap(),
+            RenderMode::Dpi { dpi: 150.0 }
+        );
+        assert!("dpi=-1".parse::<RenderMode>().is_err());
+    }
+}

@@ -99,10 +99,19 @@ impl<'a> Input<'a> {
 
     /// An image file as a one-page document (no pdfium needed).
     pub fn open_image(path: &Path) -> Result<Self, PdfError> {
-        let image = image::open(path).map_err(|e| PdfError::Corrupt {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let file = path.display().to_string();
+        // By content, not by extension: a scan saved as "x.pdf" is still a PNG.
+        let image = image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(|e| PdfError::Io {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?
+            .decode()
+            .map_err(|e| PdfError::Corrupt {
+                file,
+                reason: e.to_string(),
+            })?;
         Ok(Input::Image(image.to_rgb8()))
     }
 

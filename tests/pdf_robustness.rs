@@ -77,7 +77,8 @@ fn broken_files_give_typed_errors_naming_the_file() {
     let empty = write(tmp.path(), "empty.pdf", b"");
     let zero = write(tmp.path(), "zero_pages.pdf", &zero_page_pdf());
     let missing = tmp.path().join("missing.pdf");
-    let cases: Vec<(&PathBuf, fn(&PdfError) -> bool)> = vec![
+    type Expectation = fn(&PdfError) -> bool;
+    let cases: Vec<(&PathBuf, Expectation)> = vec![
         (&corrupt, |e| matches!(e, PdfError::Corrupt { .. })),
         (&not_pdf, |e| matches!(e, PdfError::UnknownFormat { .. })),
         (

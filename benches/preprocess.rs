@@ -18,9 +18,7 @@ fn page() -> RgbImage {
 fn bench(c: &mut Criterion) {
     let img = page();
     let cfg = ImageProcessorConfig::default().with_finepdfs_bounds();
-    let (h, w) = cfg
-        .target_size(img.height() as usize, img.width() as usize)
-        .unwrap();
+    let (h, w) = cfg.target_size(img.height() as usize, img.width() as usize).unwrap();
     let mut group = c.benchmark_group("resize_1275x1650_to_grid");
     group.sample_size(10);
     group.bench_function("vellum_torchvision_exact", |b| {

@@ -23,8 +23,7 @@ impl ChatTemplate {
     /// (chat_template.jinja, chat_template.json, tokenizer_config.json), else `default`.
     pub fn for_model(files: &ModelFiles, default: &str) -> Result<Self> {
         if let Some(path) = files.optional("chat_template.jinja") {
-            let source = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let source = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             return Ok(Self::new(source, path.display().to_string()));
         }
         for file in ["chat_template.json", "tokenizer_config.json"] {
@@ -74,10 +73,7 @@ mod tests {
 
     #[test]
     fn qwen2_vl_template_renders_the_documented_prompt() {
-        let t = ChatTemplate::new(
-            include_str!("../models/rolmocr/chat_template.jinja"),
-            "test",
-        );
+        let t = ChatTemplate::new(include_str!("../models/rolmocr/chat_template.jinja"), "test");
         let text = t.render_image_prompt("Read this.").unwrap();
         assert_eq!(
             text,

@@ -39,10 +39,7 @@ impl ModelFiles {
                 missing.join(", ")
             );
         }
-        let weights = weight_files(dir)?
-            .into_iter()
-            .map(|name| dir.join(name))
-            .collect();
+        let weights = weight_files(dir)?.into_iter().map(|name| dir.join(name)).collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             weights,
@@ -63,10 +60,8 @@ impl ModelFiles {
         let Some(path) = self.optional(name) else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(Some(value))
     }
 
@@ -108,18 +103,14 @@ fn weight_files(dir: &Path) -> Result<Vec<String>> {
 
 /// The distinct shard files a `model.safetensors.index.json` names, sorted.
 fn index_shards(index: &Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
+    let text = std::fs::read_to_string(index).with_context(|| format!("reading {}", index.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())
         .with_context(|| format!("{} has no weight_map", index.display()))?;
-    let shards: BTreeSet<String> = map
-        .values()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
+    let shards: BTreeSet<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
     Ok(shards.into_iter().collect())
 }
 
@@ -183,11 +174,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
             if missing.is_empty() {
                 return ModelFiles::from_dir(&dir);
             }
-            incomplete.push(format!(
-                "{} (missing {})",
-                dir.display(),
-                missing.join(", ")
-            ));
+            incomplete.push(format!("{} (missing {})", dir.display(), missing.join(", ")));
         }
     }
     if offline() {
@@ -198,10 +185,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
             looked.join(", ")
         );
         if !incomplete.is_empty() {
-            msg.push_str(&format!(
-                " Incomplete snapshots: {}.",
-                incomplete.join("; ")
-            ));
+            msg.push_str(&format!(" Incomplete snapshots: {}.", incomplete.join("; ")));
         }
         msg.push_str(" Download it on a machine with network access (huggingface-cli download) or pass --model <DIR>.");
         bail!(msg);
@@ -223,9 +207,9 @@ fn download(repo_id: &str, revision: &str, cache: Option<&PathBuf>) -> Result<Mo
         RepoType::Model,
         revision.to_string(),
     ));
-    let info = repo
-        .info()
-        .with_context(|| format!("looking up {repo_id}@{revision} on the hub (set HF_HUB_OFFLINE=1 to use only the cache)"))?;
+    let info = repo.info().with_context(|| {
+        format!("looking up {repo_id}@{revision} on the hub (set HF_HUB_OFFLINE=1 to use only the cache)")
+    })?;
     let available: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let fetch = |name: &str| -> Result<PathBuf> {
         repo.get(name)
@@ -276,12 +260,7 @@ mod tests {
     fn sharded_weights_come_from_the_index() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        for f in [
-            "config.json",
-            "tokenizer.json",
-            "a.safetensors",
-            "b.safetensors",
-        ] {
+        for f in ["config.json", "tokenizer.json", "a.safetensors", "b.safetensors"] {
             std::fs::write(dir.join(f), "{}").unwrap();
         }
         std::fs::write(

@@ -55,10 +55,7 @@ fn axis_weights(in_size: usize, out_size: usize) -> AxisWeights {
         float_weights.push(w);
     }
     // The largest precision at which the biggest weight still fits in int16.
-    let w_max = float_weights
-        .iter()
-        .flatten()
-        .fold(0.0f64, |m, &v| m.max(v));
+    let w_max = float_weights.iter().flatten().fold(0.0f64, |m, &v| m.max(v));
     let mut precision = 0u32;
     while precision < 22 {
         let next = (0.5 + w_max * (1u64 << (precision + 1)) as f64) as i64;

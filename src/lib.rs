@@ -3,17 +3,19 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use vellum::engine::{Engine, EngineConfig};
 //! let files = vellum::hub::resolve("reducto/RolmOCR")?;
 //! let model = vellum::models::qwen2_5_vl::Model::load(&files, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+//! let engine = Engine::new(Arc::new(model), EngineConfig::default())?;
 //! let page = image::open("page.png")?;
-//! let prompt = model.prepare(&page, vellum::ROLMOCR_PROMPT)?;
-//! let out = vellum::generation::generate(&model, &prompt, &Default::default())?;
+//! let out = engine.generate(&page, vellum::ROLMOCR_PROMPT, Default::default())?;
 //! println!("{}", out.text);
 //! # Ok(()) }
 //! ```
 
 pub mod chat_template;
-pub mod generation;
+pub mod engine;
 pub mod hub;
 pub mod imaging;
 pub mod models;

@@ -34,12 +34,10 @@ impl MmapWeights {
         let mut maps = Vec::with_capacity(paths.len());
         let mut entries = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
-            let file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             // SAFETY: checkpoint files are not modified while a model loads from them (the HF
             // cache and model directories are written once); the same contract as any mmap loader.
-            let map = unsafe { Mmap::map(&file) }
-                .with_context(|| format!("mapping {}", path.display()))?;
+            let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
             let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
                 .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
             let data_start = 8 + header_len;
@@ -85,12 +83,10 @@ impl MmapWeights {
     }
 
     fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let entry = self.entries.get(name).ok_or_else(|| {
-            candle_core::Error::CannotFindTensor {
-                path: name.to_string(),
-            }
-            .bt()
-        })?;
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
         let map = &self.maps[entry.file];
         let bytes = map.get(entry.start..entry.end).ok_or_else(|| {
             candle_core::Error::Msg(format!(
@@ -108,9 +104,7 @@ impl MmapWeights {
         if last > first {
             // SAFETY: the map is private and read-only, so dropping its pages loses nothing: a
             // later access reads them from the file again. Advice failure only costs memory.
-            let _ = unsafe {
-                map.unchecked_advise_range(UncheckedAdvice::DontNeed, first, last - first)
-            };
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, first, last - first) };
         }
         Ok(tensor)
     }
@@ -123,14 +117,7 @@ fn page_size() -> usize {
 }
 
 impl SimpleBackend for MmapWeights {
-    fn get(
-        &self,
-        shape: Shape,
-        name: &str,
-        _: Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let tensor = self.load(name, dtype, device)?;
         if tensor.shape() != &shape {
             return Err(candle_core::Error::UnexpectedShape {
@@ -143,12 +130,7 @@ impl SimpleBackend for MmapWeights {
         Ok(tensor)
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         self.load(name, dtype, device)
     }
 
@@ -182,15 +164,10 @@ mod tests {
         let got = vb.get((3, 4096), "a")?;
         assert_eq!(
             got.to_vec2::<f32>()?,
-            a.to_dtype(DType::BF16)?
-                .to_dtype(DType::F32)?
-                .to_vec2::<f32>()?
+            a.to_dtype(DType::BF16)?.to_dtype(DType::F32)?.to_vec2::<f32>()?
         );
         // Pages were released: reading again still gives the same values.
-        assert_eq!(
-            vb.get((3, 4096), "a")?.to_vec2::<f32>()?,
-            got.to_vec2::<f32>()?
-        );
+        assert_eq!(vb.get((3, 4096), "a")?.to_vec2::<f32>()?, got.to_vec2::<f32>()?);
         assert_eq!(
             vb.get_unchecked_dtype("b", DType::U32)?.to_vec1::<u32>()?,
             vec![1, 2, 3]

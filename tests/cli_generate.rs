@@ -16,22 +16,14 @@ fn case() -> (PathBuf, Value) {
 
 fn ocr(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocr"));
-    cmd.args(args)
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_HOME");
+    cmd.args(args).env_remove("HF_HUB_CACHE").env_remove("HF_HOME");
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
 }
 
-fn generate_json(
-    model: &str,
-    image: &Path,
-    prompt: &str,
-    extra: &[&str],
-    env: &[(&str, &Path)],
-) -> Value {
+fn generate_json(model: &str, image: &Path, prompt: &str, extra: &[&str], env: &[(&str, &Path)]) -> Value {
     let image = image.to_str().unwrap();
     let mut args = vec![
         "generate",
@@ -74,30 +66,13 @@ fn json_output_follows_the_contract_and_matches_transformers() {
         &["--ignore-eos"],
         &[],
     );
-    let keys: Vec<&str> = json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "finish_reason",
-            "logprobs",
-            "prompt_tokens",
-            "text",
-            "tokens"
-        ]
-    );
+    let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["finish_reason", "logprobs", "prompt_tokens", "text", "tokens"]);
     assert_eq!(
         json["prompt_tokens"].as_u64().unwrap() as usize,
         meta["input_ids"].as_array().unwrap().len()
     );
-    assert_eq!(
-        common::u32s(&json["tokens"]),
-        common::u32s(&meta["greedy_tokens"])
-    );
+    assert_eq!(common::u32s(&json["tokens"]), common::u32s(&meta["greedy_tokens"]));
     let diff = common::f32s(&json["logprobs"])
         .iter()
         .zip(common::f32s(&meta["greedy_logprobs"]))
@@ -159,10 +134,7 @@ fn hub_id_resolves_from_the_local_cache_offline() {
         &["--ignore-eos"],
         &env,
     );
-    assert_eq!(
-        common::u32s(&json["tokens"]),
-        common::u32s(&meta["greedy_tokens"])
-    );
+    assert_eq!(common::u32s(&json["tokens"]), common::u32s(&meta["greedy_tokens"]));
 
     let image = dir.join("page_140x196.png");
     let out = ocr(
@@ -216,8 +188,5 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("config.json") && err.contains("missing"),
-        "{err}"
-    );
+    assert!(err.contains("config.json") && err.contains("missing"), "{err}");
 }

@@ -46,19 +46,14 @@ fn page_sizes_match_pymupdf_and_pdftoppm() {
         match case["dpi150"].is_null() {
             // pdftoppm cannot render it either; vellum refuses it with a clear error.
             true => {
-                let err = w
-                    .render(&pdf, None, 1, RenderMode::Dpi { dpi: 150.0 })
-                    .unwrap_err();
+                let err = w.render(&pdf, None, 1, RenderMode::Dpi { dpi: 150.0 }).unwrap_err();
                 assert!(
-                    matches!(err, PdfError::Page { page: 1, .. })
-                        && err.to_string().contains("pixel limit"),
+                    matches!(err, PdfError::Page { page: 1, .. }) && err.to_string().contains("pixel limit"),
                     "{err}"
                 );
             }
             false => {
-                let img = w
-                    .render(&pdf, None, 1, RenderMode::Dpi { dpi: 150.0 })
-                    .unwrap();
+                let img = w.render(&pdf, None, 1, RenderMode::Dpi { dpi: 150.0 }).unwrap();
                 let (ew, eh) = size(&case["dpi150"]);
                 assert!(
                     (img.width() as i64 - ew).abs() <= 1 && (img.height() as i64 - eh).abs() <= 1,
@@ -76,19 +71,11 @@ fn finepdfs_pixels_match_pymupdf() {
     let dir = fixtures().join("pixels");
     let mut w = worker();
     let mut report = Vec::new();
-    for case in common::read_json(dir.join("pages.json"))
-        .as_array()
-        .unwrap()
-    {
+    for case in common::read_json(dir.join("pages.json")).as_array().unwrap() {
         let pdf = shared_pdfs().join(case["pdf"].as_str().unwrap());
         let page = case["page"].as_u64().unwrap() as usize;
-        let want = image::open(dir.join(case["png"].as_str().unwrap()))
-            .unwrap()
-            .to_luma8();
-        let got = image::DynamicImage::ImageRgb8(
-            w.render(&pdf, None, page, RenderMode::Finepdfs).unwrap(),
-        )
-        .to_luma8();
+        let want = image::open(dir.join(case["png"].as_str().unwrap())).unwrap().to_luma8();
+        let got = image::DynamicImage::ImageRgb8(w.render(&pdf, None, page, RenderMode::Finepdfs).unwrap()).to_luma8();
         assert_eq!(got.dimensions(), want.dimensions(), "{pdf:?} page {page}");
         let mad = got
             .as_raw()
@@ -97,18 +84,11 @@ fn finepdfs_pixels_match_pymupdf() {
             .map(|(a, b)| a.abs_diff(*b) as f64)
             .sum::<f64>()
             / got.as_raw().len() as f64;
-        report.push(format!(
-            "{} p{page}: mean abs diff {mad:.2} grey levels",
-            case["pdf"]
-        ));
+        report.push(format!("{} p{page}: mean abs diff {mad:.2} grey levels", case["pdf"]));
         // Measured (tests/reference/compare_renders.py): scanned pages agree within one grey level;
         // text-dense pages differ by 5–13 because pdfium and MuPDF rasterize glyphs differently
         // (anti-aliasing, hinting, substitutes for non-embedded fonts), with identical layout.
-        let bound = if case["pdf"] == "small_page_size.pdf" {
-            2.0
-        } else {
-            8.0
-        };
+        let bound = if case["pdf"] == "small_page_size.pdf" { 2.0 } else { 8.0 };
         assert!(
             mad <= bound,
             "{pdf:?} page {page}: mean abs difference {mad} grey levels (bound {bound})"
@@ -174,9 +154,7 @@ fn text_layer_reads_in_pdfium_order() {
     let mut w = worker();
     let page = w.text(&shared_pdfs().join("edgar.pdf"), None, 1).unwrap();
     assert!(page.features.chars > 1000 && page.features.garbled_chars == 0);
-    let rotated = w
-        .text(&shared_pdfs().join("edgar-rotated90.pdf"), None, 1)
-        .unwrap();
+    let rotated = w.text(&shared_pdfs().join("edgar-rotated90.pdf"), None, 1).unwrap();
     // The same article, rotated: nearly all of its words come out.
     let rotated_words: std::collections::HashSet<&str> = rotated.text.split_whitespace().collect();
     let words: Vec<&str> = page.text.split_whitespace().collect();
@@ -192,8 +170,7 @@ fn text_layer_reads_in_pdfium_order() {
 #[test]
 fn xgboost_json_matches_predict_proba() {
     let dir = fixtures().join("xgboost");
-    let model =
-        XgbModel::from_json(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    let model = XgbModel::from_json(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
     let cases = common::read_json(dir.join("cases.json"));
     let names: Vec<String> = cases["feature_names"]
         .as_array()
@@ -217,10 +194,7 @@ fn xgboost_json_matches_predict_proba() {
             .collect();
         max_err = max_err.max((model.predict(&x) - want).abs());
     }
-    eprintln!(
-        "xgboost {}: max |p - predict_proba| = {max_err:.1e}",
-        cases["xgboost"]
-    );
+    eprintln!("xgboost {}: max |p - predict_proba| = {max_err:.1e}", cases["xgboost"]);
     assert!(max_err <= 1e-6, "max probability error {max_err}");
     // Features are matched by name: a reordered input gives the same answer.
     let row: Vec<f32> = vec![3.0, 0.0, 100.0, 0.95, 0.0, 1.0];
@@ -244,10 +218,7 @@ fn route_cli_prints_one_line_per_input_and_survives_bad_ones() {
         .arg(shared_pdfs().join("edgar_image.pdf"))
         .output()
         .unwrap();
-    assert!(
-        !out.status.success(),
-        "a bad input makes the exit status non-zero"
-    );
+    assert!(!out.status.success(), "a bad input makes the exit status non-zero");
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

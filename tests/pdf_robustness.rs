@@ -47,9 +47,7 @@ fn zero_page_pdf() -> Vec<u8> {
     for o in offsets {
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
-    out.extend_from_slice(
-        format!("trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
-    );
+    out.extend_from_slice(format!("trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes());
     out
 }
 
@@ -91,25 +89,13 @@ fn broken_files_give_typed_errors_naming_the_file() {
     for (path, expected) in cases {
         let err = w.info(path, None).unwrap_err();
         assert!(expected(&err), "{}: {err:?}", path.display());
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         assert_eq!(err.file(), path.display().to_string());
     }
     // Pages that do not exist are named too.
-    let err = w
-        .render(&edgar(), None, 99, RenderMode::Finepdfs)
-        .unwrap_err();
+    let err = w.render(&edgar(), None, 99, RenderMode::Finepdfs).unwrap_err();
     assert!(
-        matches!(
-            err,
-            PdfError::NoSuchPage {
-                page: 99,
-                pages: 1,
-                ..
-            }
-        ),
+        matches!(err, PdfError::NoSuchPage { page: 99, pages: 1, .. }),
         "{err:?}"
     );
     assert_eq!(w.restarts(), 0, "no input above should have cost a worker");
@@ -164,9 +150,7 @@ fn encrypted_pdfs_need_the_right_password() {
             ..
         }
     ));
-    let img = w
-        .render(&pdf, Some("secret"), 1, RenderMode::Finepdfs)
-        .unwrap();
+    let img = w.render(&pdf, Some("secret"), 1, RenderMode::Finepdfs).unwrap();
     assert_eq!(img.dimensions(), (980, 1269));
 }
 
@@ -195,8 +179,7 @@ fn images_are_one_page_documents_that_need_ocr() {
     }
     // An image with a .pdf name is still an image.
     let disguised = tmp.path().join("scan.pdf");
-    img.save_with_format(&disguised, image::ImageFormat::Png)
-        .unwrap();
+    img.save_with_format(&disguised, image::ImageFormat::Png).unwrap();
     assert_eq!(w.info(&disguised, None).unwrap().kind, InputKind::Image);
 }
 
@@ -207,31 +190,18 @@ fn a_stuck_worker_is_killed_and_replaced() {
     w.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let err = w.info(&edgar(), None).unwrap_err();
-    assert!(
-        matches!(err, PdfError::Timeout { page: None, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, PdfError::Timeout { page: None, .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(w.restarts(), 1);
 
     // A real worker, stopped mid-render, comes back for the next page.
     let mut w = worker();
     w.set_timeout(Duration::from_millis(1));
-    let err = w
-        .render(&edgar(), None, 1, RenderMode::Dpi { dpi: 600.0 })
-        .unwrap_err();
-    assert!(
-        matches!(err, PdfError::Timeout { page: Some(1), .. }),
-        "{err:?}"
-    );
+    let err = w.render(&edgar(), None, 1, RenderMode::Dpi { dpi: 600.0 }).unwrap_err();
+    assert!(matches!(err, PdfError::Timeout { page: Some(1), .. }), "{err:?}");
     assert!(err.to_string().contains("page 1"));
     w.set_timeout(Duration::from_secs(60));
-    assert_eq!(
-        w.render(&edgar(), None, 1, RenderMode::Finepdfs)
-            .unwrap()
-            .width(),
-        980
-    );
+    assert_eq!(w.render(&edgar(), None, 1, RenderMode::Finepdfs).unwrap().width(), 980);
     assert_eq!(w.restarts(), 1);
 }
 
@@ -239,26 +209,16 @@ fn a_stuck_worker_is_killed_and_replaced() {
 fn a_crashing_worker_costs_only_its_page() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w = Worker::new(script(tmp.path(), "crash", "kill -SEGV $$"));
-    let err = w
-        .render(&edgar(), None, 2, RenderMode::Finepdfs)
-        .unwrap_err();
+    let err = w.render(&edgar(), None, 2, RenderMode::Finepdfs).unwrap_err();
     match &err {
         PdfError::WorkerDied {
-            page: Some(2),
-            reason,
-            ..
-        } => assert!(
-            reason.contains("SIGSEGV") || reason.contains("11"),
-            "{reason}"
-        ),
+            page: Some(2), reason, ..
+        } => assert!(reason.contains("SIGSEGV") || reason.contains("11"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("edgar.pdf page 2"), "{err}");
     // The next request starts a new worker (which dies again, and says so).
-    assert!(matches!(
-        w.info(&edgar(), None),
-        Err(PdfError::WorkerDied { .. })
-    ));
+    assert!(matches!(w.info(&edgar(), None), Err(PdfError::WorkerDied { .. })));
     assert_eq!(w.restarts(), 2);
 }
 
@@ -277,8 +237,7 @@ fn a_missing_pdfium_says_how_to_install_it_and_images_still_work() {
     let mut w = Worker::new(command);
     let err = w.info(&edgar(), None).unwrap_err();
     assert!(
-        matches!(err, PdfError::Library { .. })
-            && err.to_string().contains("scripts/install-pdfium"),
+        matches!(err, PdfError::Library { .. }) && err.to_string().contains("scripts/install-pdfium"),
         "{err}"
     );
     let png = tmp.path().join("page.png");
@@ -289,20 +248,12 @@ fn a_missing_pdfium_says_how_to_install_it_and_images_still_work() {
 #[test]
 fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let form = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/pdfs/form_on_later_pages.pdf");
+    let form = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pdfs/form_on_later_pages.pdf");
     let corrupt = write(tmp.path(), "corrupt.pdf", b"%PDF-1.4\n\x00\x01garbage");
     let png = tmp.path().join("scan.png");
     image::RgbImage::new(50, 60).save(&png).unwrap();
-    let encrypted =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf/encrypted.pdf");
-    let files = vec![
-        edgar(),
-        corrupt.clone(),
-        form.clone(),
-        encrypted.clone(),
-        png.clone(),
-    ];
+    let encrypted = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf/encrypted.pdf");
+    let files = vec![edgar(), corrupt.clone(), form.clone(), encrypted.clone(), png.clone()];
     let stream = render_stream(worker(), files, RenderMode::Finepdfs, 2);
     // Nobody consumes yet: rendering stops once the channel holds `bound` pages.
     std::thread::sleep(Duration::from_millis(1500));
@@ -312,9 +263,7 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let mut failed = Vec::new();
     for item in stream.items.iter() {
         match item {
-            StreamItem::Page {
-                doc, page, image, ..
-            } => {
+            StreamItem::Page { doc, page, image, .. } => {
                 image.unwrap();
                 pages.push((doc, page));
             }
@@ -329,8 +278,6 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
         .collect();
     assert_eq!(pages, expected);
     assert_eq!(failed.len(), 2);
-    assert!(
-        matches!(&failed[0], (1, PdfError::Corrupt { file, .. }) if *file == corrupt.display().to_string())
-    );
+    assert!(matches!(&failed[0], (1, PdfError::Corrupt { file, .. }) if *file == corrupt.display().to_string()));
     assert!(matches!(&failed[1], (3, PdfError::Encrypted { .. })));
 }

@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
-use vellum::generation::{generate, SamplingParams};
+use std::sync::Arc;
+
+use vellum::engine::sampler::SamplingParams;
+use vellum::engine::{Engine, EngineConfig};
 use vellum::hub::ModelFiles;
 use vellum::models::qwen2_5_vl::Model;
+use vellum::models::VisionLanguageModel;
 use vellum::ops::attention::ContiguousKvCache;
 
 struct Case {
@@ -22,10 +26,7 @@ struct Case {
 
 fn cases() -> Vec<(String, Vec<Case>)> {
     let root = common::fixtures().join("models");
-    let mut models: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut models: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
     models.sort();
     models
         .into_iter()
@@ -48,10 +49,7 @@ fn cases() -> Vec<(String, Vec<Case>)> {
                     }
                 })
                 .collect();
-            (
-                dir.file_name().unwrap().to_string_lossy().into_owned(),
-                cases,
-            )
+            (dir.file_name().unwrap().to_string_lossy().into_owned(), cases)
         })
         .collect()
 }
@@ -67,11 +65,9 @@ fn name(case: &Case) -> &str {
 /// Last-position logits of the prompt, the image given as the reference's resized uint8 image.
 fn prefill_logits(model: &Model, case: &Case) -> Tensor {
     let image = image::open(case.dir.join(case.meta["image"].as_str().unwrap())).unwrap();
-    let prompt = model
-        .prepare(&image, case.meta["prompt"].as_str().unwrap())
-        .unwrap();
+    let prompt = model.prepare(&image, case.meta["prompt"].as_str().unwrap()).unwrap();
     let image_embeds = model
-        .encode_images(&prompt.pixel_values, &[prompt.grid_thw])
+        .encode_patches(&prompt.image.pixel_values, &[prompt.image.grid_thw])
         .unwrap();
     let embeds = model.embed(&prompt.input_ids, Some(&image_embeds)).unwrap();
     let mut cache = ContiguousKvCache::new(model.num_layers());
@@ -89,9 +85,7 @@ fn prompt_ids_and_mrope_positions_match() {
         let model = load(&cases[0].dir.join("model"), DType::F32);
         for case in &cases {
             let image = image::open(case.dir.join(case.meta["image"].as_str().unwrap())).unwrap();
-            let prompt = model
-                .prepare(&image, case.meta["prompt"].as_str().unwrap())
-                .unwrap();
+            let prompt = model.prepare(&image, case.meta["prompt"].as_str().unwrap()).unwrap();
             assert_eq!(
                 prompt.input_ids,
                 common::u32s(&case.meta["input_ids"]),
@@ -102,7 +96,7 @@ fn prompt_ids_and_mrope_positions_match() {
                 .into_iter()
                 .map(|v| v as usize)
                 .collect();
-            assert_eq!(prompt.grid_thw.to_vec(), grid);
+            assert_eq!(prompt.image.grid_thw.to_vec(), grid);
             for axis in 0..3 {
                 let want: Vec<i64> = case.meta["positions"][axis]
                     .as_array()
@@ -132,14 +126,10 @@ fn vision_tower_matches() {
                 .to_rgb8();
             let (values, grid) = model.image_processor.patchify(&resized);
             let rows = grid.iter().product::<usize>();
-            let pixels =
-                Tensor::from_vec(values, (rows, values_per_row(&model)), &Device::Cpu).unwrap();
-            let got = model.encode_images(&pixels, &[grid]).unwrap();
+            let pixels = Tensor::from_vec(values, (rows, values_per_row(&model)), &Device::Cpu).unwrap();
+            let got = model.encode_patches(&pixels, &[grid]).unwrap();
             let err = common::rel_l2(&got, &case.expected["vision_output"]);
-            eprintln!(
-                "{model_name}/{}: vision output rel L2 {err:.2e}",
-                name(case)
-            );
+            eprintln!("{model_name}/{}: vision output rel L2 {err:.2e}", name(case));
             assert!(
                 err <= 1e-4,
                 "{model_name}/{}: vision output rel L2 error {err}",
@@ -175,21 +165,12 @@ fn several_images_in_one_vision_call_match_one_at_a_time() {
         );
         grids.push(grid);
     }
-    let batched = model
-        .encode_images(&Tensor::cat(&pixels, 0).unwrap(), &grids)
-        .unwrap();
+    let batched = model.encode_patches(&Tensor::cat(&pixels, 0).unwrap(), &grids).unwrap();
     let mut offset = 0;
     for case in &cases {
         let n = case.expected["vision_output"].dim(0).unwrap();
-        let err = common::rel_l2(
-            &batched.narrow(0, offset, n).unwrap(),
-            &case.expected["vision_output"],
-        );
-        assert!(
-            err <= 1e-4,
-            "{}: batched vision output rel L2 {err}",
-            name(case)
-        );
+        let err = common::rel_l2(&batched.narrow(0, offset, n).unwrap(), &case.expected["vision_output"]);
+        assert!(err <= 1e-4, "{}: batched vision output rel L2 {err}", name(case));
         offset += n;
     }
     assert_eq!(offset, batched.dim(0).unwrap());
@@ -214,25 +195,23 @@ fn last_logits_match_in_f32() {
 #[test]
 fn greedy_tokens_and_logprobs_match_generate() {
     for (model_name, cases) in cases() {
-        let model = load(&cases[0].dir.join("model"), DType::F32);
+        let engine = Engine::new(
+            Arc::new(load(&cases[0].dir.join("model"), DType::F32)),
+            EngineConfig::default(),
+        )
+        .unwrap();
         for case in &cases {
             let image = image::open(case.dir.join(case.meta["image"].as_str().unwrap())).unwrap();
-            let prompt = model
-                .prepare(&image, case.meta["prompt"].as_str().unwrap())
-                .unwrap();
             let want = common::u32s(&case.meta["greedy_tokens"]);
             let params = SamplingParams {
-                max_new_tokens: want.len(),
+                max_new_tokens: Some(want.len()),
                 ignore_eos: true,
                 ..Default::default()
             };
-            let out = generate(&model, &prompt, &params).unwrap();
-            assert_eq!(
-                out.tokens,
-                want,
-                "{model_name}/{}: greedy tokens",
-                name(case)
-            );
+            let out = engine
+                .generate(&image, case.meta["prompt"].as_str().unwrap(), params)
+                .unwrap();
+            assert_eq!(out.tokens, want, "{model_name}/{}: greedy tokens", name(case));
             let want_lp = common::f32s(&case.meta["greedy_logprobs"]);
             let max_lp = out
                 .logprobs
@@ -245,11 +224,7 @@ fn greedy_tokens_and_logprobs_match_generate() {
                 name(case),
                 want.len()
             );
-            assert!(
-                max_lp <= 1e-3,
-                "{model_name}/{}: logprob diff {max_lp}",
-                name(case)
-            );
+            assert!(max_lp <= 1e-3, "{model_name}/{}: logprob diff {max_lp}", name(case));
             assert_eq!(out.text, case.meta["decoded_text"].as_str().unwrap());
         }
     }
@@ -281,27 +256,17 @@ fn write_variant(src: &Path, dst: &Path) {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     let mut config = common::read_json(src.join("config.json"));
-    let text = config
-        .as_object_mut()
-        .unwrap()
-        .remove("text_config")
-        .unwrap();
+    let text = config.as_object_mut().unwrap().remove("text_config").unwrap();
     for (k, v) in text.as_object().unwrap() {
         if k == "rope_parameters" {
             config["rope_theta"] = v["rope_theta"].clone();
-            config["rope_scaling"] =
-                serde_json::json!({"type": "mrope", "mrope_section": v["mrope_section"]});
+            config["rope_scaling"] = serde_json::json!({"type": "mrope", "mrope_section": v["mrope_section"]});
         } else {
             config[k] = v.clone();
         }
     }
-    std::fs::write(
-        dst.join("config.json"),
-        serde_json::to_string_pretty(&config).unwrap(),
-    )
-    .unwrap();
-    let tensors =
-        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::write(dst.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
     let renamed: HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(k, v)| {

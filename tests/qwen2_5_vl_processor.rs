@@ -18,20 +18,10 @@ fn smart_resize_matches_python_including_ties() {
     let cases = common::read_json(common::fixtures().join("processor/cases.json"));
     for c in cases["smart_resize"].as_array().unwrap() {
         let get = |k: &str| c[k].as_u64().unwrap() as usize;
-        let got = smart_resize(
-            get("height"),
-            get("width"),
-            28,
-            get("min_pixels"),
-            get("max_pixels"),
-        )
-        .ok();
-        let want = c["out"].as_array().map(|v| {
-            (
-                v[0].as_u64().unwrap() as usize,
-                v[1].as_u64().unwrap() as usize,
-            )
-        });
+        let got = smart_resize(get("height"), get("width"), 28, get("min_pixels"), get("max_pixels")).ok();
+        let want = c["out"]
+            .as_array()
+            .map(|v| (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize));
         assert_eq!(got, want, "smart_resize case {c}");
     }
 }
@@ -55,18 +45,11 @@ fn pixels_match_the_torchvision_processor() {
                 .map(|(a, b)| a.abs_diff(*b))
                 .max()
                 .unwrap();
-            assert!(
-                max <= 1,
-                "{name}: alpha compositing differs by {max} grey levels"
-            );
+            assert!(max <= 1, "{name}: alpha compositing differs by {max} grey levels");
         }
         let resized = cfg.resize(&rgb).unwrap();
         let want = open_rgb(&dir.join(format!("{name}.resized.png")));
-        assert_eq!(
-            resized.dimensions(),
-            want.dimensions(),
-            "{name}: resized size"
-        );
+        assert_eq!(resized.dimensions(), want.dimensions(), "{name}: resized size");
         let diffs: Vec<u8> = resized
             .as_raw()
             .iter()
@@ -89,12 +72,7 @@ fn pixels_match_the_torchvision_processor() {
         assert_eq!(processed.grid_thw.to_vec(), grid, "{name}: grid_thw");
         // The same normalisation applied to the reference's resize: isolates resampling error.
         let (reference_values, _) = cfg.patchify(&want);
-        let reference = Tensor::from_vec(
-            reference_values,
-            processed.pixel_values.shape(),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let reference = Tensor::from_vec(reference_values, processed.pixel_values.shape(), &Device::Cpu).unwrap();
         let normalised_mean = (&processed.pixel_values - &reference)
             .unwrap()
             .abs()
@@ -104,11 +82,8 @@ fn pixels_match_the_torchvision_processor() {
             .to_scalar::<f32>()
             .unwrap();
         if c.get("pixel_values").is_some() {
-            let st = candle_core::safetensors::load(
-                dir.join(format!("{name}.pixel_values.safetensors")),
-                &Device::Cpu,
-            )
-            .unwrap();
+            let st = candle_core::safetensors::load(dir.join(format!("{name}.pixel_values.safetensors")), &Device::Cpu)
+                .unwrap();
             let expected = &st["pixel_values"];
             let max_err = (&processed.pixel_values - expected)
                 .unwrap()

@@ -20,10 +20,7 @@ fn real_tokenizer() -> Tokenizer {
 fn ids_match_transformers_on_every_string() {
     let tok = real_tokenizer();
     let cases = common::read_json(common::fixtures().join("tokenizer/cases.json"));
-    assert_eq!(
-        tok.get_vocab_size(true),
-        cases["vocab_size"].as_u64().unwrap() as usize
-    );
+    assert_eq!(tok.get_vocab_size(true), cases["vocab_size"].as_u64().unwrap() as usize);
     let mut checked = 0;
     for case in cases["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();

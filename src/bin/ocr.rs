@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use vellum::generation::{generate, SamplingParams};
+use vellum::engine::kv_cache::CacheBudget;
+use vellum::engine::sampler::SamplingParams;
+use vellum::engine::{Engine, EngineConfig};
 use vellum::models::qwen2_5_vl::Model;
 use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
@@ -93,14 +96,19 @@ struct GenerateArgs {
     /// A model directory, or a hub id (org/name[@revision]) found in the HF cache or downloaded.
     #[arg(long)]
     model: String,
-    /// The page image (PNG or JPEG).
+    /// The page image.
+    #[arg(long, required_unless_present = "requests", conflicts_with = "requests")]
+    image: Option<PathBuf>,
+    /// Many requests, one JSON object per line: {"id", "image", "prompt", "max_new_tokens",
+    /// "temperature"}; prints one JSON line per request, with its id, in input order.
     #[arg(long)]
-    image: PathBuf,
+    requests: Option<PathBuf>,
     /// The instruction after the image; RolmOCR's by default.
     #[arg(long, default_value = vellum::ROLMOCR_PROMPT)]
     prompt: String,
-    #[arg(long, default_value_t = 512)]
-    max_new_tokens: usize,
+    /// Default: what the context leaves after the prompt.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
     /// 0 samples greedily.
     #[arg(long, default_value_t = 0.0)]
     temperature: f64,
@@ -114,46 +122,152 @@ struct GenerateArgs {
     /// Size the image as FinePDFs did for RolmOCR: between 56 and 2048 merged visual tokens.
     #[arg(long)]
     finepdfs: bool,
-    /// Print one JSON object: prompt_tokens, tokens, logprobs, text, finish_reason.
+    /// Print JSON: prompt_tokens, tokens, logprobs, text, finish_reason.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
-fn run_generate(args: GenerateArgs) -> Result<()> {
-    let device = Device::Cpu;
-    let started = Instant::now();
-    let files = vellum::hub::resolve(&args.model)?;
-    let mut model = Model::load(&files, args.dtype.into(), &device)?;
-    if args.finepdfs {
+/// How the engine runs.
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// KV-cache budget in GiB (default: a quarter of the available memory).
+    #[arg(long)]
+    kv_cache_gib: Option<f64>,
+    /// Longest prompt plus output, in tokens.
+    #[arg(long, default_value_t = 8096)]
+    max_context: usize,
+    /// Sequences decoding at once.
+    #[arg(long, default_value_t = 64)]
+    max_num_seqs: usize,
+}
+
+impl EngineArgs {
+    fn config(&self) -> EngineConfig {
+        let mut config = EngineConfig {
+            max_context: self.max_context,
+            ..Default::default()
+        };
+        config.scheduler.max_num_seqs = self.max_num_seqs;
+        if let Some(gib) = self.kv_cache_gib {
+            config.cache = CacheBudget::Bytes((gib * (1u64 << 30) as f64) as u64);
+        }
+        config
+    }
+}
+
+fn load_model(spec: &str, dtype: DTypeArg, finepdfs: bool) -> Result<Model> {
+    let files = vellum::hub::resolve(spec)?;
+    let mut model = Model::load(&files, dtype.into(), &Device::Cpu)?;
+    if finepdfs {
         model.image_processor = model.image_processor.clone().with_finepdfs_bounds();
     }
+    Ok(model)
+}
+
+#[derive(serde::Deserialize)]
+struct RequestLine {
+    id: serde_json::Value,
+    image: PathBuf,
+    prompt: Option<String>,
+    max_new_tokens: Option<usize>,
+    temperature: Option<f64>,
+}
+
+fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let engine = Engine::new(
+        Arc::new(load_model(&args.model, args.dtype, args.finepdfs)?),
+        args.engine.config(),
+    )?;
     let loaded = started.elapsed();
-    let image = image::open(&args.image)
-        .with_context(|| format!("reading image {}", args.image.display()))?;
-    let prompt = model
-        .prepare(&image, &args.prompt)
-        .with_context(|| format!("preparing {}", args.image.display()))?;
-    let params = SamplingParams {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
+    let params = |max_new_tokens: Option<usize>, temperature: f64| SamplingParams {
+        max_new_tokens,
+        temperature,
         seed: args.seed,
         ignore_eos: args.ignore_eos,
+        ..Default::default()
     };
-    let out = generate(&model, &prompt, &params)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&out)?);
-    } else {
-        println!("{}", out.text);
-        eprintln!(
-            "{} prompt tokens, {} generated ({:?}); load {:.2}s, total {:.2}s",
-            out.prompt_tokens,
-            out.tokens.len(),
-            out.finish_reason,
-            loaded.as_secs_f64(),
-            started.elapsed().as_secs_f64()
-        );
+    let Some(requests) = &args.requests else {
+        let path = args.image.as_ref().expect("clap requires --image without --requests");
+        let image = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
+        let out = engine
+            .generate(&image, &args.prompt, params(args.max_new_tokens, args.temperature))
+            .with_context(|| format!("generating for {}", path.display()))?;
+        if args.json {
+            println!("{}", serde_json::to_string(&out)?);
+        } else {
+            println!("{}", out.text);
+            eprintln!(
+                "{} prompt tokens, {} generated ({:?}); load {:.2}s, total {:.2}s",
+                out.prompt_tokens,
+                out.tokens.len(),
+                out.finish_reason,
+                loaded.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let text = std::fs::read_to_string(requests).with_context(|| format!("reading {}", requests.display()))?;
+    let base = requests.parent().unwrap_or(std::path::Path::new("."));
+    // Submit everything first (the engine batches them), then print in input order.
+    let submitted: Vec<(serde_json::Value, Result<vellum::engine::RequestHandle>)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            let req: RequestLine = match serde_json::from_str(line) {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        serde_json::json!(n + 1),
+                        Err(anyhow::anyhow!("{}:{}: {e}", requests.display(), n + 1)),
+                    )
+                }
+            };
+            let path = if req.image.is_relative() && !req.image.exists() {
+                base.join(&req.image)
+            } else {
+                req.image.clone()
+            };
+            let handle = image::open(&path)
+                .with_context(|| format!("reading image {}", path.display()))
+                .and_then(|img| {
+                    let prompt = req.prompt.as_deref().unwrap_or(&args.prompt);
+                    engine.submit(
+                        &img,
+                        prompt,
+                        params(
+                            req.max_new_tokens.or(args.max_new_tokens),
+                            req.temperature.unwrap_or(args.temperature),
+                        ),
+                    )
+                });
+            (req.id, handle)
+        })
+        .collect();
+    let mut failed = 0;
+    for (id, handle) in submitted {
+        let line = match handle.and_then(|h| Ok(h.wait()?)) {
+            Ok(out) => {
+                let mut v = serde_json::to_value(&out)?;
+                v["id"] = id;
+                v
+            }
+            Err(e) => {
+                failed += 1;
+                serde_json::json!({"id": id, "error": format!("{e:#}")})
+            }
+        };
+        println!("{line}");
     }
-    Ok(())
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn worker(timeout: f64) -> Result<Worker> {
@@ -167,12 +281,8 @@ fn worker(timeout: f64) -> Result<Worker> {
 fn run_route(args: RouteArgs) -> Result<ExitCode> {
     let router = match &args.xgboost {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Router::Xgboost(
-                XgbModel::from_json(&text)
-                    .with_context(|| format!("loading {}", path.display()))?,
-            )
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Router::Xgboost(XgbModel::from_json(&text).with_context(|| format!("loading {}", path.display()))?)
         }
         None => Router::Rules,
     };
@@ -225,7 +335,7 @@ fn run_render(args: RenderArgs) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => run_generate(args).map(|()| ExitCode::SUCCESS),
+        Command::Generate(args) => run_generate(args),
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::PdfWorker => vellum::pdf::worker::serve()

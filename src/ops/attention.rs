@@ -13,13 +13,6 @@ pub trait AttentionCache {
     /// the causal attention of `q` (tokens, heads, head_dim) over everything cached for the
     /// sequence, as (tokens, heads, head_dim).
     fn attend(&mut self, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor>;
-
-    /// Tokens already cached (the position the next token takes).
-    fn len(&self) -> usize;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One sequence's cache as a growing contiguous tensor per layer.
@@ -43,10 +36,7 @@ impl AttentionCache for ContiguousKvCache {
         let k_new = k.transpose(0, 1)?.contiguous()?;
         let v_new = v.transpose(0, 1)?.contiguous()?;
         let (k_all, v_all) = match self.layers[layer].take() {
-            Some((k_old, v_old)) => (
-                Tensor::cat(&[&k_old, &k_new], 1)?,
-                Tensor::cat(&[&v_old, &v_new], 1)?,
-            ),
+            Some((k_old, v_old)) => (Tensor::cat(&[&k_old, &k_new], 1)?, Tensor::cat(&[&v_old, &v_new], 1)?),
             None => (k_new, v_new),
         };
         let out = causal_attention(q, &k_all, &v_all)?;
@@ -56,9 +46,16 @@ impl AttentionCache for ContiguousKvCache {
         self.layers[layer] = Some((k_all, v_all));
         Ok(out)
     }
+}
 
-    fn len(&self) -> usize {
+impl ContiguousKvCache {
+    /// Tokens cached (the position the next token takes).
+    pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -78,15 +75,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let scores = if tokens > 1 {
         let offset = kv_len - tokens;
         let mask: Vec<f32> = (0..tokens)
-            .flat_map(|i| {
-                (0..kv_len).map(move |j| {
-                    if j <= offset + i {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-            })
+            .flat_map(|i| (0..kv_len).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
             .collect();
         let mask = Tensor::from_vec(mask, (1, tokens, kv_len), q.device())?
             .repeat((group, 1, 1))?
@@ -105,12 +94,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 /// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed
 /// rows: `q`, `k`, `v` are (tokens, heads, head_dim); returns the same shape.
-pub fn varlen_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    cu_seqlens: &[usize],
-) -> Result<Tensor> {
+pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
     let head_dim = q.dim(D::Minus1)?;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let (q, k, v) = (
@@ -157,10 +141,7 @@ mod tests {
                         let kh = h / (heads / kv_heads);
                         let visible = causal_offset + i + 1;
                         let s: Vec<f32> = (0..visible)
-                            .map(|j| {
-                                (0..hd).map(|d| qi[h][d] * k[j][kh][d]).sum::<f32>()
-                                    / (hd as f32).sqrt()
-                            })
+                            .map(|j| (0..hd).map(|d| qi[h][d] * k[j][kh][d]).sum::<f32>() / (hd as f32).sqrt())
                             .collect();
                         let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                         let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
@@ -190,12 +171,7 @@ mod tests {
             &v.narrow(0, 0, prompt)?,
         )?];
         for t in prompt..total {
-            outs.push(cache.attend(
-                0,
-                &q.narrow(0, t, 1)?,
-                &k.narrow(0, t, 1)?,
-                &v.narrow(0, t, 1)?,
-            )?);
+            outs.push(cache.attend(0, &q.narrow(0, t, 1)?, &k.narrow(0, t, 1)?, &v.narrow(0, t, 1)?)?);
         }
         assert_eq!(cache.len(), total);
         let got = Tensor::cat(&outs, 0)?.to_vec3::<f32>()?;

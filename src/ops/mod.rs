@@ -5,4 +5,5 @@
 
 pub mod attention;
 pub mod norm;
+pub mod paged_attention;
 pub mod rotary;

@@ -47,9 +47,7 @@ pub fn sniff(file: &str, path: &Path) -> Result<InputKind, PdfError> {
         return Ok(InputKind::Pdf);
     }
     match image::guess_format(&head) {
-        Ok(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Tiff | ImageFormat::WebP) => {
-            Ok(InputKind::Image)
-        }
+        Ok(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Tiff | ImageFormat::WebP) => Ok(InputKind::Image),
         Ok(other) => Err(PdfError::UnknownFormat {
             file: file.into(),
             reason: format!("{other:?} images are not supported"),
@@ -67,12 +65,10 @@ pub fn sniff(file: &str, path: &Path) -> Result<InputKind, PdfError> {
 
 fn load_error(file: &str, password: Option<&str>, e: PdfiumError) -> PdfError {
     match e {
-        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::PasswordError) => {
-            PdfError::Encrypted {
-                file: file.into(),
-                password_given: password.is_some(),
-            }
-        }
+        PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::PasswordError) => PdfError::Encrypted {
+            file: file.into(),
+            password_given: password.is_some(),
+        },
         other => PdfError::Corrupt {
             file: file.into(),
             reason: other.to_string(),
@@ -152,13 +148,11 @@ impl<'a> Input<'a> {
                 pages,
             });
         }
-        doc.pages()
-            .get((page - 1) as PdfPageIndex)
-            .map_err(|e| PdfError::Page {
-                file: file.into(),
-                page,
-                reason: format!("pdfium could not load the page: {e}"),
-            })
+        doc.pages().get((page - 1) as PdfPageIndex).map_err(|e| PdfError::Page {
+            file: file.into(),
+            page,
+            reason: format!("pdfium could not load the page: {e}"),
+        })
     }
 
     /// The text layer and routing features of page `page` (1-based).
@@ -195,13 +189,11 @@ impl<'a> Input<'a> {
     /// Page `page` (1-based) as pixels; an image input is returned as it is.
     pub fn render(&self, file: &str, page: usize, mode: RenderMode) -> Result<RgbImage, PdfError> {
         match self {
-            Input::Pdf(_) => {
-                render_page(&self.page(file, page)?, mode).map_err(|reason| PdfError::Page {
-                    file: file.into(),
-                    page,
-                    reason,
-                })
-            }
+            Input::Pdf(_) => render_page(&self.page(file, page)?, mode).map_err(|reason| PdfError::Page {
+                file: file.into(),
+                page,
+                reason,
+            }),
             Input::Image(img) if page == 1 => Ok(img.clone()),
             Input::Image(_) => Err(PdfError::NoSuchPage {
                 file: file.into(),

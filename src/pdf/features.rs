@@ -64,8 +64,7 @@ impl Tally<'_> {
                 self.text_area += area;
                 self.fonts.insert(text.font().name());
                 if text.render_mode() == PdfPageTextRenderMode::Invisible {
-                    self.f.invisible_chars +=
-                        text.text().chars().filter(|c| !c.is_whitespace()).count() as u32;
+                    self.f.invisible_chars += text.text().chars().filter(|c| !c.is_whitespace()).count() as u32;
                 }
             }
             PdfPageObject::Image(_) => {
@@ -73,8 +72,7 @@ impl Tally<'_> {
                 self.image_area += area;
                 let page_area = self.f.width_pt * self.f.height_pt;
                 if page_area > 0.0 {
-                    self.f.max_image_area_ratio =
-                        self.f.max_image_area_ratio.max((area / page_area).min(1.0));
+                    self.f.max_image_area_ratio = self.f.max_image_area_ratio.max((area / page_area).min(1.0));
                 }
             }
             PdfPageObject::Path(_) => self.f.path_objects += 1,
@@ -117,8 +115,7 @@ pub fn page_text(page: &PdfPage) -> Result<PageText, String> {
     for object in page.objects().iter() {
         tally.add(&object, 0);
     }
-    let (fonts, text_area, image_area) =
-        (tally.fonts.len() as u32, tally.text_area, tally.image_area);
+    let (fonts, text_area, image_area) = (tally.fonts.len() as u32, tally.text_area, tally.image_area);
     let page_area = f.width_pt * f.height_pt;
     f.fonts = fonts;
     if page_area > 0.0 {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use pdfium_render::prelude::Pdfium;
 
-const INSTALL_HINT: &str =
-    "install it with scripts/install-pdfium (it takes libpdfium.so from the PyPI wheel \
+const INSTALL_HINT: &str = "install it with scripts/install-pdfium (it takes libpdfium.so from the PyPI wheel \
      pypdfium2; only PyPI is needed), or set PDFIUM_LIB_PATH to a libpdfium.so";
 
 /// Where `scripts/install-pdfium` installs the library.
@@ -15,10 +14,7 @@ pub fn installed_path() -> Option<PathBuf> {
     let home = std::env::var_os("VELLUM_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vellum")))?;
-    Some(
-        home.join("pdfium")
-            .join(Pdfium::pdfium_platform_library_name()),
-    )
+    Some(home.join("pdfium").join(Pdfium::pdfium_platform_library_name()))
 }
 
 /// The candidate library paths, in the order they are tried.

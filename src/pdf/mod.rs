@@ -33,17 +33,9 @@ pub enum PdfError {
     #[error("{file}: the PDF has no pages")]
     NoPages { file: String },
     #[error("{file}: page {page} does not exist (the document has {pages})")]
-    NoSuchPage {
-        file: String,
-        page: usize,
-        pages: usize,
-    },
+    NoSuchPage { file: String, page: usize, pages: usize },
     #[error("{file} page {page}: {reason}")]
-    Page {
-        file: String,
-        page: usize,
-        reason: String,
-    },
+    Page { file: String, page: usize, reason: String },
     #[error("{file}{}: took longer than {seconds}s; the worker was stopped", page_suffix(*.page))]
     Timeout {
         file: String,

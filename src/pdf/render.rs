@@ -75,18 +75,9 @@ mod tests {
 
     #[test]
     fn olmocr_and_dpi_modes() {
-        assert_eq!(
-            pixel_size(612.0, 792.0, RenderMode::Olmocr { longest: 1288 }).1,
-            1288
-        );
-        assert_eq!(
-            pixel_size(612.0, 792.0, RenderMode::Dpi { dpi: 150.0 }),
-            (1275, 1650)
-        );
-        assert_eq!(
-            "dpi=150".parse::<RenderMode>().unwrap(),
-            RenderMode::Dpi { dpi: 150.0 }
-        );
+        assert_eq!(pixel_size(612.0, 792.0, RenderMode::Olmocr { longest: 1288 }).1, 1288);
+        assert_eq!(pixel_size(612.0, 792.0, RenderMode::Dpi { dpi: 150.0 }), (1275, 1650));
+        assert_eq!("dpi=150".parse::<RenderMode>().unwrap(), RenderMode::Dpi { dpi: 150.0 });
         assert!("dpi=-1".parse::<RenderMode>().is_err());
     }
 }

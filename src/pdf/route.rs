@@ -69,11 +69,7 @@ pub fn is_scanner_producer(info: &DocumentInfo) -> bool {
     [&info.producer, &info.creator]
         .into_iter()
         .flatten()
-        .any(|p| {
-            SCANNER_PRODUCERS
-                .iter()
-                .any(|s| p.to_lowercase().contains(s))
-        })
+        .any(|p| SCANNER_PRODUCERS.iter().any(|s| p.to_lowercase().contains(s)))
 }
 
 /// The routing decision for one page, and why.
@@ -125,14 +121,8 @@ impl DocumentFeatures {
             values.push(value);
         };
         push("num_pages".into(), info.pages as f32);
-        push(
-            "is_image_input".into(),
-            (info.kind == InputKind::Image) as u8 as f32,
-        );
-        push(
-            "scanner_producer".into(),
-            is_scanner_producer(info) as u8 as f32,
-        );
+        push("is_image_input".into(), (info.kind == InputKind::Image) as u8 as f32);
+        push("scanner_producer".into(), is_scanner_producer(info) as u8 as f32);
         let chars: u32 = pages.iter().map(|p| p.chars).sum();
         let garbled: u32 = pages.iter().map(|p| p.garbled_chars).sum();
         push("garbled_ratio".into(), ratio(garbled, chars));
@@ -160,10 +150,7 @@ impl DocumentFeatures {
             push(format!("{name}_mean"), v.iter().sum::<f32>() / n);
             push(
                 format!("{name}_min"),
-                v.iter()
-                    .copied()
-                    .fold(f32::INFINITY, f32::min)
-                    .min(f32::MAX),
+                v.iter().copied().fold(f32::INFINITY, f32::min).min(f32::MAX),
             );
             push(format!("{name}_max"), v.iter().copied().fold(0.0, f32::max));
         }
@@ -171,10 +158,7 @@ impl DocumentFeatures {
     }
 
     pub fn get(&self, name: &str) -> Option<f32> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| self.values[i])
+        self.names.iter().position(|n| n == name).map(|i| self.values[i])
     }
 }
 
@@ -243,10 +227,7 @@ impl Router {
         if is_scanner_producer(info) {
             reasons.push(format!(
                 "produced by a scanner ({})",
-                info.producer
-                    .as_deref()
-                    .or(info.creator.as_deref())
-                    .unwrap_or("")
+                info.producer.as_deref().or(info.creator.as_deref()).unwrap_or("")
             ));
         }
         let decision = RouteDecision {
@@ -332,10 +313,7 @@ mod tests {
             .1,
             "an earlier OCR's invisible text over a scan"
         );
-        assert_eq!(
-            page_route(&page(40, 0.9)).1,
-            "a full-page image with little text"
-        );
+        assert_eq!(page_route(&page(40, 0.9)).1, "a full-page image with little text");
         assert!(
             page_route(&PageFeatures {
                 path_objects: 500,

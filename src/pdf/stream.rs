@@ -33,12 +33,7 @@ pub struct PageStream {
 
 /// Renders every page of `files` in order with `worker`, at most `bound` pages ahead of the
 /// consumer. The worker comes back from the thread when the stream ends.
-pub fn render_stream(
-    mut worker: Worker,
-    files: Vec<PathBuf>,
-    mode: RenderMode,
-    bound: usize,
-) -> PageStream {
+pub fn render_stream(mut worker: Worker, files: Vec<PathBuf>, mode: RenderMode, bound: usize) -> PageStream {
     let (tx, items) = sync_channel(bound);
     let rendered = Arc::new(AtomicUsize::new(0));
     let counter = rendered.clone();

@@ -84,9 +84,7 @@ pub fn serve() -> std::io::Result<()> {
                 let input = &open.as_ref().expect("opened above").2;
                 Ok(match &request {
                     Request::Info { .. } => (Reply::Info(input.info()), Vec::new()),
-                    Request::Text { page, .. } => {
-                        (Reply::Text(input.text(&file, *page)?), Vec::new())
-                    }
+                    Request::Text { page, .. } => (Reply::Text(input.text(&file, *page)?), Vec::new()),
                     Request::Render { page, mode, .. } => {
                         let img = input.render(&file, *page, *mode)?;
                         (
@@ -153,8 +151,7 @@ impl WorkerCommand {
         if let Some(p) = std::env::var_os("VELLUM_WORKER") {
             return Ok(Self { program: p.into() });
         }
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the running executable: {e}"))?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {e}"))?;
         if exe.file_stem().is_some_and(|s| s == "ocr") {
             return Ok(Self { program: exe });
         }
@@ -163,10 +160,7 @@ impl WorkerCommand {
             .into_iter()
             .find(|p| p.is_file())
             .map(|program| Self { program })
-            .ok_or_else(|| {
-                "the pdfium worker (the `ocr` binary) was not found; set VELLUM_WORKER to its path"
-                    .into()
-            })
+            .ok_or_else(|| "the pdfium worker (the `ocr` binary) was not found; set VELLUM_WORKER to its path".into())
     }
 }
 
@@ -192,10 +186,7 @@ pub struct Worker {
     restarts: usize,
 }
 
-fn read_replies(
-    stdout: impl Read + Send + 'static,
-    tx: mpsc::Sender<std::io::Result<(Reply, Vec<u8>)>>,
-) {
+fn read_replies(stdout: impl Read + Send + 'static, tx: mpsc::Sender<std::io::Result<(Reply, Vec<u8>)>>) {
     let mut reader = BufReader::new(stdout);
     loop {
         let mut line = String::new();
@@ -255,30 +246,15 @@ impl Worker {
             let stdout = child.stdout.take().expect("piped");
             // A page is megabytes of RGB: a larger pipe saves dozens of wake-ups per page.
             // SAFETY: fcntl on a pipe descriptor we own; failure only leaves the default size.
-            unsafe {
-                libc::fcntl(
-                    std::os::fd::AsRawFd::as_raw_fd(&stdout),
-                    libc::F_SETPIPE_SZ,
-                    PIPE_BYTES,
-                )
-            };
+            unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdout), libc::F_SETPIPE_SZ, PIPE_BYTES) };
             let (tx, replies) = mpsc::channel();
             std::thread::spawn(move || read_replies(stdout, tx));
-            self.running = Some(Running {
-                child,
-                stdin,
-                replies,
-            });
+            self.running = Some(Running { child, stdin, replies });
         }
         Ok(self.running.as_mut().expect("started above"))
     }
 
-    fn request(
-        &mut self,
-        request: &Request,
-        file: &str,
-        page: Option<usize>,
-    ) -> Result<(Reply, Vec<u8>), PdfError> {
+    fn request(&mut self, request: &Request, file: &str, page: Option<usize>) -> Result<(Reply, Vec<u8>), PdfError> {
         let timeout = self.timeout;
         let sent = self.start().and_then(|running| {
             serde_json::to_writer(&mut running.stdin, request)?;
@@ -289,10 +265,7 @@ impl Worker {
             if self.running.is_none() {
                 return Err(PdfError::Library {
                     file: file.into(),
-                    reason: format!(
-                        "cannot start the pdfium worker {}: {e}",
-                        self.command.program.display()
-                    ),
+                    reason: format!("cannot start the pdfium worker {}: {e}", self.command.program.display()),
                 });
             }
         }
@@ -339,12 +312,7 @@ impl Worker {
     }
 
     /// The text layer and routing features of page `page` (1-based).
-    pub fn text(
-        &mut self,
-        path: &Path,
-        password: Option<&str>,
-        page: usize,
-    ) -> Result<PageText, PdfError> {
+    pub fn text(&mut self, path: &Path, password: Option<&str>, page: usize) -> Result<PageText, PdfError> {
         let request = Request::Text {
             path: path.into(),
             password: password.map(String::from),

@@ -27,11 +27,7 @@ impl Tree {
             } else {
                 v < self.threshold[node]
             };
-            node = if go_left {
-                self.left[node]
-            } else {
-                self.right[node]
-            } as usize;
+            node = if go_left { self.left[node] } else { self.right[node] } as usize;
         }
         self.threshold[node]
     }
@@ -69,8 +65,7 @@ fn ints(v: &Value, key: &str) -> Result<Vec<i64>> {
 
 impl XgbModel {
     pub fn from_json(text: &str) -> Result<Self> {
-        let root: Value =
-            serde_json::from_str(text).context("the XGBoost model is not valid JSON")?;
+        let root: Value = serde_json::from_str(text).context("the XGBoost model is not valid JSON")?;
         let learner = &root["learner"];
         let objective = learner["objective"]["name"].as_str().unwrap_or("");
         if !matches!(objective, "binary:logistic" | "reg:logistic") {
@@ -83,8 +78,8 @@ impl XgbModel {
                 booster["name"]
             );
         }
-        let base_score = number(&learner["learner_model_param"]["base_score"])
-            .context("the model has no base_score")? as f32;
+        let base_score =
+            number(&learner["learner_model_param"]["base_score"]).context("the model has no base_score")? as f32;
         let trees = booster["model"]["trees"]
             .as_array()
             .context("the model has no trees")?
@@ -93,27 +88,14 @@ impl XgbModel {
                 let left = ints(t, "left_children")?;
                 let n = left.len();
                 let tree = Tree {
-                    right: ints(t, "right_children")?
-                        .into_iter()
-                        .map(|v| v as i32)
-                        .collect(),
-                    feature: ints(t, "split_indices")?
-                        .into_iter()
-                        .map(|v| v as usize)
-                        .collect(),
-                    default_left: ints(t, "default_left")?
-                        .into_iter()
-                        .map(|v| v != 0)
-                        .collect(),
+                    right: ints(t, "right_children")?.into_iter().map(|v| v as i32).collect(),
+                    feature: ints(t, "split_indices")?.into_iter().map(|v| v as usize).collect(),
+                    default_left: ints(t, "default_left")?.into_iter().map(|v| v != 0).collect(),
                     threshold: t["split_conditions"]
                         .as_array()
                         .context("tree has no split_conditions")?
                         .iter()
-                        .map(|v| {
-                            v.as_f64()
-                                .map(|f| f as f32)
-                                .context("split condition is not a number")
-                        })
+                        .map(|v| v.as_f64().map(|f| f as f32).context("split condition is not a number"))
                         .collect::<Result<_>>()?,
                     left: left.into_iter().map(|v| v as i32).collect(),
                 };
@@ -137,11 +119,7 @@ impl XgbModel {
         let feature_names = learner["feature_names"]
             .as_array()
             .filter(|a| !a.is_empty())
-            .map(|a| {
-                a.iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_string())
-                    .collect()
-            });
+            .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect());
         Ok(Self {
             trees,
             base_margin: -(1.0 / base_score - 1.0).ln(),
@@ -151,10 +129,7 @@ impl XgbModel {
 
     /// P(class 1) for one row of features (NaN = missing), as `predict_proba(...)[:, 1]`.
     pub fn predict(&self, x: &[f32]) -> f32 {
-        let margin = self
-            .trees
-            .iter()
-            .fold(self.base_margin, |m, t| m + t.leaf(x));
+        let margin = self.trees.iter().fold(self.base_margin, |m, t| m + t.leaf(x));
         1.0 / (1.0 + (-margin).exp())
     }
 
@@ -164,13 +139,7 @@ impl XgbModel {
             None => values.to_vec(),
             Some(wanted) => wanted
                 .iter()
-                .map(|w| {
-                    names
-                        .iter()
-                        .position(|n| n == w)
-                        .map(|i| values[i])
-                        .unwrap_or(f32::NAN)
-                })
+                .map(|w| names.iter().position(|n| n == w).map(|i| values[i]).unwrap_or(f32::NAN))
                 .collect(),
         }
     }

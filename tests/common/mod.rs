@@ -32,11 +32,7 @@ pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let num: f64 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
+    let num: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den).sqrt()
 }

@@ -164,24 +164,16 @@ impl Config {
                 .or(top.num_key_value_heads)
                 .unwrap_or(num_attention_heads),
             rms_norm_eps: nested.rms_norm_eps.or(top.rms_norm_eps).unwrap_or(1e-6),
-            rope_theta: rope_theta(&nested)
-                .or(rope_theta(&top))
-                .unwrap_or(1_000_000.0),
+            rope_theta: rope_theta(&nested).or(rope_theta(&top)).unwrap_or(1_000_000.0),
             mrope_section: rope(&nested)
                 .or(rope(&top))
                 .context("config.json has no mrope_section (rope_scaling or rope_parameters)")?,
-            tie_word_embeddings: top
-                .tie_word_embeddings
-                .or(nested.tie_word_embeddings)
-                .unwrap_or(false),
+            tie_word_embeddings: top.tie_word_embeddings.or(nested.tie_word_embeddings).unwrap_or(false),
             max_position_embeddings: nested
                 .max_position_embeddings
                 .or(top.max_position_embeddings)
                 .unwrap_or(128_000),
-            hidden_act: nested
-                .hidden_act
-                .or(top.hidden_act)
-                .unwrap_or(Activation::Silu),
+            hidden_act: nested.hidden_act.or(top.hidden_act).unwrap_or(Activation::Silu),
         };
         if text.mrope_section.iter().sum::<usize>() * 2 != text.head_dim() {
             bail!(

@@ -23,6 +23,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat_template::ChatTemplate;
 use crate::hub::ModelFiles;
+use crate::models::{ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
 pub use config::Config;
 use processor::ImageProcessorConfig;
@@ -30,24 +31,12 @@ use processor::ImageProcessorConfig;
 /// Qwen2-VL's chat template, for checkpoints that carry none.
 pub const DEFAULT_CHAT_TEMPLATE: &str = include_str!("../../../models/rolmocr/chat_template.jinja");
 
-/// A prompt ready for the model: token ids with the image placeholders expanded, the image's
-/// patch rows, and the M-RoPE positions.
-pub struct PreparedPrompt {
-    pub input_ids: Vec<u32>,
-    pub pixel_values: Tensor,
-    pub grid_thw: [usize; 3],
-    pub positions: [Vec<i64>; 3],
-    /// Decode step n (0-based, after the prompt) sits at position `input_ids.len() + n + rope_delta`.
-    pub rope_delta: i64,
-}
-
 pub struct Model {
     pub config: Config,
     pub image_processor: ImageProcessorConfig,
     pub tokenizer: Tokenizer,
     chat_template: ChatTemplate,
-    /// End-of-generation tokens: generation_config.json's and config.json's.
-    pub stop_token_ids: Vec<u32>,
+    info: ModelInfo,
     visual: vision::VisionModel,
     text: text::TextModel,
     device: Device,
@@ -75,10 +64,9 @@ fn checkpoint_renamer(names: &BTreeSet<String>) -> impl Fn(&str) -> String + Sen
 impl Model {
     pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Self> {
         let config_path = files.path("config.json");
-        let config_text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?;
-        let config = Config::from_json(&config_text)
-            .with_context(|| format!("in {}", config_path.display()))?;
+        let config_text =
+            std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+        let config = Config::from_json(&config_text).with_context(|| format!("in {}", config_path.display()))?;
         let raw: serde_json::Value = serde_json::from_str(&config_text)?;
         let vision_theta = raw
             .pointer("/vision_config/rope_parameters/rope_theta")
@@ -128,6 +116,16 @@ impl Model {
         }
         let visual = vision::VisionModel::new(&config.vision, vision_theta, vb.pp("visual"))?;
         let text = text::TextModel::new(&config.text, vb.clone())?;
+        let info = ModelInfo {
+            architecture: "Qwen2_5_VLForConditionalGeneration",
+            num_layers: config.text.num_hidden_layers,
+            num_kv_heads: config.text.num_key_value_heads,
+            head_dim: config.text.head_dim(),
+            vocab_size: config.text.vocab_size,
+            stop_token_ids,
+            image_token_id: config.image_token_id,
+            masked_token_ids: Vec::new(),
+        };
         Ok(Self {
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -135,7 +133,7 @@ impl Model {
             image_processor,
             tokenizer,
             chat_template,
-            stop_token_ids,
+            info,
             visual,
             text,
         })
@@ -153,8 +151,13 @@ impl Model {
         self.text.num_layers()
     }
 
+    /// End-of-generation tokens: generation_config.json's and config.json's.
+    pub fn stop_token_ids(&self) -> &[u32] {
+        &self.info.stop_token_ids
+    }
+
     /// Chat-templated prompt with the image first, tokenised, placeholders expanded.
-    pub fn prepare(&self, image: &DynamicImage, instruction: &str) -> Result<PreparedPrompt> {
+    fn prepare_prompt(&self, image: &DynamicImage, instruction: &str) -> Result<PreparedPrompt> {
         let processed = self.image_processor.preprocess(image, &self.device)?;
         let text = self.chat_template.render_image_prompt(instruction)?;
         let encoding = self
@@ -174,9 +177,7 @@ impl Model {
             }
         }
         if placeholders != 1 {
-            bail!(
-                "the chat template produced {placeholders} image placeholders (token id {image_token}); expected 1"
-            );
+            bail!("the chat template produced {placeholders} image placeholders (token id {image_token}); expected 1");
         }
         let (positions, rope_delta) = processor::mrope_positions(
             &input_ids,
@@ -184,20 +185,27 @@ impl Model {
             &[processed.grid_thw],
             self.image_processor.merge_size,
         )?;
+        let image_start = input_ids
+            .iter()
+            .position(|&t| t == image_token)
+            .expect("one placeholder was expanded");
         Ok(PreparedPrompt {
             input_ids,
-            pixel_values: processed.pixel_values,
-            grid_thw: processed.grid_thw,
+            image: PreparedImage {
+                pixel_values: processed.pixel_values,
+                grid_thw: processed.grid_thw,
+                hash: processed.hash,
+                num_tokens: n_image,
+            },
+            image_start,
             positions,
             rope_delta,
         })
     }
 
     /// The vision tower over the patch rows of one or more images: one row per merged token.
-    pub fn encode_images(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
-        Ok(self
-            .visual
-            .forward(&pixel_values.to_dtype(self.dtype)?, grids)?)
+    pub fn encode_patches(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
+        Ok(self.visual.forward(&pixel_values.to_dtype(self.dtype)?, grids)?)
     }
 
     /// Token embeddings of `input_ids` with the image-token rows replaced, in order, by the
@@ -226,11 +234,7 @@ impl Model {
                 .take_while(|&&id| (id == image_token) == is_image)
                 .count();
             if is_image {
-                pieces.push(
-                    image_embeds
-                        .narrow(0, used, len)?
-                        .to_dtype(embeds.dtype())?,
-                );
+                pieces.push(image_embeds.narrow(0, used, len)?.to_dtype(embeds.dtype())?);
                 used += len;
             } else {
                 pieces.push(embeds.narrow(0, start, len)?);
@@ -239,9 +243,37 @@ impl Model {
         }
         Ok(Tensor::cat(&pieces, 0)?)
     }
+}
 
-    /// Decoder forward over `embeds` on top of `cache`; f32 logits of `logit_rows`.
-    pub fn forward(
+impl VisionLanguageModel for Model {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn prepare(&self, image: &DynamicImage, instruction: &str) -> Result<PreparedPrompt> {
+        self.prepare_prompt(image, instruction)
+    }
+
+    fn encode_images(&self, images: &[&PreparedImage]) -> Result<Vec<Tensor>> {
+        let pixels: Vec<&Tensor> = images.iter().map(|i| &i.pixel_values).collect();
+        let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
+        let all = self.encode_patches(&Tensor::cat(&pixels, 0)?, &grids)?;
+        let mut offset = 0;
+        images
+            .iter()
+            .map(|i| {
+                let rows = all.narrow(0, offset, i.num_tokens)?;
+                offset += i.num_tokens;
+                Ok(rows)
+            })
+            .collect()
+    }
+
+    fn embed_tokens(&self, ids: &[u32]) -> Result<Tensor> {
+        Ok(self.text.embed(&Tensor::new(ids, &self.device)?)?)
+    }
+
+    fn forward(
         &self,
         embeds: &Tensor,
         positions: &[Vec<i64>; 3],
@@ -249,6 +281,12 @@ impl Model {
         logit_rows: &[u32],
     ) -> Result<Tensor> {
         Ok(self.text.forward(embeds, positions, cache, logit_rows)?)
+    }
+
+    fn decode(&self, tokens: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(tokens, true)
+            .map_err(|e| anyhow::anyhow!("decoding the output: {e}"))
     }
 }
 

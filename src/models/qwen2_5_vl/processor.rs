@@ -91,18 +91,9 @@ pub fn pad_to_aspect(image: RgbImage, max_ratio: f64) -> RgbImage {
         return image;
     }
     let padded_short = (long / max_ratio).ceil() as u32;
-    let (pw, ph) = if w >= h {
-        (w, padded_short)
-    } else {
-        (padded_short, h)
-    };
+    let (pw, ph) = if w >= h { (w, padded_short) } else { (padded_short, h) };
     let mut out = RgbImage::from_pixel(pw, ph, image::Rgb([255, 255, 255]));
-    image::imageops::replace(
-        &mut out,
-        &image,
-        ((pw - w) / 2) as i64,
-        ((ph - h) / 2) as i64,
-    );
+    image::imageops::replace(&mut out, &image, ((pw - w) / 2) as i64, ((ph - h) / 2) as i64);
     out
 }
 
@@ -194,13 +185,7 @@ impl ImageProcessorConfig {
 
     /// Size (height, width) the image is resized to.
     pub fn target_size(&self, height: usize, width: usize) -> Result<(usize, usize)> {
-        smart_resize(
-            height,
-            width,
-            self.factor(),
-            self.min_pixels(),
-            self.max_pixels(),
-        )
+        smart_resize(height, width, self.factor(), self.min_pixels(), self.max_pixels())
     }
 
     /// Converts to RGB as transformers does: alpha composited over white.
@@ -263,6 +248,13 @@ impl ImageProcessorConfig {
     /// The whole image path: RGB, padding of extreme aspect ratios, resize, normalise, patchify.
     pub fn preprocess(&self, image: &DynamicImage, device: &Device) -> Result<ProcessedImage> {
         let resized = self.resize(&pad_to_aspect(Self::to_rgb(image), MAX_ASPECT_RATIO))?;
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            resized.dimensions().hash(&mut h);
+            resized.as_raw().hash(&mut h);
+            h.finish()
+        };
         let (values, grid_thw) = self.patchify(&resized);
         let rows = grid_thw.iter().product::<usize>();
         let pixel_values = Tensor::from_vec(
@@ -273,6 +265,7 @@ impl ImageProcessorConfig {
         Ok(ProcessedImage {
             pixel_values,
             grid_thw,
+            hash,
         })
     }
 
@@ -286,6 +279,8 @@ pub struct ProcessedImage {
     /// (patches, 3·t·p·p) in f32.
     pub pixel_values: Tensor,
     pub grid_thw: [usize; 3],
+    /// Content hash of the resized pixels.
+    pub hash: u64,
 }
 
 /// M-RoPE positions of a prompt (transformers' `get_rope_index`): text tokens count up on all
@@ -315,10 +310,7 @@ pub fn mrope_positions(
             .next()
             .context("more image placeholders in the prompt than images")?;
         let (mh, mw) = (h / merge, w / merge);
-        let run = input_ids[i..]
-            .iter()
-            .take_while(|&&id| id == image_token_id)
-            .count();
+        let run = input_ids[i..].iter().take_while(|&&id| id == image_token_id).count();
         if run < t * mh * mw {
             bail!("an image of {t}×{mh}×{mw} merged tokens has only {run} placeholders");
         }
@@ -363,10 +355,7 @@ mod tests {
     #[test]
     fn smart_resize_matches_python_at_ties() {
         // 70/28 = 2.5 rounds to 2 in Python (f64::round would give 3).
-        assert_eq!(
-            smart_resize(70, 2000, 28, 3136, 1003520).unwrap(),
-            (56, 1988)
-        );
+        assert_eq!(smart_resize(70, 2000, 28, 3136, 1003520).unwrap(), (56, 1988));
         // 42/28 = 1.5 → 2; 98/28 = 3.5 → 4.
         assert_eq!(smart_resize(42, 98, 28, 0, 1 << 30).unwrap(), (56, 112));
         assert!(smart_resize(10, 2500, 28, 3136, 1003520).is_err());
@@ -408,12 +397,8 @@ mod tests {
 
     #[test]
     fn preprocessor_config_accepts_both_layouts() {
-        let old =
-            ImageProcessorConfig::from_json(r#"{"min_pixels": 100, "max_pixels": 200}"#).unwrap();
-        let new = ImageProcessorConfig::from_json(
-            r#"{"size": {"shortest_edge": 100, "longest_edge": 200}}"#,
-        )
-        .unwrap();
+        let old = ImageProcessorConfig::from_json(r#"{"min_pixels": 100, "max_pixels": 200}"#).unwrap();
+        let new = ImageProcessorConfig::from_json(r#"{"size": {"shortest_edge": 100, "longest_edge": 200}}"#).unwrap();
         for c in [old, new] {
             assert_eq!((c.min_pixels(), c.max_pixels()), (100, 200));
         }

@@ -145,11 +145,7 @@ impl DecoderLayer {
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
-            input_layernorm: RmsNorm::new(
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-                vb.pp("input_layernorm"),
-            )?,
+            input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: RmsNorm::new(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
@@ -166,13 +162,11 @@ impl DecoderLayer {
         layer: usize,
         cache: &mut dyn AttentionCache,
     ) -> Result<Tensor> {
-        let attn =
-            self.self_attn
-                .forward(&self.input_layernorm.forward(xs)?, cos, sin, layer, cache)?;
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(xs)?, cos, sin, layer, cache)?;
         let xs = (xs + attn)?;
-        &xs + self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&xs)?)?
+        &xs + self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)?
     }
 }
 
@@ -222,16 +216,12 @@ impl TextModel {
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
-        let (cos, sin) = self
-            .rope
-            .cos_sin(positions, embeds.dtype(), embeds.device())?;
+        let (cos, sin) = self.rope.cos_sin(positions, embeds.dtype(), embeds.device())?;
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &cos, &sin, i, cache)?;
         }
         let rows = xs.index_select(&Tensor::new(logit_rows, xs.device())?, 0)?;
-        self.lm_head
-            .forward(&self.norm.forward(&rows)?)?
-            .to_dtype(DType::F32)
+        self.lm_head.forward(&self.norm.forward(&rows)?)?.to_dtype(DType::F32)
     }
 }

@@ -24,9 +24,7 @@ struct PatchEmbed {
 impl PatchEmbed {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let (t, p) = (cfg.temporal_patch_size, cfg.patch_size);
-        let weight = vb
-            .pp("proj")
-            .get((cfg.hidden_size, cfg.in_chans, t, p, p), "weight")?;
+        let weight = vb.pp("proj").get((cfg.hidden_size, cfg.in_chans, t, p, p), "weight")?;
         Ok(Self {
             weight: weight.flatten_from(1)?.t()?.contiguous()?,
         })
@@ -53,26 +51,14 @@ impl VisionAttention {
         })
     }
 
-    fn forward(
-        &self,
-        xs: &Tensor,
-        cu_seqlens: &[usize],
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, cu_seqlens: &[usize], cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let (tokens, dim) = xs.dims2()?;
         let head_dim = dim / self.num_heads;
-        let qkv = self
-            .qkv
-            .forward(xs)?
-            .reshape((tokens, 3, self.num_heads, head_dim))?;
+        let qkv = self.qkv.forward(xs)?.reshape((tokens, 3, self.num_heads, head_dim))?;
         let dtype = xs.dtype();
         // The reference applies the vision rotary in f32 whatever the model dtype.
         let rope = |i: usize| -> Result<Tensor> {
-            let x = qkv
-                .narrow(1, i, 1)?
-                .squeeze(1)?
-                .to_dtype(candle_core::DType::F32)?;
+            let x = qkv.narrow(1, i, 1)?.squeeze(1)?.to_dtype(candle_core::DType::F32)?;
             rotary::apply(&x, cos, sin)?.to_dtype(dtype)
         };
         let q = rope(0)?;
@@ -126,17 +112,8 @@ impl VisionBlock {
         })
     }
 
-    fn forward(
-        &self,
-        xs: &Tensor,
-        cu_seqlens: &[usize],
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Tensor> {
-        let xs = (xs
-            + self
-                .attn
-                .forward(&self.norm1.forward(xs)?, cu_seqlens, cos, sin)?)?;
+    fn forward(&self, xs: &Tensor, cu_seqlens: &[usize], cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, cu_seqlens, cos, sin)?)?;
         &xs + self.mlp.forward(&self.norm2.forward(&xs)?)?
     }
 }

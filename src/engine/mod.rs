@@ -186,6 +186,7 @@ impl Engine {
             config: config.clone(),
             next_id: 0,
             tick: 0,
+            outbox: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("vellum-engine".into())
@@ -300,6 +301,9 @@ struct Core {
     config: EngineConfig,
     next_id: SeqId,
     tick: u64,
+    /// Results of this step, sent once its stats are published (so a caller who just got a
+    /// result sees counters that include it).
+    outbox: Vec<(Sender<Result<Generation, EngineError>>, Result<Generation, EngineError>)>,
 }
 
 impl Core {
@@ -321,11 +325,14 @@ impl Core {
                 for id in ids {
                     if let Some(seq) = self.sched.remove(id) {
                         self.kv.free(seq.id);
-                        let _ = seq.reply.send(Err(EngineError::Model(format!("{e:#}"))));
+                        self.outbox.push((seq.reply, Err(EngineError::Model(format!("{e:#}")))));
                     }
                 }
             }
             self.publish();
+            for (reply, result) in self.outbox.drain(..) {
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -384,13 +391,14 @@ impl Core {
     fn finish(&mut self, seq: Sequence, finish_reason: FinishReason) {
         self.kv.free(seq.id);
         let text = self.model.decode(&seq.output).unwrap_or_default();
-        let _ = seq.reply.send(Ok(Generation {
+        let generation = Generation {
             prompt_tokens: seq.prompt.input_ids.len(),
             tokens: seq.output,
             logprobs: seq.logprobs,
             text,
             finish_reason,
-        }));
+        };
+        self.outbox.push((seq.reply, Ok(generation)));
     }
 
     /// Runs the vision tower, in one batch, for scheduled sequences whose chunk reaches image

@@ -73,6 +73,9 @@ pub enum EngineError {
     Stopped,
 }
 
+/// What a request ends with.
+pub type RequestResult = Result<Generation, EngineError>;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Prompt plus generated tokens, per sequence.
@@ -117,24 +120,24 @@ struct Submission {
     prompt: PreparedPrompt,
     params: SamplingParams,
     deadline: Option<Instant>,
-    reply: Sender<Result<Generation, EngineError>>,
+    reply: Sender<RequestResult>,
     cancel: Arc<AtomicBool>,
 }
 
 /// The result of one request, when it comes.
 pub struct RequestHandle {
-    rx: Receiver<Result<Generation, EngineError>>,
+    rx: Receiver<RequestResult>,
     cancel: Arc<AtomicBool>,
 }
 
 impl RequestHandle {
     /// Blocks until the request finishes.
-    pub fn wait(self) -> Result<Generation, EngineError> {
+    pub fn wait(self) -> RequestResult {
         self.rx.recv().unwrap_or(Err(EngineError::Stopped))
     }
 
     /// The result if the request has finished.
-    pub fn try_wait(&self) -> Option<Result<Generation, EngineError>> {
+    pub fn try_wait(&self) -> Option<RequestResult> {
         self.rx.try_recv().ok()
     }
 
@@ -303,7 +306,7 @@ struct Core {
     tick: u64,
     /// Results of this step, sent once its stats are published (so a caller who just got a
     /// result sees counters that include it).
-    outbox: Vec<(Sender<Result<Generation, EngineError>>, Result<Generation, EngineError>)>,
+    outbox: Vec<(Sender<RequestResult>, RequestResult)>,
 }
 
 impl Core {

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use super::block_pool::BlockHash;
 use super::kv_cache::SeqId;
 use super::sampler::SamplingParams;
-use super::{EngineError, Generation};
+use super::RequestResult;
 use crate::models::PreparedPrompt;
 
 pub struct Sequence {
@@ -29,7 +29,7 @@ pub struct Sequence {
     pub rng: StdRng,
     /// The vision tower's rows for this prompt's image, once computed.
     pub image_embeds: Option<Tensor>,
-    pub reply: Sender<Result<Generation, EngineError>>,
+    pub reply: Sender<RequestResult>,
     pub cancel: Arc<AtomicBool>,
     pub deadline: Option<Instant>,
 }

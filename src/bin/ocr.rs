@@ -1,5 +1,6 @@
 //! `ocr`: the command-line face of vellum.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use vellum::engine::kv_cache::CacheBudget;
 use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
 use vellum::models::qwen2_5_vl::Model;
+use vellum::ocr::{ocr_documents, DocumentResult, OcrOptions, PageSource, Recognizer};
 use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::xgboost::XgbModel;
@@ -33,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run the model on one image and print what it generates.
     Generate(GenerateArgs),
+    /// OCR documents: text layers where they are good, the model where they are not.
+    Run(RunArgs),
     /// Decide, per document, whether it needs OCR; prints one JSON line per input.
     Route(RouteArgs),
     /// Render one page to a PNG, for inspection.
@@ -40,6 +44,30 @@ enum Command {
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
     PdfWorker,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// PDFs, page images, or folders of them (searched recursively).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// A model directory or hub id. Without a usable model, pages that need OCR get their text
+    /// layer and the reason.
+    #[arg(long)]
+    model: String,
+    /// Where documents.jsonl goes.
+    #[arg(long)]
+    out: PathBuf,
+    /// Per page; default: what the context leaves after the prompt.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DTypeArg,
+    /// finepdfs, olmocr or dpi=N.
+    #[arg(long, default_value = "finepdfs")]
+    mode: RenderMode,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(clap::Args)]
@@ -270,6 +298,157 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     })
 }
 
+const INPUT_EXTENSIONS: &[&str] = &["pdf", "png", "jpg", "jpeg", "tif", "tiff", "webp"];
+
+/// Files as given, and the PDFs and images under folders, sorted.
+fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| INPUT_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            walk(input, &mut files)?;
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn run_run(args: RunArgs) -> Result<ExitCode> {
+    let files = collect_inputs(&args.inputs)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let recognizer = match load_model(&args.model, args.dtype, false)
+        .and_then(|m| Ok(Engine::new(Arc::new(m), args.engine.config())?))
+    {
+        Ok(engine) => Recognizer::Engine(Arc::new(engine)),
+        Err(e) => {
+            eprintln!(
+                "warning: model {} is not usable ({e:#}); pages that need OCR get their text layer and this reason",
+                args.model
+            );
+            Recognizer::Unavailable(format!("{e:#}"))
+        }
+    };
+    let mut options = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
+    options.mode = args.mode;
+    options.params.max_new_tokens = args.max_new_tokens;
+    let out_path = args.out.join("documents.jsonl");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?,
+    );
+    let progress = Progress::new(files.len());
+    let (mut pages, mut ocr_pages, mut page_errors, mut failed_docs) = (0, 0, 0, 0);
+    let mut write_error = None;
+    ocr_documents(&files, &recognizer, &options, |doc| {
+        pages += doc.pages.len();
+        ocr_pages += doc.pages.iter().filter(|p| p.route == PageSource::Ocr).count();
+        page_errors += doc.pages.iter().filter(|p| p.error.is_some()).count();
+        failed_docs += doc.error.is_some() as usize;
+        progress.document(&doc);
+        let line = serde_json::json!({
+            "id": doc.source.display().to_string(),
+            "text": doc.text(),
+            "metadata": {"source": doc.source, "route": doc.route, "pages": doc.pages, "error": doc.error},
+        });
+        if let Err(e) = writeln!(out, "{line}") {
+            write_error.get_or_insert(e);
+        }
+    });
+    out.flush()?;
+    if let Some(e) = write_error {
+        return Err(e).with_context(|| format!("writing {}", out_path.display()));
+    }
+    progress.finish();
+    eprintln!(
+        "{} documents ({} unreadable), {pages} pages: {} from the text layer, {ocr_pages} by OCR ({page_errors} with an error) → {}",
+        files.len(),
+        failed_docs,
+        pages - ocr_pages,
+        out_path.display()
+    );
+    Ok(if failed_docs == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A progress bar on a terminal, one log line per document otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    pages: std::cell::Cell<usize>,
+    tokens: std::cell::Cell<usize>,
+}
+
+impl Progress {
+    fn new(documents: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(documents as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} documents {msg} [{elapsed_precise}]")
+                    .expect("valid template"),
+            );
+            bar
+        });
+        Self {
+            bar,
+            started: Instant::now(),
+            pages: 0.into(),
+            tokens: 0.into(),
+        }
+    }
+
+    fn document(&self, doc: &DocumentResult) {
+        self.pages.set(self.pages.get() + doc.pages.len());
+        self.tokens
+            .set(self.tokens.get() + doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>());
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let rates = format!(
+            "{:.2} pages/s, {:.1} tokens/s",
+            self.pages.get() as f64 / secs,
+            self.tokens.get() as f64 / secs
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(rates);
+                bar.inc(1);
+            }
+            None => {
+                let status = match &doc.error {
+                    Some(e) => format!("error: {e}"),
+                    None => format!("{} pages", doc.pages.len()),
+                };
+                eprintln!("{}: {status} ({rates})", doc.source.display());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
 fn worker(timeout: f64) -> Result<Worker> {
     let command = WorkerCommand::locate().map_err(anyhow::Error::msg)?;
     let mut worker = Worker::new(command);
@@ -336,6 +515,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
+        Command::Run(args) => run_run(args),
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::PdfWorker => vellum::pdf::worker::serve()

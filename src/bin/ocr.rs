@@ -336,7 +336,7 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
     let files = collect_inputs(&args.inputs)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let recognizer = match load_model(&args.model, args.dtype, false)
-        .and_then(|m| Ok(Engine::new(Arc::new(m), args.engine.config())?))
+        .and_then(|m| Engine::new(Arc::new(m), args.engine.config()))
     {
         Ok(engine) => Recognizer::Engine(Arc::new(engine)),
         Err(e) => {

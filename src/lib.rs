@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod chat_template;
 pub mod engine;
 pub mod hub;

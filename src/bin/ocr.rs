@@ -14,6 +14,7 @@ use vellum::engine::kv_cache::CacheBudget;
 use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
 use vellum::models::qwen2_5_vl::Model;
+use vellum::models::VisionLanguageModel;
 use vellum::ocr::{ocr_documents, DocumentResult, OcrOptions, PageSource, Recognizer};
 use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
@@ -41,6 +42,8 @@ enum Command {
     Route(RouteArgs),
     /// Render one page to a PNG, for inspection.
     Render(RenderArgs),
+    /// Measure decode and OCR throughput on a model (prints JSON).
+    Bench(BenchArgs),
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
     PdfWorker,
@@ -68,6 +71,28 @@ struct RunArgs {
     mode: RenderMode,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[arg(long)]
+    model: String,
+    /// Batch sizes for the decode measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    batches: Vec<usize>,
+    /// Tokens each sequence decodes in the decode measurement.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// OCR-like requests (distinct page images) for the batched vs one-at-a-time measurement.
+    #[arg(long, default_value_t = 16)]
+    requests: usize,
+    /// Side of the square page images (532 px → 361 image tokens, ≈ 400 with the prompt).
+    #[arg(long, default_value_t = 532)]
+    image_size: u32,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DTypeArg,
 }
 
 #[derive(clap::Args)]
@@ -335,18 +360,17 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 fn run_run(args: RunArgs) -> Result<ExitCode> {
     let files = collect_inputs(&args.inputs)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let recognizer = match load_model(&args.model, args.dtype, false)
-        .and_then(|m| Engine::new(Arc::new(m), args.engine.config()))
-    {
-        Ok(engine) => Recognizer::Engine(Arc::new(engine)),
-        Err(e) => {
-            eprintln!(
-                "warning: model {} is not usable ({e:#}); pages that need OCR get their text layer and this reason",
-                args.model
-            );
-            Recognizer::Unavailable(format!("{e:#}"))
-        }
-    };
+    let recognizer =
+        match load_model(&args.model, args.dtype, false).and_then(|m| Engine::new(Arc::new(m), args.engine.config())) {
+            Ok(engine) => Recognizer::Engine(Arc::new(engine)),
+            Err(e) => {
+                eprintln!(
+                    "warning: model {} is not usable ({e:#}); pages that need OCR get their text layer and this reason",
+                    args.model
+                );
+                Recognizer::Unavailable(format!("{e:#}"))
+            }
+        };
     let mut options = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
     options.mode = args.mode;
     options.params.max_new_tokens = args.max_new_tokens;
@@ -449,6 +473,27 @@ impl Progress {
     }
 }
 
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let model: Arc<dyn VisionLanguageModel> = Arc::new(load_model(&args.model, args.dtype, false)?);
+    let pages = vellum::bench::pages(args.requests.max(1), args.image_size);
+    let mut decode = Vec::new();
+    let engine = vellum::bench::engine(model.clone(), args.batches.iter().copied().max().unwrap_or(1))?;
+    let small = vellum::bench::pages(1, 56).remove(0);
+    for &batch in &args.batches {
+        let rate = vellum::bench::decode_rate(&engine, &small, batch, args.decode_tokens)?;
+        eprintln!("decode batch {batch:>3}: {:8.1} tokens/s", rate.tokens_per_second);
+        decode.push(rate);
+    }
+    drop(engine);
+    let ocr = vellum::bench::ocr_throughput(&model, &pages, vellum::ROLMOCR_PROMPT, args.new_tokens)?;
+    eprintln!(
+        "{} OCR-like requests ({:.0} prompt tokens, {} new): batched {:.1}s, one at a time {:.1}s, speedup {:.2}×",
+        ocr.requests, ocr.prompt_tokens_mean, ocr.new_tokens, ocr.batched_seconds, ocr.sequential_seconds, ocr.speedup
+    );
+    println!("{}", serde_json::json!({"decode": decode, "ocr": ocr}));
+    Ok(())
+}
+
 fn worker(timeout: f64) -> Result<Worker> {
     let command = WorkerCommand::locate().map_err(anyhow::Error::msg)?;
     let mut worker = Worker::new(command);
@@ -518,6 +563,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_run(args),
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
         Command::PdfWorker => vellum::pdf::worker::serve()
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -1,0 +1,178 @@
+//! Throughput measurements shared by `ocr bench` and `benches/engine.rs`: decode tokens/s at a
+//! given batch size, and a set of OCR-like requests through continuous batching against the
+//! same requests one at a time. Also writes a Qwen2.5-VL-shaped checkpoint with random weights,
+//! so benchmarks need nothing downloaded.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use image::DynamicImage;
+use serde::Serialize;
+
+use crate::engine::sampler::SamplingParams;
+use crate::engine::{Engine, EngineConfig};
+use crate::models::qwen2_5_vl::{config::Config, text::TextModel, vision::VisionModel};
+
+/// config.json of the benchmark model: Qwen2.5-VL's layout at about 135M parameters (text
+/// 86M: hidden 640, 10 layers, GQA 10:2, head_dim 64; vision 47M: 8 blocks of 640 with
+/// windows and two full-attention blocks, the 2×2 merger). Special token ids are those of the
+/// test tokenizer (the first 1000 Qwen BPE tokens + the 22 special tokens).
+pub const BENCH_CONFIG: &str = r#"{
+  "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+  "image_token_id": 1012, "video_token_id": 1013, "vision_start_token_id": 1009, "vision_end_token_id": 1010,
+  "tie_word_embeddings": false,
+  "text_config": {"vocab_size": 32768, "hidden_size": 640, "intermediate_size": 1792, "num_hidden_layers": 10,
+    "num_attention_heads": 10, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "eos_token_id": 1002,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]}},
+  "vision_config": {"depth": 8, "hidden_size": 640, "intermediate_size": 1708, "num_heads": 10, "in_channels": 3,
+    "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+    "fullatt_block_indexes": [3, 7], "out_hidden_size": 640}
+}"#;
+
+/// Writes `config` with random weights (candle's default initialisation, fixed by the model's
+/// shapes) to `dir`, with the tokenizer and preprocessor files of `tokenizer_dir`.
+pub fn write_random_model(dir: &Path, config: &str, tokenizer_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cfg = Config::from_json(config)?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    VisionModel::new(&cfg.vision, None, vb.pp("visual"))?;
+    TextModel::new(&cfg.text, vb)?;
+    varmap.save(dir.join("model.safetensors"))?;
+    std::fs::write(dir.join("config.json"), config)?;
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tokenizer_dir.join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    Ok(())
+}
+
+/// `n` page-like images of `size`×`size` pixels (distinct, so no prefix is shared).
+pub fn pages(n: usize, size: u32) -> Vec<DynamicImage> {
+    (0..n)
+        .map(|i| {
+            DynamicImage::ImageRgb8(image::RgbImage::from_fn(size, size, |x, y| {
+                let ink = (x / 9 + y / 17 + i as u32).is_multiple_of(7) as u8;
+                image::Rgb([
+                    240 - ink * 200,
+                    238 - ink * 190,
+                    (x + y + i as u32 * 31) as u8 / 4 + 180,
+                ])
+            }))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeRate {
+    pub batch: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// Decode throughput with `batch` sequences: from the moment every sequence has its first
+/// token (prefill done) until all have `new_tokens`.
+pub fn decode_rate(engine: &Engine, image: &DynamicImage, batch: usize, new_tokens: usize) -> Result<DecodeRate> {
+    let prompt = engine.model().prepare(image, "Read this page.")?;
+    let params = SamplingParams {
+        max_new_tokens: Some(new_tokens),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let base = engine.stats().generated_tokens;
+    let handles: Vec<_> = (0..batch)
+        .map(|_| engine.submit_prepared(prompt.clone(), params.clone(), None))
+        .collect();
+    while engine.stats().generated_tokens < base + batch as u64 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let start = Instant::now();
+    for h in handles {
+        h.wait()?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let tokens = batch * (new_tokens - 1);
+    Ok(DecodeRate {
+        batch,
+        tokens,
+        seconds,
+        tokens_per_second: tokens as f64 / seconds,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OcrThroughput {
+    pub requests: usize,
+    pub prompt_tokens_mean: f64,
+    pub new_tokens: usize,
+    pub batched_seconds: f64,
+    pub sequential_seconds: f64,
+    pub batched_tokens_per_second: f64,
+    pub sequential_tokens_per_second: f64,
+    /// sequential time / batched time.
+    pub speedup: f64,
+}
+
+/// The same requests all at once through one engine (continuous batching), then one at a time
+/// through a fresh engine (so no prefix cached by the first pass helps the second).
+pub fn ocr_throughput(
+    model: &Arc<dyn crate::models::VisionLanguageModel>,
+    images: &[DynamicImage],
+    instruction: &str,
+    new_tokens: usize,
+) -> Result<OcrThroughput> {
+    let params = SamplingParams {
+        max_new_tokens: Some(new_tokens),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let prompts = images
+        .iter()
+        .map(|i| model.prepare(i, instruction))
+        .collect::<Result<Vec<_>>>()?;
+    let prompt_tokens_mean = prompts.iter().map(|p| p.input_ids.len()).sum::<usize>() as f64 / prompts.len() as f64;
+    let batched = engine(model.clone(), images.len())?;
+    let start = Instant::now();
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| batched.submit_prepared(p.clone(), params.clone(), None))
+        .collect();
+    for h in handles {
+        h.wait()?;
+    }
+    let batched_seconds = start.elapsed().as_secs_f64();
+    drop(batched);
+    let sequential = engine(model.clone(), 1)?;
+    let start = Instant::now();
+    for p in &prompts {
+        sequential.submit_prepared(p.clone(), params.clone(), None).wait()?;
+    }
+    let sequential_seconds = start.elapsed().as_secs_f64();
+    let generated = (images.len() * new_tokens) as f64;
+    Ok(OcrThroughput {
+        requests: images.len(),
+        prompt_tokens_mean,
+        new_tokens,
+        batched_seconds,
+        sequential_seconds,
+        batched_tokens_per_second: generated / batched_seconds,
+        sequential_tokens_per_second: generated / sequential_seconds,
+        speedup: sequential_seconds / batched_seconds,
+    })
+}
+
+/// An engine for benchmarks: no encoder cache (every image runs the tower, as distinct pages
+/// do), a cache large enough for the batch.
+pub fn engine(model: Arc<dyn crate::models::VisionLanguageModel>, max_num_seqs: usize) -> Result<Engine> {
+    let mut config = EngineConfig {
+        encoder_cache_entries: 0,
+        ..Default::default()
+    };
+    config.scheduler.max_num_seqs = max_num_seqs;
+    config.cache = crate::engine::kv_cache::CacheBudget::Bytes(4 << 30);
+    Engine::new(model, config)
+}

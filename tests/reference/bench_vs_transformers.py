@@ -1,0 +1,125 @@
+"""vellum's engine against HF transformers `generate` on the same machine, same weights, same
+requests, measured in one run.
+
+The model is Qwen2.5-VL-shaped at ~135M parameters (the config is src/bench.rs's BENCH_CONFIG),
+with seeded random weights written by transformers; the requests are 16 distinct 532×532 page
+images (≈ 400 image + prompt tokens each) generating 64 tokens. vellum runs them through
+continuous batching and one at a time (`ocr bench`); transformers runs them as one padded batch.
+
+    cargo build --release --bin ocr
+    python tests/reference/bench_vs_transformers.py [--ocr target/release/ocr] [--out bench.json]
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+import qwen_tokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+)
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TEMPLATE = open(os.path.join(ROOT, "models", "rolmocr", "chat_template.jinja")).read()
+PROMPT = "Return the plain text representation of this document as if you were reading it naturally.\n"
+
+
+def bench_config():
+    src = open(os.path.join(ROOT, "src", "bench.rs")).read()
+    return json.loads(re.search(r'BENCH_CONFIG: &str = r#"(.*?)"#;', src, re.S).group(1))
+
+
+def pages(n, size):
+    """The same images as vellum::bench::pages."""
+    out = []
+    y, x = np.mgrid[0:size, 0:size].astype(np.uint32)
+    for i in range(n):
+        ink = (((x // 9 + y // 17 + i) % 7) == 0).astype(np.uint32)
+        img = np.stack([240 - ink * 200, 238 - ink * 190, ((x + y + i * 31) % 256) // 4 + 180], -1).astype(np.uint8)
+        out.append(Image.fromarray(img, "RGB"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ocr", default=os.path.join(ROOT, "target", "release", "ocr"))
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    work = tempfile.mkdtemp(prefix="vellum-bench-")
+    model_dir = os.path.join(work, "model")
+
+    tok = qwen_tokenizer.build(qwen_tokenizer.default_tiktoken_path(), ranks=1000)
+    os.makedirs(model_dir)
+    tok.save(os.path.join(model_dir, "tokenizer.json"), pretty=False)
+    json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, open(os.path.join(model_dir, "tokenizer_config.json"), "w"))
+    cfg = bench_config()
+    text, vision = cfg.pop("text_config"), cfg.pop("vision_config")
+    cfg.pop("architectures")
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **cfg)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.save_pretrained(model_dir)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model: {params / 1e6:.0f}M parameters in {model_dir}")
+
+    # vellum, first (the same machine, nothing else running).
+    run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--requests", str(args.requests), "--new-tokens", str(args.new_tokens)],
+                         capture_output=True, text=True, check=True)
+    print(run.stderr.strip())
+    vellum = json.loads(run.stdout)
+
+    # transformers: one padded batch of the same requests.
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"), eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.padding_side = "left"
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
+    images = pages(args.requests, 532)
+    chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}], add_generation_prompt=True)
+    inputs = processor(text=[chat] * len(images), images=images, return_tensors="pt", padding=True)
+    gc = GenerationConfig(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
+    with torch.no_grad():
+        start = time.time()
+        out = model.generate(**inputs, generation_config=gc)
+        hf_seconds = time.time() - start
+    assert out.shape[1] - inputs["input_ids"].shape[1] == args.new_tokens
+    hf_tps = len(images) * args.new_tokens / hf_seconds
+    print(f"transformers generate, one padded batch of {len(images)}: {hf_seconds:.1f}s, {hf_tps:.1f} tokens/s")
+
+    ocr = vellum["ocr"]
+    result = {
+        "model_parameters": params,
+        "vellum": vellum,
+        "transformers_batched_seconds": hf_seconds,
+        "transformers_tokens_per_second": hf_tps,
+        "ratios": {
+            "vellum_batched_vs_one_at_a_time": ocr["speedup"],
+            "vellum_batched_vs_transformers_batched": hf_seconds / ocr["batched_seconds"],
+            "vellum_one_at_a_time_vs_transformers_batched": hf_seconds / ocr["sequential_seconds"],
+        },
+        "threads": os.cpu_count(),
+    }
+    print(json.dumps(result["ratios"], indent=1))
+    if args.out:
+        json.dump(result, open(args.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

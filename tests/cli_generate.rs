@@ -190,3 +190,57 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config.json") && err.contains("missing"), "{err}");
 }
+
+#[test]
+fn requests_file_gives_one_line_per_request_in_order() {
+    let dir = common::fixtures().join("models/gqa_window4");
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = ["page_140x196", "tall_60x300"];
+    let mut lines = String::new();
+    for (i, case) in cases.iter().enumerate() {
+        let meta = common::read_json(dir.join(format!("{case}.expected.json")));
+        let image = dir.join(meta["image"].as_str().unwrap());
+        lines.push_str(&serde_json::json!({"id": format!("r{i}"), "image": image, "prompt": meta["prompt"], "max_new_tokens": 32, "temperature": 0.0}).to_string());
+        lines.push('\n');
+    }
+    lines.push_str(
+        &serde_json::json!({"id": "missing", "image": "nowhere.png", "prompt": "x", "max_new_tokens": 4}).to_string(),
+    );
+    lines.push('\n');
+    let requests = tmp.path().join("requests.jsonl");
+    std::fs::write(&requests, lines).unwrap();
+    let model = dir.join("model");
+    let out = ocr(
+        &[
+            "generate",
+            "--requests",
+            requests.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--ignore-eos",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        !out.status.success(),
+        "the missing image makes the exit status non-zero"
+    );
+    let got: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 3);
+    for (i, case) in cases.iter().enumerate() {
+        let meta = common::read_json(dir.join(format!("{case}.expected.json")));
+        assert_eq!(got[i]["id"], format!("r{i}"));
+        assert_eq!(
+            common::u32s(&got[i]["tokens"]),
+            common::u32s(&meta["greedy_tokens"]),
+            "{case}"
+        );
+    }
+    assert_eq!(got[2]["id"], "missing");
+    assert!(got[2]["error"].as_str().unwrap().contains("nowhere.png"));
+}

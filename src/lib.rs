@@ -23,6 +23,7 @@ pub mod models;
 pub mod ocr;
 pub mod ops;
 pub mod pdf;
+pub mod pipeline;
 pub mod weights;
 
 /// The instruction FinePDFs and the olmOCR bench runner give RolmOCR (after the image).

@@ -2,12 +2,18 @@
 //! render the others and run them through the engine, and hand back each document with its
 //! pages in order as soon as they are all done.
 //!
+//! A page whose output is bad (it hit the token limit, or repeats itself by FinePDFs' rules) is
+//! retried with a rising temperature (olmOCR's ladder; the engine's prefix and vision caches
+//! make a retry cheap), then falls back to its text layer. A document with too many such pages
+//! is marked failed, with the reason.
+//!
 //! Rendering runs in a thread of its own (through the pdfium worker) and feeds pages through a
 //! bounded channel, so it never runs more than a few pages ahead of the model; at most
 //! `max_in_flight` pages wait in the engine at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,10 +22,14 @@ use image::{DynamicImage, RgbImage};
 use serde::Serialize;
 
 use crate::engine::sampler::SamplingParams;
-use crate::engine::{Engine, FinishReason, RequestHandle};
+use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
 use crate::pdf::route::{route_document, DocumentRoute, Router};
 use crate::pdf::worker::{Worker, WorkerCommand};
 use crate::pdf::{PdfError, RenderMode};
+use crate::pipeline::quality::find_repetition;
+
+/// olmOCR's temperatures for successive attempts at a bad page.
+pub const TEMPERATURE_LADDER: [f64; 8] = [0.1, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0];
 
 /// How one page got its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,7 +49,11 @@ pub struct PageResult {
     pub finish_reason: Option<FinishReason>,
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
-    /// Why this page has no OCR text (it then carries its text layer, if any).
+    /// Model runs for this page (1 + retries).
+    pub attempts: usize,
+    /// The page's OCR was bad or failed, and its text is the text layer's.
+    pub fallback: bool,
+    /// Why: "length", "line", "sentence", "char", or an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub seconds: f64,
@@ -65,6 +79,22 @@ impl DocumentResult {
             .collect::<Vec<_>>()
             .join("\n\n")
     }
+
+    /// Why the document belongs in the failed output: unreadable, or more than `max_bad_rate`
+    /// of its OCR pages fell back.
+    pub fn failure(&self, max_bad_rate: f64) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.to_string());
+        }
+        let ocr = self.pages.iter().filter(|p| p.route == PageSource::Ocr).count();
+        let bad = self.pages.iter().filter(|p| p.fallback).count();
+        (ocr > 0 && bad as f64 / ocr as f64 > max_bad_rate).then(|| {
+            format!(
+                "{bad} of {ocr} OCR pages fell back to the text layer (more than {:.0}%)",
+                max_bad_rate * 100.0
+            )
+        })
+    }
 }
 
 /// The model side of OCR: an engine, or the reason there is none.
@@ -77,11 +107,15 @@ pub struct OcrOptions {
     pub instruction: String,
     pub params: SamplingParams,
     pub mode: RenderMode,
+    /// Retries of a bad page (temperatures from [`TEMPERATURE_LADDER`]).
+    pub max_retries: usize,
     /// Rendered pages waiting for the model, at most.
     pub render_ahead: usize,
     /// Pages submitted to the engine and not yet finished, at most.
     pub max_in_flight: usize,
     pub worker: WorkerCommand,
+    /// Set to stop after the documents already started.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl OcrOptions {
@@ -93,9 +127,11 @@ impl OcrOptions {
                 ..Default::default()
             },
             mode: RenderMode::Finepdfs,
+            max_retries: 3,
             render_ahead: 4,
-            max_in_flight: 64,
+            max_in_flight: 32,
             worker,
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -113,14 +149,118 @@ enum Item {
     },
 }
 
+struct Running {
+    page: usize,
+    text_layer: String,
+    image: Arc<RgbImage>,
+    handle: RequestHandle,
+    attempt: usize,
+    started: Instant,
+}
+
 enum Pending {
     Done(PageResult),
-    Running {
-        page: usize,
-        text_layer: String,
-        handle: RequestHandle,
-        started: Instant,
-    },
+    Running(Running),
+}
+
+/// The engine and settings pages are submitted with.
+struct Submitter<'a> {
+    engine: Option<Arc<Engine>>,
+    options: &'a OcrOptions,
+}
+
+impl Submitter<'_> {
+    fn submit(&self, image: &RgbImage, attempt: usize) -> Result<RequestHandle, String> {
+        let engine = self.engine.as_ref().ok_or("no engine")?;
+        let mut params = self.options.params.clone();
+        if attempt > 0 {
+            params.temperature = TEMPERATURE_LADDER[(attempt - 1).min(TEMPERATURE_LADDER.len() - 1)];
+            params.seed = params.seed.wrapping_add(attempt as u64);
+        }
+        engine
+            .submit(
+                &DynamicImage::ImageRgb8(image.clone()),
+                &self.options.instruction,
+                params,
+            )
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// A finished run of a page: done, or submitted again if bad and retries are left.
+    fn judge(&self, run: Running, result: RequestResult) -> Pending {
+        let seconds = run.started.elapsed().as_secs_f64();
+        let generation = match result {
+            Ok(g) => g,
+            Err(e) => {
+                return Pending::Done(fallback(
+                    run.page,
+                    run.text_layer,
+                    e.to_string(),
+                    run.attempt + 1,
+                    seconds,
+                ))
+            }
+        };
+        let bad = match generation.finish_reason {
+            FinishReason::Length | FinishReason::Repetition => Some("length".to_string()),
+            _ => find_repetition(&generation.text).map(|r| {
+                serde_json::to_value(r)
+                    .expect("plain enum")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            }),
+        };
+        match bad {
+            None => Pending::Done(PageResult {
+                page: run.page,
+                route: PageSource::Ocr,
+                text: generation.text,
+                finish_reason: Some(generation.finish_reason),
+                prompt_tokens: generation.prompt_tokens,
+                generated_tokens: generation.tokens.len(),
+                attempts: run.attempt + 1,
+                fallback: false,
+                error: None,
+                seconds,
+            }),
+            Some(reason) if run.attempt < self.options.max_retries => match self.submit(&run.image, run.attempt + 1) {
+                Ok(handle) => Pending::Running(Running {
+                    handle,
+                    attempt: run.attempt + 1,
+                    ..run
+                }),
+                Err(e) => Pending::Done(fallback(
+                    run.page,
+                    run.text_layer,
+                    format!("{reason}; retry failed: {e}"),
+                    run.attempt + 1,
+                    seconds,
+                )),
+            },
+            Some(reason) => {
+                let mut page = fallback(run.page, run.text_layer, reason, run.attempt + 1, seconds);
+                page.finish_reason = Some(generation.finish_reason);
+                page.generated_tokens = generation.tokens.len();
+                Pending::Done(page)
+            }
+        }
+    }
+}
+
+fn fallback(page: usize, text_layer: String, error: String, attempts: usize, seconds: f64) -> PageResult {
+    PageResult {
+        page,
+        route: PageSource::Ocr,
+        text: text_layer,
+        finish_reason: None,
+        prompt_tokens: 0,
+        generated_tokens: 0,
+        attempts,
+        fallback: true,
+        error: Some(error),
+        seconds,
+    }
 }
 
 struct DocState {
@@ -136,96 +276,47 @@ impl DocState {
         self.rendered == self.to_render && self.pages.iter().all(|p| matches!(p, Pending::Done(_)))
     }
 
-    /// Collects finished pages without blocking.
-    fn poll(&mut self) {
+    /// Collects finished runs without blocking (and resubmits bad pages).
+    fn poll(&mut self, submitter: &Submitter) {
         for slot in &mut self.pages {
-            if let Pending::Running { handle, .. } = slot {
-                if let Some(result) = handle.try_wait() {
-                    let Pending::Running {
-                        page,
-                        text_layer,
-                        started,
-                        ..
-                    } = std::mem::replace(slot, Pending::Done(placeholder()))
-                    else {
-                        unreachable!()
-                    };
-                    *slot = Pending::Done(page_result(page, text_layer, started, result));
-                }
-            }
+            let Pending::Running(run) = slot else { continue };
+            let Some(result) = run.handle.try_wait() else { continue };
+            let Pending::Running(run) =
+                std::mem::replace(slot, Pending::Done(fallback(0, String::new(), String::new(), 0, 0.0)))
+            else {
+                unreachable!("matched above")
+            };
+            *slot = submitter.judge(run, result);
         }
     }
 
-    /// Waits for one page.
-    fn settle(&mut self, page: usize) {
+    /// Waits until page `page` is done (through its retries).
+    fn settle(&mut self, page: usize, submitter: &Submitter) {
         let slot = &mut self.pages[page - 1];
-        if !matches!(slot, Pending::Running { .. }) {
-            return;
-        }
-        if let Pending::Running {
-            page,
-            text_layer,
-            handle,
-            started,
-        } = std::mem::replace(slot, Pending::Done(placeholder()))
-        {
-            *slot = Pending::Done(page_result(page, text_layer, started, handle.wait()));
+        while matches!(slot, Pending::Running(_)) {
+            let Pending::Running(run) =
+                std::mem::replace(slot, Pending::Done(fallback(0, String::new(), String::new(), 0, 0.0)))
+            else {
+                unreachable!("checked by the loop")
+            };
+            let result = run.handle.wait();
+            *slot = submitter.judge(run, result);
         }
     }
 
-    fn into_result(mut self) -> DocumentResult {
+    fn into_result(mut self, submitter: &Submitter) -> DocumentResult {
         for p in 1..=self.pages.len() {
-            self.settle(p);
+            self.settle(p, submitter);
         }
         self.result.pages = self
             .pages
             .into_iter()
             .map(|p| match p {
                 Pending::Done(r) => r,
-                Pending::Running { .. } => unreachable!("settled above"),
+                Pending::Running(_) => unreachable!("settled above"),
             })
             .collect();
         self.result
-    }
-}
-
-fn placeholder() -> PageResult {
-    PageResult {
-        page: 0,
-        route: PageSource::Ocr,
-        text: String::new(),
-        finish_reason: None,
-        prompt_tokens: 0,
-        generated_tokens: 0,
-        error: None,
-        seconds: 0.0,
-    }
-}
-
-fn page_result(page: usize, text_layer: String, started: Instant, result: crate::engine::RequestResult) -> PageResult {
-    let seconds = started.elapsed().as_secs_f64();
-    match result {
-        Ok(g) => PageResult {
-            page,
-            route: PageSource::Ocr,
-            text: g.text,
-            finish_reason: Some(g.finish_reason),
-            prompt_tokens: g.prompt_tokens,
-            generated_tokens: g.tokens.len(),
-            error: None,
-            seconds,
-        },
-        Err(e) => failed_page(page, text_layer, e.to_string(), seconds),
-    }
-}
-
-fn failed_page(page: usize, text_layer: String, error: String, seconds: f64) -> PageResult {
-    PageResult {
-        page,
-        text: text_layer,
-        error: Some(error),
-        seconds,
-        ..placeholder()
     }
 }
 
@@ -239,7 +330,8 @@ pub fn ocr_image(
 }
 
 /// OCRs `files` (PDFs or page images), calling `done` with each document, in input order, as
-/// soon as all of its pages are finished.
+/// soon as all of its pages are finished. With `options.stop` set, documents not yet started
+/// are skipped (and not reported).
 pub fn ocr_documents(
     files: &[PathBuf],
     recognizer: &Recognizer,
@@ -248,15 +340,21 @@ pub fn ocr_documents(
 ) {
     let (tx, rx) = sync_channel::<Item>(options.render_ahead);
     let files_for_thread = files.to_vec();
-    let (mode, worker_command) = (options.mode, options.worker.clone());
-    let engine = match recognizer {
-        Recognizer::Engine(e) => Some(e.clone()),
-        Recognizer::Unavailable(_) => None,
+    let (mode, worker_command, stop) = (options.mode, options.worker.clone(), options.stop.clone());
+    let submitter = Submitter {
+        engine: match recognizer {
+            Recognizer::Engine(e) => Some(e.clone()),
+            Recognizer::Unavailable(_) => None,
+        },
+        options,
     };
-    let renders = engine.is_some();
+    let renders = submitter.engine.is_some();
     let producer = std::thread::spawn(move || {
         let mut worker = Worker::new(worker_command);
         for (doc, path) in files_for_thread.iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             let routed = route_document(&mut worker, &Router::Rules, path, None).map(|route| {
                 // Every page's text layer: the output of text pages, the fallback of the others.
                 let texts = (1..=route.info.pages)
@@ -289,52 +387,52 @@ pub fn ocr_documents(
                 docs.insert(doc, new_doc_state(files[doc].clone(), result, recognizer));
             }
             Item::Page { doc, page, image } => {
-                let engine = engine.as_ref().expect("pages are rendered only with an engine");
                 while in_flight.len() >= options.max_in_flight {
                     let (d, p) = in_flight.pop_front().expect("non-empty");
                     if let Some(state) = docs.get_mut(&d) {
-                        state.settle(p);
+                        state.settle(p, &submitter);
                     }
                 }
                 let state = docs.get_mut(&doc).expect("a document is announced before its pages");
                 let text_layer = match &state.pages[page - 1] {
                     Pending::Done(p) => p.text.clone(),
-                    Pending::Running { .. } => unreachable!("each page is rendered once"),
+                    Pending::Running(_) => unreachable!("each page is rendered once"),
                 };
                 let started = Instant::now();
                 let submitted = image.map_err(|e| e.to_string()).and_then(|img| {
-                    engine
-                        .submit(
-                            &DynamicImage::ImageRgb8(img),
-                            &options.instruction,
-                            options.params.clone(),
-                        )
-                        .map_err(|e| format!("{e:#}"))
+                    let image = Arc::new(img);
+                    submitter.submit(&image, 0).map(|handle| (image, handle))
                 });
                 state.pages[page - 1] = match submitted {
-                    Ok(handle) => {
+                    Ok((image, handle)) => {
                         in_flight.push_back((doc, page));
-                        Pending::Running {
+                        Pending::Running(Running {
                             page,
                             text_layer,
+                            image,
                             handle,
+                            attempt: 0,
                             started,
-                        }
+                        })
                     }
-                    Err(error) => Pending::Done(failed_page(page, text_layer, error, started.elapsed().as_secs_f64())),
+                    Err(error) => Pending::Done(fallback(page, text_layer, error, 0, started.elapsed().as_secs_f64())),
                 };
                 state.rendered += 1;
             }
         }
-        docs.values_mut().for_each(DocState::poll);
+        docs.values_mut().for_each(|d| d.poll(&submitter));
         while docs.get(&next_out).is_some_and(DocState::ready) {
-            done(docs.remove(&next_out).expect("checked").into_result());
+            done(docs.remove(&next_out).expect("checked").into_result(&submitter));
             next_out += 1;
         }
     }
     let _ = producer.join();
     for (_, state) in std::mem::take(&mut docs) {
-        done(state.into_result());
+        // A document the stop flag cut short before all its pages were rendered is dropped: it
+        // was never finished, and a resumed run does it again.
+        if state.rendered == state.to_render {
+            done(state.into_result(&submitter));
+        }
     }
 }
 
@@ -369,12 +467,19 @@ fn new_doc_state(
                 page: i + 1,
                 route: PageSource::TextLayer,
                 text,
-                ..placeholder()
+                finish_reason: None,
+                prompt_tokens: 0,
+                generated_tokens: 0,
+                attempts: 0,
+                fallback: false,
+                error: None,
+                seconds: 0.0,
             };
             Pending::Done(match (needs_ocr, recognizer) {
                 (false, _) => page,
                 (true, Recognizer::Unavailable(reason)) => PageResult {
                     route: PageSource::Ocr,
+                    fallback: true,
                     error: Some(format!("needs OCR, but no model is available: {reason}")),
                     ..page
                 },

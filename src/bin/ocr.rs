@@ -1,8 +1,9 @@
 //! `ocr`: the command-line face of vellum.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::xgboost::XgbModel;
 use vellum::pdf::RenderMode;
+use vellum::pipeline::shard::Shard;
+use vellum::pipeline::sources::{self, Source};
+use vellum::pipeline::writer::ChunkWriter;
 
 #[derive(Parser)]
 #[command(
@@ -51,16 +55,23 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// PDFs, page images, or folders of them (searched recursively).
+    /// PDFs and page images, folders of them (searched recursively), glob patterns, or manifests
+    /// (.txt/.lst: one path per line; .jsonl: {"path": ...} per line).
     #[arg(required = true)]
-    inputs: Vec<PathBuf>,
+    inputs: Vec<String>,
     /// A model directory or hub id. Without a usable model, pages that need OCR get their text
     /// layer and the reason.
     #[arg(long)]
     model: String,
-    /// Where documents.jsonl goes.
+    /// Output: <out>/<rank:05>/<chunk:05>.jsonl[.gz], failed/, progress and stats.
     #[arg(long)]
     out: PathBuf,
+    /// This task's rank (default: from a Slurm array job, else 0).
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Tasks in the job (default: from a Slurm array job, else 1).
+    #[arg(long)]
+    world_size: Option<usize>,
     /// Per page; default: what the context leaves after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
@@ -69,6 +80,21 @@ struct RunArgs {
     /// finepdfs, olmocr or dpi=N.
     #[arg(long, default_value = "finepdfs")]
     mode: RenderMode,
+    /// Documents per output chunk.
+    #[arg(long, default_value_t = 100)]
+    chunk_size: usize,
+    /// Write .jsonl.gz chunks.
+    #[arg(long)]
+    gzip: bool,
+    /// Also write <out>/markdown/<id>.md per document.
+    #[arg(long)]
+    markdown: bool,
+    /// Retries of a bad page (olmOCR's temperature ladder) before it falls back to its text layer.
+    #[arg(long, default_value_t = 3)]
+    max_retries: usize,
+    /// A document with a larger share of fallback OCR pages goes to failed/.
+    #[arg(long, default_value_t = 0.5)]
+    max_bad_page_rate: f64,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -323,43 +349,70 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     })
 }
 
-const INPUT_EXTENSIONS: &[&str] = &["pdf", "png", "jpg", "jpeg", "tif", "tiff", "webp"];
+/// Set by SIGINT/SIGTERM: finish the current chunk and stop.
+static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Files as given, and the PDFs and images under folders, sorted.
-fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| INPUT_EXTENSIONS.contains(&e.to_lowercase().as_str()))
-            {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            walk(input, &mut files)?;
-        } else {
-            files.push(input.clone());
-        }
-    }
-    Ok(files)
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Exit status of a run stopped by a signal (rerun the same command to continue).
+const EXIT_INTERRUPTED: u8 = 3;
+
+#[derive(Default, serde::Serialize)]
+struct RunStats {
+    rank: usize,
+    world_size: usize,
+    model: String,
+    documents_in_shard: usize,
+    documents_already_done: usize,
+    documents_written: usize,
+    documents_failed: usize,
+    pages: usize,
+    pages_text_layer: usize,
+    pages_ocr: usize,
+    pages_fallback: usize,
+    pages_retried: usize,
+    generated_tokens: usize,
+    seconds: f64,
+    pages_per_second: f64,
+    tokens_per_second: f64,
+    interrupted: bool,
+}
+
+fn markdown_path(out: &std::path::Path, id: &str) -> PathBuf {
+    let rel: PathBuf = std::path::Path::new(id)
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    out.join("markdown").join(format!("{}.md", rel.display()))
 }
 
 fn run_run(args: RunArgs) -> Result<ExitCode> {
-    let files = collect_inputs(&args.inputs)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let started = Instant::now();
+    let shard = Shard::resolve(args.rank, args.world_size)?;
+    let mine: Vec<Source> = sources::collect(&args.inputs)?
+        .into_iter()
+        .filter(|s| shard.owns(&s.id))
+        .collect();
+    let (mut writer, done) = ChunkWriter::open(&args.out, shard.rank, args.chunk_size, args.gzip)?;
+    let todo: Vec<Source> = mine.iter().filter(|s| !done.contains(&s.id)).cloned().collect();
+    eprintln!(
+        "rank {}/{}: {} documents, {} done by an earlier run, {} to do",
+        shard.rank,
+        shard.world_size,
+        mine.len(),
+        mine.len() - todo.len(),
+        todo.len()
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
+    }
     let recognizer =
         match load_model(&args.model, args.dtype, false).and_then(|m| Engine::new(Arc::new(m), args.engine.config())) {
             Ok(engine) => Recognizer::Engine(Arc::new(engine)),
@@ -374,44 +427,117 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
     let mut options = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
     options.mode = args.mode;
     options.params.max_new_tokens = args.max_new_tokens;
-    let out_path = args.out.join("documents.jsonl");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?,
-    );
-    let progress = Progress::new(files.len());
-    let (mut pages, mut ocr_pages, mut page_errors, mut failed_docs) = (0, 0, 0, 0);
-    let mut write_error = None;
-    ocr_documents(&files, &recognizer, &options, |doc| {
-        pages += doc.pages.len();
-        ocr_pages += doc.pages.iter().filter(|p| p.route == PageSource::Ocr).count();
-        page_errors += doc.pages.iter().filter(|p| p.error.is_some()).count();
-        failed_docs += doc.error.is_some() as usize;
+    options.max_retries = args.max_retries;
+    let stop = options.stop.clone();
+    let watcher_done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, watcher_done) = (stop.clone(), watcher_done.clone());
+        std::thread::spawn(move || {
+            while !watcher_done.load(Ordering::Relaxed) {
+                if STOP.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let mut stats = RunStats {
+        rank: shard.rank,
+        world_size: shard.world_size,
+        model: args.model.clone(),
+        documents_in_shard: mine.len(),
+        documents_already_done: mine.len() - todo.len(),
+        ..Default::default()
+    };
+    let progress = Progress::new(todo.len());
+    let paths: Vec<PathBuf> = todo.iter().map(|s| s.path.clone()).collect();
+    let mut index = 0;
+    let mut failure = None;
+    ocr_documents(&paths, &recognizer, &options, |doc| {
+        let source = &todo[index];
+        index += 1;
+        if failure.is_some() {
+            return;
+        }
+        stats.pages += doc.pages.len();
+        stats.pages_ocr += doc.pages.iter().filter(|p| p.route == PageSource::Ocr).count();
+        stats.pages_fallback += doc.pages.iter().filter(|p| p.fallback).count();
+        stats.pages_retried += doc.pages.iter().filter(|p| p.attempts > 1).count();
+        stats.generated_tokens += doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>();
         progress.document(&doc);
+        let failed = doc.failure(args.max_bad_page_rate);
+        let text = doc.text();
         let line = serde_json::json!({
-            "id": doc.source.display().to_string(),
-            "text": doc.text(),
-            "metadata": {"source": doc.source, "route": doc.route, "pages": doc.pages, "error": doc.error},
+            "id": source.id,
+            "text": text,
+            "media": [],
+            "metadata": {
+                "source": source.path,
+                "model": args.model,
+                "num_pages": doc.pages.len(),
+                "route": doc.route.as_ref().map(|r| &r.decision),
+                "pages": doc.pages,
+                "finish_reasons": doc.pages.iter().map(|p| p.finish_reason).collect::<Vec<_>>(),
+                "token_counts": {
+                    "prompt": doc.pages.iter().map(|p| p.prompt_tokens).sum::<usize>(),
+                    "generated": doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>(),
+                },
+                "seconds": doc.pages.iter().map(|p| p.seconds).sum::<f64>(),
+                "error": doc.error,
+                "failure": failed,
+            },
         });
-        if let Err(e) = writeln!(out, "{line}") {
-            write_error.get_or_insert(e);
+        stats.documents_written += 1;
+        stats.documents_failed += failed.is_some() as usize;
+        let written = writer
+            .write(&source.id, &line.to_string(), failed.is_some())
+            .and_then(|()| {
+                if args.markdown && failed.is_none() {
+                    let path = markdown_path(&args.out, &source.id);
+                    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                    std::fs::write(&path, &text)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            failure = Some(e);
         }
     });
-    out.flush()?;
-    if let Some(e) = write_error {
-        return Err(e).with_context(|| format!("writing {}", out_path.display()));
+    watcher_done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    if let Some(e) = failure {
+        return Err(e.context(format!("writing the output under {}", args.out.display())));
     }
+    writer.commit()?;
     progress.finish();
+    stats.interrupted = stop.load(Ordering::Relaxed);
+    stats.pages_text_layer = stats.pages - stats.pages_ocr;
+    stats.seconds = started.elapsed().as_secs_f64();
+    stats.pages_per_second = stats.pages as f64 / stats.seconds.max(1e-9);
+    stats.tokens_per_second = stats.generated_tokens as f64 / stats.seconds.max(1e-9);
+    std::fs::write(
+        writer.rank_dir().join("stats.json"),
+        serde_json::to_string_pretty(&stats)?,
+    )?;
     eprintln!(
-        "{} documents ({} unreadable), {pages} pages: {} from the text layer, {ocr_pages} by OCR ({page_errors} with an error) → {}",
-        files.len(),
-        failed_docs,
-        pages - ocr_pages,
-        out_path.display()
+        "rank {}: {} documents written ({} to failed/), {} pages: {} text layer, {} OCR ({} fell back, {} retried); {:.2} pages/s{}",
+        shard.rank,
+        stats.documents_written,
+        stats.documents_failed,
+        stats.pages,
+        stats.pages_text_layer,
+        stats.pages_ocr,
+        stats.pages_fallback,
+        stats.pages_retried,
+        stats.pages_per_second,
+        if stats.interrupted { "; stopped by a signal: rerun the same command to continue" } else { "" }
     );
-    Ok(if failed_docs == 0 {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if stats.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if stats.documents_failed > 0 {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -132,7 +132,7 @@ pub struct RequestHandle {
 
 impl RequestHandle {
     /// Blocks until the request finishes.
-    pub fn wait(self) -> RequestResult {
+    pub fn wait(&self) -> RequestResult {
         self.rx.recv().unwrap_or(Err(EngineError::Stopped))
     }
 

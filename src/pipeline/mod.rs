@@ -1,0 +1,8 @@
+//! OCR at corpus scale: the inputs of a run, the share of them this rank owns, page quality
+//! checks, and chunked output that resumes after any kill without losing or repeating a
+//! document.
+
+pub mod quality;
+pub mod shard;
+pub mod sources;
+pub mod writer;

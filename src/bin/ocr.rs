@@ -211,7 +211,8 @@ struct GenerateArgs {
 /// How the engine runs.
 #[derive(clap::Args, Clone)]
 struct EngineArgs {
-    /// KV-cache budget in GiB (default: a quarter of the available memory).
+    /// KV-cache budget in GiB, reserved at start (default: what --max-num-seqs sequences of
+    /// --max-context tokens can use, at most a quarter of the available memory).
     #[arg(long)]
     kv_cache_gib: Option<f64>,
     /// Longest prompt plus output, in tokens.
@@ -377,7 +378,23 @@ struct RunStats {
     seconds: f64,
     pages_per_second: f64,
     tokens_per_second: f64,
+    /// This process's peak resident memory (VmHWM); the pdfium worker is a process of its own.
+    peak_rss_bytes: u64,
     interrupted: bool,
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 fn markdown_path(out: &std::path::Path, id: &str) -> PathBuf {
@@ -515,6 +532,7 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
     stats.seconds = started.elapsed().as_secs_f64();
     stats.pages_per_second = stats.pages as f64 / stats.seconds.max(1e-9);
     stats.tokens_per_second = stats.generated_tokens as f64 / stats.seconds.max(1e-9);
+    stats.peak_rss_bytes = peak_rss_bytes();
     std::fs::write(
         writer.rank_dir().join("stats.json"),
         serde_json::to_string_pretty(&stats)?,

@@ -18,6 +18,11 @@ pub type SeqId = u64;
 /// How much memory the cache may take.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CacheBudget {
+    /// What `max_num_seqs` sequences of `max_context` tokens can use, capped at this fraction
+    /// of the memory available when the engine starts.
+    Auto {
+        fraction: f64,
+    },
     Bytes(u64),
     /// A fraction of the memory available when the engine starts (MemAvailable).
     Fraction(f64),
@@ -39,8 +44,12 @@ impl CacheShape {
         (2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_dim * 4) as u64
     }
 
-    pub fn num_blocks(&self, budget: CacheBudget) -> usize {
+    /// Blocks the budget allows; `most_useful` is what the scheduler can ever use at once.
+    pub fn num_blocks(&self, budget: CacheBudget, most_useful: usize) -> usize {
         match budget {
+            CacheBudget::Auto { fraction } => {
+                most_useful.min(self.num_blocks(CacheBudget::Fraction(fraction), most_useful))
+            }
             CacheBudget::Blocks(n) => n,
             CacheBudget::Bytes(b) => (b / self.bytes_per_block()) as usize,
             CacheBudget::Fraction(f) => ((available_memory() as f64 * f) as u64 / self.bytes_per_block()) as usize,
@@ -282,9 +291,10 @@ mod tests {
         };
         assert_eq!(shape.bytes_per_block(), 2 * 2 * 16 * 4 * 8 * 4);
         assert_eq!(
-            shape.num_blocks(CacheBudget::Bytes(shape.bytes_per_block() * 10 + 5)),
+            shape.num_blocks(CacheBudget::Bytes(shape.bytes_per_block() * 10 + 5), 99),
             10
         );
-        assert!(shape.num_blocks(CacheBudget::Fraction(0.01)) > 0);
+        assert!(shape.num_blocks(CacheBudget::Fraction(0.01), 99) > 0);
+        assert_eq!(shape.num_blocks(CacheBudget::Auto { fraction: 0.5 }, 99), 99);
     }
 }

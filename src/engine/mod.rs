@@ -92,7 +92,7 @@ impl Default for EngineConfig {
         Self {
             max_context: 8096,
             block_size: 16,
-            cache: CacheBudget::Fraction(0.25),
+            cache: CacheBudget::Auto { fraction: 0.25 },
             scheduler: SchedulerConfig::default(),
             encoder_cache_entries: 32,
         }
@@ -165,7 +165,8 @@ impl Engine {
             head_dim: info.head_dim,
             block_size: config.block_size,
         };
-        let num_blocks = shape.num_blocks(config.cache);
+        let most_useful = config.scheduler.max_num_seqs * config.max_context.div_ceil(config.block_size);
+        let num_blocks = shape.num_blocks(config.cache, most_useful);
         if num_blocks == 0 {
             anyhow::bail!(
                 "a KV-cache budget of {:?} holds no block of {} bytes",

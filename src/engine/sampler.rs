@@ -249,7 +249,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(sample(&[0.0, 5.0, 1.0], &[1, 2, 1], &[], &params, &mut rng()).0, 2);
+        // After "1 2 1", 2 would repeat the bigram (1, 2): the best token is banned.
+        assert_eq!(sample(&[0.0, 1.0, 5.0], &[1, 2, 1], &[], &params, &mut rng()).0, 1);
     }
 
     #[test]

@@ -21,11 +21,21 @@ pub struct PagedKv {
 }
 
 impl PagedKv {
+    /// Allocates and touches the whole cache: its memory is taken at start, not page by page as
+    /// blocks get used, so a long run's footprint is the same from its first page.
     pub fn new(num_layers: usize, num_blocks: usize, block_size: usize, kv_heads: usize, head_dim: usize) -> Self {
         let len = num_blocks * block_size * kv_heads * head_dim;
+        let reserved = || {
+            let mut v = vec![0.0f32; len];
+            for i in (0..len).step_by(1024) {
+                // SAFETY: in bounds; volatile so the page is really faulted in.
+                unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+            }
+            v
+        };
         Self {
-            keys: (0..num_layers).map(|_| vec![0.0; len]).collect(),
-            values: (0..num_layers).map(|_| vec![0.0; len]).collect(),
+            keys: (0..num_layers).map(|_| reserved()).collect(),
+            values: (0..num_layers).map(|_| reserved()).collect(),
             block_size,
             kv_heads,
             head_dim,

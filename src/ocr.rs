@@ -203,13 +203,7 @@ impl Submitter<'_> {
         };
         let bad = match generation.finish_reason {
             FinishReason::Length | FinishReason::Repetition => Some("length".to_string()),
-            _ => find_repetition(&generation.text).map(|r| {
-                serde_json::to_value(r)
-                    .expect("plain enum")
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            }),
+            _ => find_repetition(&generation.text).map(|r| r.as_str().to_string()),
         };
         match bad {
             None => Pending::Done(PageResult {

@@ -15,7 +15,7 @@ use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
 use vellum::hub::ModelFiles;
 use vellum::models::qwen2_5_vl::Model;
-use vellum::models::VisionLanguageModel;
+use vellum::models::{embed_rows, VisionLanguageModel};
 use vellum::ops::attention::ContiguousKvCache;
 
 struct Case {
@@ -69,7 +69,16 @@ fn prefill_logits(model: &Model, case: &Case) -> Tensor {
     let image_embeds = model
         .encode_patches(&prompt.image.pixel_values, &[prompt.image.grid_thw])
         .unwrap();
-    let embeds = model.embed(&prompt.input_ids, Some(&image_embeds)).unwrap();
+    let n = prompt.input_ids.len();
+    let embeds = embed_rows(
+        model,
+        |i| prompt.input_ids[i],
+        0,
+        n,
+        prompt.image_span(),
+        Some(&image_embeds),
+    )
+    .unwrap();
     let mut cache = ContiguousKvCache::new(model.num_layers());
     let last = prompt.input_ids.len() as u32 - 1;
     model

@@ -23,7 +23,7 @@ use image::DynamicImage;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::models::{PreparedPrompt, VisionLanguageModel};
+use crate::models::{embed_rows, PreparedPrompt, VisionLanguageModel};
 use crate::ops::paged_attention::{PagedAttention, SeqRows};
 use kv_cache::{block_hashes, CacheBudget, CacheShape, KvCache, SeqId};
 use sampler::SamplingParams;
@@ -480,20 +480,14 @@ impl Core {
                 .find(|q| q.id == s.id)
                 .expect("scheduled sequences run");
             let (from, to) = (seq.num_computed, seq.num_computed + s.tokens);
-            // Alternating runs of text rows (embedded now) and image rows (from the tower).
-            let mut i = from;
-            while i < to {
-                let image = seq.is_image_token(i);
-                let end = (i..to).find(|&j| seq.is_image_token(j) != image).unwrap_or(to);
-                if image {
-                    let embeds = seq.image_embeds.as_ref().expect("encoded above");
-                    pieces.push(embeds.narrow(0, i - seq.prompt.image_span().0, end - i)?);
-                } else {
-                    let ids: Vec<u32> = (i..end).map(|j| seq.token(j)).collect();
-                    pieces.push(self.model.embed_tokens(&ids)?);
-                }
-                i = end;
-            }
+            pieces.push(embed_rows(
+                self.model.as_ref(),
+                |j| seq.token(j),
+                from,
+                to,
+                seq.prompt.image_span(),
+                seq.image_embeds.as_ref(),
+            )?);
             for p in from..to {
                 let [t, h, w] = seq.position(p);
                 positions[0].push(t);
@@ -507,11 +501,6 @@ impl Core {
             }
             start += s.tokens;
         }
-        let dtype = pieces[0].dtype();
-        let pieces = pieces
-            .into_iter()
-            .map(|p| p.to_dtype(dtype))
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let embeds = Tensor::cat(&pieces, 0)?;
         let seqs = rows
             .iter()

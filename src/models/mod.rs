@@ -59,6 +59,40 @@ impl PreparedPrompt {
     }
 }
 
+/// Embeddings of rows `from..to` of a token sequence: text rows from the model's embedding
+/// table, rows inside `image_span` from `image_rows` (the vision tower's output for the image,
+/// whose first row belongs to the span's first token).
+pub fn embed_rows(
+    model: &dyn VisionLanguageModel,
+    token: impl Fn(usize) -> u32,
+    from: usize,
+    to: usize,
+    image_span: (usize, usize),
+    image_rows: Option<&Tensor>,
+) -> Result<Tensor> {
+    let in_image = |i: usize| (image_span.0..image_span.1).contains(&i);
+    let mut pieces = Vec::new();
+    let mut i = from;
+    while i < to {
+        let image = in_image(i);
+        let end = (i..to).find(|&j| in_image(j) != image).unwrap_or(to);
+        if image {
+            let rows = image_rows.ok_or_else(|| anyhow::anyhow!("image rows are needed but were not computed"))?;
+            pieces.push(rows.narrow(0, i - image_span.0, end - i)?);
+        } else {
+            let ids: Vec<u32> = (i..end).map(&token).collect();
+            pieces.push(model.embed_tokens(&ids)?);
+        }
+        i = end;
+    }
+    let dtype = pieces.first().map(|p| p.dtype()).unwrap_or(candle_core::DType::F32);
+    let pieces = pieces
+        .into_iter()
+        .map(|p| p.to_dtype(dtype))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&pieces, 0)?)
+}
+
 /// The interface the engine drives: a model owns its math and its prompt format; the engine
 /// owns scheduling, the KV cache and sampling.
 pub trait VisionLanguageModel: Send + Sync {

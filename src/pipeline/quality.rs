@@ -17,6 +17,16 @@ pub enum Repetition {
     Char,
 }
 
+impl Repetition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Repetition::Line => "line",
+            Repetition::Sentence => "sentence",
+            Repetition::Char => "char",
+        }
+    }
+}
+
 pub struct RepetitionChecker {
     min_line_repetitions: usize,
     min_sentence_repetitions: usize,

@@ -207,42 +207,6 @@ impl Model {
     pub fn encode_patches(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
         Ok(self.visual.forward(&pixel_values.to_dtype(self.dtype)?, grids)?)
     }
-
-    /// Token embeddings of `input_ids` with the image-token rows replaced, in order, by the
-    /// rows of `image_embeds`.
-    pub fn embed(&self, input_ids: &[u32], image_embeds: Option<&Tensor>) -> Result<Tensor> {
-        let ids = Tensor::new(input_ids, &self.device)?;
-        let embeds = self.text.embed(&ids)?;
-        let Some(image_embeds) = image_embeds else {
-            return Ok(embeds);
-        };
-        let image_token = self.config.image_token_id;
-        let n_image = input_ids.iter().filter(|&&id| id == image_token).count();
-        if n_image != image_embeds.dim(0)? {
-            bail!(
-                "{n_image} image tokens in the prompt but {} image embeddings",
-                image_embeds.dim(0)?
-            );
-        }
-        // Concatenate alternating runs of text rows and image rows.
-        let mut pieces = Vec::new();
-        let (mut start, mut used) = (0, 0);
-        while start < input_ids.len() {
-            let is_image = input_ids[start] == image_token;
-            let len = input_ids[start..]
-                .iter()
-                .take_while(|&&id| (id == image_token) == is_image)
-                .count();
-            if is_image {
-                pieces.push(image_embeds.narrow(0, used, len)?.to_dtype(embeds.dtype())?);
-                used += len;
-            } else {
-                pieces.push(embeds.narrow(0, start, len)?);
-            }
-            start += len;
-        }
-        Ok(Tensor::cat(&pieces, 0)?)
-    }
 }
 
 impl VisionLanguageModel for Model {

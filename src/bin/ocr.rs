@@ -16,14 +16,14 @@ use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
 use vellum::models::qwen2_5_vl::Model;
 use vellum::models::VisionLanguageModel;
-use vellum::ocr::{ocr_documents, DocumentResult, OcrOptions, PageSource, Recognizer};
+use vellum::ocr::{DocumentResult, OcrOptions, Recognizer};
 use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::xgboost::XgbModel;
 use vellum::pdf::RenderMode;
+use vellum::pipeline;
+use vellum::pipeline::run::{RunObserver, RunOptions, RunStats};
 use vellum::pipeline::shard::Shard;
-use vellum::pipeline::sources::{self, Source};
-use vellum::pipeline::writer::ChunkWriter;
 
 #[derive(Parser)]
 #[command(
@@ -360,71 +360,8 @@ extern "C" fn request_stop(_: libc::c_int) {
 /// Exit status of a run stopped by a signal (rerun the same command to continue).
 const EXIT_INTERRUPTED: u8 = 3;
 
-#[derive(Default, serde::Serialize)]
-struct RunStats {
-    rank: usize,
-    world_size: usize,
-    model: String,
-    documents_in_shard: usize,
-    documents_already_done: usize,
-    documents_written: usize,
-    documents_failed: usize,
-    pages: usize,
-    pages_text_layer: usize,
-    pages_ocr: usize,
-    pages_fallback: usize,
-    pages_retried: usize,
-    generated_tokens: usize,
-    seconds: f64,
-    pages_per_second: f64,
-    tokens_per_second: f64,
-    /// This process's peak resident memory (VmHWM); the pdfium worker is a process of its own.
-    peak_rss_bytes: u64,
-    interrupted: bool,
-}
-
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-fn markdown_path(out: &std::path::Path, id: &str) -> PathBuf {
-    let rel: PathBuf = std::path::Path::new(id)
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    out.join("markdown").join(format!("{}.md", rel.display()))
-}
-
 fn run_run(args: RunArgs) -> Result<ExitCode> {
-    let started = Instant::now();
     let shard = Shard::resolve(args.rank, args.world_size)?;
-    let mine: Vec<Source> = sources::collect(&args.inputs)?
-        .into_iter()
-        .filter(|s| shard.owns(&s.id))
-        .collect();
-    let (mut writer, done) = ChunkWriter::open(&args.out, shard.rank, args.chunk_size, args.gzip)?;
-    let todo: Vec<Source> = mine.iter().filter(|s| !done.contains(&s.id)).cloned().collect();
-    eprintln!(
-        "rank {}/{}: {} documents, {} done by an earlier run, {} to do",
-        shard.rank,
-        shard.world_size,
-        mine.len(),
-        mine.len() - todo.len(),
-        todo.len()
-    );
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
@@ -441,16 +378,16 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
                 Recognizer::Unavailable(format!("{e:#}"))
             }
         };
-    let mut options = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
-    options.mode = args.mode;
-    options.params.max_new_tokens = args.max_new_tokens;
-    options.max_retries = args.max_retries;
-    let stop = options.stop.clone();
-    let watcher_done = Arc::new(AtomicBool::new(false));
+    let mut ocr = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
+    ocr.mode = args.mode;
+    ocr.params.max_new_tokens = args.max_new_tokens;
+    ocr.max_retries = args.max_retries;
+    // The signal handler can only touch a static; hand its flag to the run.
+    let (stop, finished) = (ocr.stop.clone(), Arc::new(AtomicBool::new(false)));
     let watcher = {
-        let (stop, watcher_done) = (stop.clone(), watcher_done.clone());
+        let finished = finished.clone();
         std::thread::spawn(move || {
-            while !watcher_done.load(Ordering::Relaxed) {
+            while !finished.load(Ordering::Relaxed) {
                 if STOP.load(Ordering::Relaxed) {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -458,88 +395,25 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
             }
         })
     };
-    let mut stats = RunStats {
-        rank: shard.rank,
-        world_size: shard.world_size,
-        model: args.model.clone(),
-        documents_in_shard: mine.len(),
-        documents_already_done: mine.len() - todo.len(),
-        ..Default::default()
+    let options = RunOptions {
+        inputs: args.inputs,
+        out: args.out,
+        shard,
+        model_name: args.model,
+        chunk_size: args.chunk_size,
+        gzip: args.gzip,
+        markdown: args.markdown,
+        max_bad_page_rate: args.max_bad_page_rate,
     };
-    let progress = Progress::new(todo.len());
-    let paths: Vec<PathBuf> = todo.iter().map(|s| s.path.clone()).collect();
-    let mut index = 0;
-    let mut failure = None;
-    ocr_documents(&paths, &recognizer, &options, |doc| {
-        let source = &todo[index];
-        index += 1;
-        if failure.is_some() {
-            return;
-        }
-        stats.pages += doc.pages.len();
-        stats.pages_ocr += doc.pages.iter().filter(|p| p.route == PageSource::Ocr).count();
-        stats.pages_fallback += doc.pages.iter().filter(|p| p.fallback).count();
-        stats.pages_retried += doc.pages.iter().filter(|p| p.attempts > 1).count();
-        stats.generated_tokens += doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>();
-        progress.document(&doc);
-        let failed = doc.failure(args.max_bad_page_rate);
-        let text = doc.text();
-        let line = serde_json::json!({
-            "id": source.id,
-            "text": text,
-            "media": [],
-            "metadata": {
-                "source": source.path,
-                "model": args.model,
-                "num_pages": doc.pages.len(),
-                "route": doc.route.as_ref().map(|r| &r.decision),
-                "pages": doc.pages,
-                "finish_reasons": doc.pages.iter().map(|p| p.finish_reason).collect::<Vec<_>>(),
-                "token_counts": {
-                    "prompt": doc.pages.iter().map(|p| p.prompt_tokens).sum::<usize>(),
-                    "generated": doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>(),
-                },
-                "seconds": doc.pages.iter().map(|p| p.seconds).sum::<f64>(),
-                "error": doc.error,
-                "failure": failed,
-            },
-        });
-        stats.documents_written += 1;
-        stats.documents_failed += failed.is_some() as usize;
-        let written = writer
-            .write(&source.id, &line.to_string(), failed.is_some())
-            .and_then(|()| {
-                if args.markdown && failed.is_none() {
-                    let path = markdown_path(&args.out, &source.id);
-                    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-                    std::fs::write(&path, &text)?;
-                }
-                Ok(())
-            });
-        if let Err(e) = written {
-            failure = Some(e);
-        }
-    });
-    watcher_done.store(true, Ordering::Relaxed);
+    let mut progress = Progress::new();
+    let result = pipeline::run::run(&options, &recognizer, &ocr, &mut progress);
+    finished.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    if let Some(e) = failure {
-        return Err(e.context(format!("writing the output under {}", args.out.display())));
-    }
-    writer.commit()?;
+    let stats = result?;
     progress.finish();
-    stats.interrupted = stop.load(Ordering::Relaxed);
-    stats.pages_text_layer = stats.pages - stats.pages_ocr;
-    stats.seconds = started.elapsed().as_secs_f64();
-    stats.pages_per_second = stats.pages as f64 / stats.seconds.max(1e-9);
-    stats.tokens_per_second = stats.generated_tokens as f64 / stats.seconds.max(1e-9);
-    stats.peak_rss_bytes = peak_rss_bytes();
-    std::fs::write(
-        writer.rank_dir().join("stats.json"),
-        serde_json::to_string_pretty(&stats)?,
-    )?;
     eprintln!(
         "rank {}: {} documents written ({} to failed/), {} pages: {} text layer, {} OCR ({} fell back, {} retried); {:.2} pages/s{}",
-        shard.rank,
+        stats.rank,
         stats.documents_written,
         stats.documents_failed,
         stats.pages,
@@ -563,37 +437,53 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
-    pages: std::cell::Cell<usize>,
-    tokens: std::cell::Cell<usize>,
+    pages: usize,
+    tokens: usize,
 }
 
 impl Progress {
-    fn new(documents: usize) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(documents as u64);
+    fn new() -> Self {
+        Self {
+            bar: None,
+            started: Instant::now(),
+            pages: 0,
+            tokens: 0,
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+impl RunObserver for Progress {
+    fn started(&mut self, stats: &RunStats) {
+        let todo = stats.documents_in_shard - stats.documents_already_done;
+        eprintln!(
+            "rank {}/{}: {} documents, {} done by an earlier run, {todo} to do",
+            stats.rank, stats.world_size, stats.documents_in_shard, stats.documents_already_done
+        );
+        self.started = Instant::now();
+        self.bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(todo as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} documents {msg} [{elapsed_precise}]")
                     .expect("valid template"),
             );
             bar
         });
-        Self {
-            bar,
-            started: Instant::now(),
-            pages: 0.into(),
-            tokens: 0.into(),
-        }
     }
 
-    fn document(&self, doc: &DocumentResult) {
-        self.pages.set(self.pages.get() + doc.pages.len());
-        self.tokens
-            .set(self.tokens.get() + doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>());
+    fn document(&mut self, doc: &DocumentResult) {
+        self.pages += doc.pages.len();
+        self.tokens += doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>();
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let rates = format!(
             "{:.2} pages/s, {:.1} tokens/s",
-            self.pages.get() as f64 / secs,
-            self.tokens.get() as f64 / secs
+            self.pages as f64 / secs,
+            self.tokens as f64 / secs
         );
         match &self.bar {
             Some(bar) => {
@@ -607,12 +497,6 @@ impl Progress {
                 };
                 eprintln!("{}: {status} ({rates})", doc.source.display());
             }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
         }
     }
 }

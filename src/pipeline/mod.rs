@@ -3,6 +3,7 @@
 //! document.
 
 pub mod quality;
+pub mod run;
 pub mod shard;
 pub mod sources;
 pub mod writer;

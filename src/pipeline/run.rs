@@ -1,0 +1,187 @@
+//! One rank's corpus run: its share of the inputs, minus what earlier runs committed, through
+//! routing, rendering and the model, into chunked output, with a stats record at the end.
+//!
+//! Documents are written in the DataTrove Document shape: `{"id", "text", "media": [],
+//! "metadata": {"source", "model", "num_pages", "route", "pages", "finish_reasons",
+//! "token_counts", "seconds", "error", "failure"}}`; those with a failure go to failed/.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::shard::Shard;
+use super::sources::{self, Source};
+use super::writer::ChunkWriter;
+use crate::ocr::{ocr_documents, DocumentResult, OcrOptions, PageSource, Recognizer};
+
+pub struct RunOptions {
+    /// Files, folders, globs and manifests (see [`sources`]).
+    pub inputs: Vec<String>,
+    pub out: PathBuf,
+    pub shard: Shard,
+    /// Recorded in every document's metadata.
+    pub model_name: String,
+    pub chunk_size: usize,
+    pub gzip: bool,
+    /// Also write `<out>/markdown/<id>.md`.
+    pub markdown: bool,
+    /// A document with a larger share of fallback OCR pages goes to failed/.
+    pub max_bad_page_rate: f64,
+}
+
+/// What a run did; also written to `<out>/<rank:05>/stats.json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunStats {
+    pub rank: usize,
+    pub world_size: usize,
+    pub model: String,
+    pub documents_in_shard: usize,
+    pub documents_already_done: usize,
+    pub documents_written: usize,
+    pub documents_failed: usize,
+    pub pages: usize,
+    pub pages_text_layer: usize,
+    pub pages_ocr: usize,
+    pub pages_fallback: usize,
+    pub pages_retried: usize,
+    pub generated_tokens: usize,
+    pub seconds: f64,
+    pub pages_per_second: f64,
+    pub tokens_per_second: f64,
+    /// This process's peak resident memory (VmHWM); the pdfium worker is a process of its own.
+    pub peak_rss_bytes: u64,
+    /// Stopped through `OcrOptions::stop` before the share was done.
+    pub interrupted: bool,
+}
+
+/// Hears about a run as it goes (a progress bar, logs).
+pub trait RunObserver {
+    /// The share is known: `stats` holds the shard and document counts.
+    fn started(&mut self, stats: &RunStats);
+    fn document(&mut self, doc: &DocumentResult);
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// `<out>/markdown/<id>.md`, keeping only the id's plain path components.
+fn markdown_path(out: &Path, id: &str) -> PathBuf {
+    let rel: PathBuf = Path::new(id)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    out.join("markdown").join(format!("{}.md", rel.display()))
+}
+
+fn document_json(source: &Source, doc: &DocumentResult, model: &str, failure: &Option<String>) -> serde_json::Value {
+    serde_json::json!({
+        "id": source.id,
+        "text": doc.text(),
+        "media": [],
+        "metadata": {
+            "source": source.path,
+            "model": model,
+            "num_pages": doc.pages.len(),
+            "route": doc.route.as_ref().map(|r| &r.decision),
+            "pages": doc.pages,
+            "finish_reasons": doc.pages.iter().map(|p| p.finish_reason).collect::<Vec<_>>(),
+            "token_counts": {
+                "prompt": doc.pages.iter().map(|p| p.prompt_tokens).sum::<usize>(),
+                "generated": doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>(),
+            },
+            "seconds": doc.pages.iter().map(|p| p.seconds).sum::<f64>(),
+            "error": doc.error,
+            "failure": failure,
+        },
+    })
+}
+
+/// Runs this rank's share. Killed or stopped, the same call later continues where it ended.
+pub fn run(
+    options: &RunOptions,
+    recognizer: &Recognizer,
+    ocr: &OcrOptions,
+    observer: &mut dyn RunObserver,
+) -> Result<RunStats> {
+    let started = Instant::now();
+    let mine: Vec<Source> = sources::collect(&options.inputs)?
+        .into_iter()
+        .filter(|s| options.shard.owns(&s.id))
+        .collect();
+    let (mut writer, done) = ChunkWriter::open(&options.out, options.shard.rank, options.chunk_size, options.gzip)?;
+    let todo: Vec<Source> = mine.iter().filter(|s| !done.contains(&s.id)).cloned().collect();
+    let mut stats = RunStats {
+        rank: options.shard.rank,
+        world_size: options.shard.world_size,
+        model: options.model_name.clone(),
+        documents_in_shard: mine.len(),
+        documents_already_done: mine.len() - todo.len(),
+        ..Default::default()
+    };
+    observer.started(&stats);
+    let paths: Vec<PathBuf> = todo.iter().map(|s| s.path.clone()).collect();
+    let mut next = 0;
+    let mut write_error = None;
+    ocr_documents(&paths, recognizer, ocr, |doc| {
+        let source = &todo[next];
+        next += 1;
+        if write_error.is_some() {
+            return;
+        }
+        stats.pages += doc.pages.len();
+        stats.pages_ocr += doc.pages.iter().filter(|p| p.route == PageSource::Ocr).count();
+        stats.pages_fallback += doc.pages.iter().filter(|p| p.fallback).count();
+        stats.pages_retried += doc.pages.iter().filter(|p| p.attempts > 1).count();
+        stats.generated_tokens += doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>();
+        observer.document(&doc);
+        let failure = doc.failure(options.max_bad_page_rate);
+        let line = document_json(source, &doc, &options.model_name, &failure);
+        stats.documents_written += 1;
+        stats.documents_failed += failure.is_some() as usize;
+        let written = writer
+            .write(&source.id, &line.to_string(), failure.is_some())
+            .and_then(|()| {
+                if options.markdown && failure.is_none() {
+                    let path = markdown_path(&options.out, &source.id);
+                    std::fs::create_dir_all(path.parent().expect("under <out>/markdown"))?;
+                    std::fs::write(&path, doc.text())?;
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            write_error = Some(e);
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(e.context(format!("writing the output under {}", options.out.display())));
+    }
+    writer.commit()?;
+    stats.interrupted = ocr.stop.load(Ordering::Relaxed);
+    stats.pages_text_layer = stats.pages - stats.pages_ocr;
+    stats.seconds = started.elapsed().as_secs_f64();
+    stats.pages_per_second = stats.pages as f64 / stats.seconds.max(1e-9);
+    stats.tokens_per_second = stats.generated_tokens as f64 / stats.seconds.max(1e-9);
+    stats.peak_rss_bytes = peak_rss_bytes();
+    std::fs::write(
+        writer.rank_dir().join("stats.json"),
+        serde_json::to_string_pretty(&stats)?,
+    )?;
+    Ok(stats)
+}

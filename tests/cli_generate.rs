@@ -244,3 +244,103 @@ fn requests_file_gives_one_line_per_request_in_order() {
     assert_eq!(got[2]["id"], "missing");
     assert!(got[2]["error"].as_str().unwrap().contains("nowhere.png"));
 }
+
+/// A stand-in for the hub's HTTP API serving one repository from a local directory: the
+/// revision info, and ranged downloads with the headers hf-hub reads. Counts full downloads.
+fn serve_hub(repo: &'static str, dir: PathBuf) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = downloads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            // "Range: bytes=a-b" (a probe) or "bytes=a-" (a download from a).
+            let mut range: Option<(usize, Option<usize>)> = None;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = r.trim().split_once('-').unwrap_or(("0", ""));
+                    range = Some((a.parse().unwrap_or(0), b.parse().ok()));
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let sha = "0123456789abcdef0123456789abcdef01234567";
+            let (status, headers, body) = if path == format!("/api/models/{repo}/revision/main") {
+                let siblings: Vec<serde_json::Value> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| serde_json::json!({"rfilename": e.unwrap().file_name().to_string_lossy()}))
+                    .collect();
+                (
+                    "200 OK",
+                    String::new(),
+                    serde_json::json!({"sha": sha, "siblings": siblings})
+                        .to_string()
+                        .into_bytes(),
+                )
+            } else if let Some(bytes) = path
+                .strip_prefix(&format!("/{repo}/resolve/main/"))
+                .and_then(|f| std::fs::read(dir.join(f)).ok())
+            {
+                let (start, last) = range.unwrap_or((0, None));
+                let end = last.map_or(bytes.len(), |l| l + 1).min(bytes.len());
+                let start = start.min(end);
+                if last.is_none() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let headers = format!(
+                    "x-repo-commit: {sha}\r\netag: \"{}-{}\"\r\ncontent-range: bytes {start}-{}/{}\r\n",
+                    path.len(),
+                    bytes.len(),
+                    end.saturating_sub(1),
+                    bytes.len()
+                );
+                ("206 Partial Content", headers, bytes[start..end].to_vec())
+            } else {
+                ("404 Not Found", String::new(), Vec::new())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+        }
+    });
+    (endpoint, downloads)
+}
+
+#[test]
+fn a_hub_id_missing_from_the_cache_is_downloaded_then_found_offline() {
+    let (dir, meta) = case();
+    let (endpoint, downloads) = serve_hub("vellum-test/tiny-qwen", dir.join("model"));
+    let cache = tempfile::tempdir().unwrap();
+    let endpoint_path = PathBuf::from(&endpoint);
+    let image = dir.join("page_140x196.png");
+    let prompt = meta["prompt"].as_str().unwrap();
+    let env = [("HF_HUB_CACHE", cache.path()), ("HF_ENDPOINT", endpoint_path.as_path())];
+    let json = generate_json("vellum-test/tiny-qwen", &image, prompt, &["--ignore-eos"], &env);
+    assert_eq!(common::u32s(&json["tokens"]), common::u32s(&meta["greedy_tokens"]));
+    let files = std::fs::read_dir(dir.join("model")).unwrap().count();
+    assert_eq!(
+        downloads.load(std::sync::atomic::Ordering::SeqCst),
+        files,
+        "every file downloaded once"
+    );
+    // The download landed in the HF cache layout: offline, the same id resolves from there.
+    let snapshot = cache
+        .path()
+        .join("models--vellum-test--tiny-qwen/snapshots/0123456789abcdef0123456789abcdef01234567");
+    assert!(snapshot.join("model.safetensors").exists());
+    let offline = Path::new("1");
+    let env = [("HF_HUB_CACHE", cache.path()), ("HF_HUB_OFFLINE", offline)];
+    let json = generate_json("vellum-test/tiny-qwen", &image, prompt, &["--ignore-eos"], &env);
+    assert_eq!(common::u32s(&json["tokens"]), common::u32s(&meta["greedy_tokens"]));
+}

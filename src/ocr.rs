@@ -13,8 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +22,8 @@ use serde::Serialize;
 
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
-use crate::pdf::route::{route_document, DocumentRoute, Router};
+use crate::pdf::route::DocumentRoute;
+use crate::pdf::stream::{document_stream, StreamItem};
 use crate::pdf::worker::{Worker, WorkerCommand};
 use crate::pdf::{PdfError, RenderMode};
 use crate::pipeline::quality::find_repetition;
@@ -134,19 +134,6 @@ impl OcrOptions {
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
-}
-
-/// What the rendering thread sends.
-enum Item {
-    Document {
-        doc: usize,
-        result: Result<(DocumentRoute, Vec<String>), PdfError>,
-    },
-    Page {
-        doc: usize,
-        page: usize,
-        image: Result<RgbImage, PdfError>,
-    },
 }
 
 struct Running {
@@ -332,9 +319,6 @@ pub fn ocr_documents(
     options: &OcrOptions,
     mut done: impl FnMut(DocumentResult),
 ) {
-    let (tx, rx) = sync_channel::<Item>(options.render_ahead);
-    let files_for_thread = files.to_vec();
-    let (mode, worker_command, stop) = (options.mode, options.worker.clone(), options.stop.clone());
     let submitter = Submitter {
         engine: match recognizer {
             Recognizer::Engine(e) => Some(e.clone()),
@@ -343,44 +327,23 @@ pub fn ocr_documents(
         options,
     };
     let renders = submitter.engine.is_some();
-    let producer = std::thread::spawn(move || {
-        let mut worker = Worker::new(worker_command);
-        for (doc, path) in files_for_thread.iter().enumerate() {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let routed = route_document(&mut worker, &Router::Rules, path, None).map(|route| {
-                // Every page's text layer: the output of text pages, the fallback of the others.
-                let texts = (1..=route.info.pages)
-                    .map(|p| worker.text(path, None, p).map(|t| t.text).unwrap_or_default())
-                    .collect();
-                (route, texts)
-            });
-            let ocr_pages = match &routed {
-                Ok((route, _)) if route.decision.needs_ocr && renders => route.info.pages,
-                _ => 0,
-            };
-            if tx.send(Item::Document { doc, result: routed }).is_err() {
-                return;
-            }
-            for page in 1..=ocr_pages {
-                let image = worker.render(path, None, page, mode);
-                if tx.send(Item::Page { doc, page, image }).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-
+    let stream = document_stream(
+        Worker::new(options.worker.clone()),
+        files.to_vec(),
+        options.mode,
+        options.render_ahead,
+        move |route| renders && route.decision.needs_ocr,
+        options.stop.clone(),
+    );
     let mut docs: BTreeMap<usize, DocState> = BTreeMap::new();
     let mut next_out = 0;
     let mut in_flight: VecDeque<(usize, usize)> = VecDeque::new();
-    for item in rx.iter() {
+    for item in stream.items.iter() {
         match item {
-            Item::Document { doc, result } => {
+            StreamItem::Document { doc, result } => {
                 docs.insert(doc, new_doc_state(files[doc].clone(), result, recognizer));
             }
-            Item::Page { doc, page, image } => {
+            StreamItem::Page { doc, page, image } => {
                 while in_flight.len() >= options.max_in_flight {
                     let (d, p) = in_flight.pop_front().expect("non-empty");
                     if let Some(state) = docs.get_mut(&d) {
@@ -420,7 +383,7 @@ pub fn ocr_documents(
             next_out += 1;
         }
     }
-    let _ = producer.join();
+    let _ = stream.thread.join();
     for (_, state) in std::mem::take(&mut docs) {
         // A document the stop flag cut short before all its pages were rendered is dropped: it
         // was never finished, and a resumed run does it again.

@@ -4,12 +4,13 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vellum::pdf::document::InputKind;
 use vellum::pdf::route::{route_document, Router};
-use vellum::pdf::stream::{render_stream, StreamItem};
+use vellum::pdf::stream::{document_stream, StreamItem};
 use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::{PdfError, RenderMode};
 
@@ -254,8 +255,9 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     image::RgbImage::new(50, 60).save(&png).unwrap();
     let encrypted = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf/encrypted.pdf");
     let files = vec![edgar(), corrupt.clone(), form.clone(), encrypted.clone(), png.clone()];
-    let stream = render_stream(worker(), files, RenderMode::Finepdfs, 2);
-    // Nobody consumes yet: rendering stops once the channel holds `bound` pages.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = document_stream(worker(), files, RenderMode::Finepdfs, 2, |_| true, stop);
+    // Nobody consumes yet: rendering stops once the channel holds `bound` items.
     std::thread::sleep(Duration::from_millis(1500));
     let ahead = stream.rendered.load(Ordering::SeqCst);
     assert!(ahead <= 3, "rendered {ahead} pages ahead with a bound of 2");
@@ -263,11 +265,18 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let mut failed = Vec::new();
     for item in stream.items.iter() {
         match item {
-            StreamItem::Page { doc, page, image, .. } => {
+            StreamItem::Page { doc, page, image } => {
                 image.unwrap();
                 pages.push((doc, page));
             }
-            StreamItem::Document { doc, error } => failed.push((doc, error)),
+            StreamItem::Document {
+                doc,
+                result: Err(error),
+            } => failed.push((doc, error)),
+            StreamItem::Document {
+                result: Ok((route, texts)),
+                ..
+            } => assert_eq!(texts.len(), route.info.pages),
         }
     }
     let worker = stream.thread.join().unwrap();

@@ -1,72 +1,84 @@
-//! Rendered pages for the engine, through a bounded channel: the rendering thread blocks once
-//! `bound` pages wait unconsumed, so rendering never runs further ahead of the model than that.
+//! Documents for the engine, through a bounded channel: a thread routes each document, reads
+//! its text layer and renders the pages of the documents selected for it. It blocks once `bound`
+//! items wait unconsumed, so rendering never runs further ahead of the model than that.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use image::RgbImage;
 
+use super::route::{route_document, DocumentRoute, Router};
 use super::worker::Worker;
 use super::{PdfError, RenderMode};
 
 pub enum StreamItem {
-    /// Page `page` (1-based) of `pages` of document `doc` (index into the input list).
+    /// Document `doc` (index into the input list) opened and routed, with every page's text
+    /// layer; or why it could not be.
+    Document {
+        doc: usize,
+        result: Result<(DocumentRoute, Vec<String>), PdfError>,
+    },
+    /// Page `page` (1-based) of a document selected for rendering; follows its `Document`.
     Page {
         doc: usize,
         page: usize,
-        pages: usize,
         image: Result<RgbImage, PdfError>,
     },
-    /// A document that could not be opened at all.
-    Document { doc: usize, error: PdfError },
 }
 
-pub struct PageStream {
+pub struct DocumentStream {
     pub items: Receiver<StreamItem>,
     /// Pages rendered so far (consumed or waiting in the channel).
     pub rendered: Arc<AtomicUsize>,
+    /// The worker comes back when the stream ends.
     pub thread: JoinHandle<Worker>,
 }
 
-/// Renders every page of `files` in order with `worker`, at most `bound` pages ahead of the
-/// consumer. The worker comes back from the thread when the stream ends.
-pub fn render_stream(mut worker: Worker, files: Vec<PathBuf>, mode: RenderMode, bound: usize) -> PageStream {
+/// Streams `files` in order. `render` picks the routed documents whose pages are rendered in
+/// `mode`; with `stop` set, no further document is started.
+pub fn document_stream(
+    mut worker: Worker,
+    files: Vec<PathBuf>,
+    mode: RenderMode,
+    bound: usize,
+    render: impl Fn(&DocumentRoute) -> bool + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> DocumentStream {
     let (tx, items) = sync_channel(bound);
     let rendered = Arc::new(AtomicUsize::new(0));
     let counter = rendered.clone();
     let thread = std::thread::spawn(move || {
         for (doc, path) in files.iter().enumerate() {
-            let pages = match worker.info(path, None) {
-                Ok(info) => info.pages,
-                Err(error) => {
-                    if tx.send(StreamItem::Document { doc, error }).is_err() {
-                        break;
-                    }
-                    continue;
-                }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let result = route_document(&mut worker, &Router::Rules, path, None).map(|route| {
+                let texts = (1..=route.info.pages)
+                    .map(|p| worker.text(path, None, p).map(|t| t.text).unwrap_or_default())
+                    .collect();
+                (route, texts)
+            });
+            let pages = match &result {
+                Ok((route, _)) if render(route) => route.info.pages,
+                _ => 0,
             };
+            if tx.send(StreamItem::Document { doc, result }).is_err() {
+                break;
+            }
             for page in 1..=pages {
                 let image = worker.render(path, None, page, mode);
                 counter.fetch_add(1, Ordering::SeqCst);
-                if tx
-                    .send(StreamItem::Page {
-                        doc,
-                        page,
-                        pages,
-                        image,
-                    })
-                    .is_err()
-                {
+                if tx.send(StreamItem::Page { doc, page, image }).is_err() {
                     return worker;
                 }
             }
         }
         worker
     });
-    PageStream {
+    DocumentStream {
         items,
         rendered,
         thread,

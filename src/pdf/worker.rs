@@ -214,6 +214,21 @@ fn read_replies(stdout: impl Read + Send + 'static, tx: mpsc::Sender<std::io::Re
     }
 }
 
+/// Spawns, retrying for a moment while the executable is busy (ETXTBSY: it is being written,
+/// or another thread's fork briefly holds it open for writing).
+fn spawn_retrying(command: &mut Command) -> std::io::Result<Child> {
+    let mut attempts = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl Worker {
     pub fn new(command: WorkerCommand) -> Self {
         Self {
@@ -236,12 +251,13 @@ impl Worker {
 
     fn start(&mut self) -> std::io::Result<&mut Running> {
         if self.running.is_none() {
-            let mut child = Command::new(&self.command.program)
-                .arg(WORKER_SUBCOMMAND)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()?;
+            let mut child = spawn_retrying(
+                Command::new(&self.command.program)
+                    .arg(WORKER_SUBCOMMAND)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit()),
+            )?;
             let stdin = BufWriter::new(child.stdin.take().expect("piped"));
             let stdout = child.stdout.take().expect("piped");
             // A page is megabytes of RGB: a larger pipe saves dozens of wake-ups per page.

@@ -1,4 +1,6 @@
-//! Image resampling that reproduces torchvision's `resize(uint8, BICUBIC, antialias=True)`.
+//! Image resampling that reproduces torchvision's `resize(uint8, BICUBIC, antialias=True)` and
+//! Pillow's `Image.resize(BICUBIC)`, which share one algorithm and differ only in how finely
+//! they quantise the weights.
 //!
 //! transformers' default Qwen2-VL image processor resizes uint8 tensors with torchvision; on the
 //! CPU that is PyTorch's separable antialiased filter (the same algorithm as Pillow): a cubic
@@ -22,15 +24,25 @@ fn cubic(x: f64) -> f64 {
     }
 }
 
-/// For one axis: each output pixel's first input index and its int16 weights, plus the
-/// fixed-point precision shared by all of them.
+/// How the filter weights are quantised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// PyTorch: int16 weights at the largest precision the biggest weight allows.
+    Torch,
+    /// Pillow: int32 weights at a fixed 22 fractional bits.
+    Pillow,
+}
+
+/// For one axis: each output pixel's first input index and its fixed-point weights, plus the
+/// precision shared by all of them.
 struct AxisWeights {
     starts: Vec<usize>,
     weights: Vec<Vec<i32>>,
     precision: u32,
 }
 
-fn axis_weights(in_size: usize, out_size: usize) -> AxisWeights {
+/// For one axis: each output pixel's first input index and its normalised weights.
+fn float_axis_weights(in_size: usize, out_size: usize) -> (Vec<usize>, Vec<Vec<f64>>) {
     const SUPPORT: f64 = 2.0;
     let scale = in_size as f64 / out_size as f64;
     let (support, inv_scale) = if scale >= 1.0 {
@@ -54,12 +66,17 @@ fn axis_weights(in_size: usize, out_size: usize) -> AxisWeights {
         starts.push(xmin);
         float_weights.push(w);
     }
+    (starts, float_weights)
+}
+
+fn axis_weights(in_size: usize, out_size: usize, mode: Precision) -> AxisWeights {
+    let (starts, float_weights) = float_axis_weights(in_size, out_size);
     // The largest precision at which the biggest weight still fits in int16.
     let w_max = float_weights.iter().flatten().fold(0.0f64, |m, &v| m.max(v));
     let mut precision = 0u32;
     while precision < 22 {
         let next = (0.5 + w_max * (1u64 << (precision + 1)) as f64) as i64;
-        if next >= 1 << 15 {
+        if mode == Precision::Torch && next >= 1 << 15 {
             break;
         }
         precision += 1;
@@ -90,9 +107,14 @@ fn to_u8(acc: i64, precision: u32) -> u8 {
 
 /// Resizes an RGB image to `width` × `height` as torchvision's antialiased bicubic does on uint8.
 pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_bicubic_with(img, width, height, Precision::Torch)
+}
+
+/// Resizes an RGB image with the weights quantised as `mode` says.
+pub fn resize_bicubic_with(img: &RgbImage, width: u32, height: u32, mode: Precision) -> RgbImage {
     let (in_w, in_h) = img.dimensions();
     let horizontal = if in_w != width {
-        let ax = axis_weights(in_w as usize, width as usize);
+        let ax = axis_weights(in_w as usize, width as usize, mode);
         let src = img.as_raw();
         let mut out = vec![0u8; width as usize * in_h as usize * 3];
         for y in 0..in_h as usize {
@@ -115,7 +137,7 @@ pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     if in_h == height {
         return horizontal;
     }
-    let ay = axis_weights(in_h as usize, height as usize);
+    let ay = axis_weights(in_h as usize, height as usize, mode);
     let src = horizontal.as_raw();
     let stride = width as usize * 3;
     let mut out = vec![0u8; stride * height as usize];
@@ -130,6 +152,43 @@ pub fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImage {
         }
     }
     RgbImage::from_raw(width, height, out).expect("buffer size matches")
+}
+
+/// Resizes `channels` planes of `in_h` × `in_w` f32 values (channel-major) to `out_h` × `out_w`
+/// with the same antialiased bicubic filter, in floating point (PyTorch's
+/// `interpolate(bicubic, antialias=True)` on float tensors): width first, then height.
+pub fn resize_planes_bicubic(
+    planes: &[f32],
+    channels: usize,
+    (in_h, in_w): (usize, usize),
+    (out_h, out_w): (usize, usize),
+) -> Vec<f32> {
+    let (xs, xw) = float_axis_weights(in_w, out_w);
+    let (ys, yw) = float_axis_weights(in_h, out_h);
+    let mut out = vec![0f32; channels * out_h * out_w];
+    let mut rows = vec![0f32; in_h * out_w];
+    for c in 0..channels {
+        let plane = &planes[c * in_h * in_w..(c + 1) * in_h * in_w];
+        for y in 0..in_h {
+            for x in 0..out_w {
+                rows[y * out_w + x] = xw[x]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &w)| w as f32 * plane[y * in_w + xs[x] + k])
+                    .sum();
+            }
+        }
+        for y in 0..out_h {
+            for x in 0..out_w {
+                out[(c * out_h + y) * out_w + x] = yw[y]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &w)| w as f32 * rows[(ys[y] + k) * out_w + x])
+                    .sum();
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

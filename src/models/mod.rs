@@ -1,6 +1,7 @@
 //! Model architectures, each in the shape of its reference implementation, behind the one
 //! interface the engine drives.
 
+pub mod deepseek_ocr;
 pub mod qwen2_5_vl;
 
 use anyhow::Result;
@@ -57,6 +58,24 @@ impl PreparedPrompt {
     pub fn image_span(&self) -> (usize, usize) {
         (self.image_start, self.image_start + self.image.num_tokens)
     }
+}
+
+/// Opens the model a directory holds, by the architecture its config.json names.
+pub fn load(
+    files: &crate::hub::ModelFiles,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
+    let path = files.path("config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    let arch = config["architectures"][0]
+        .as_str()
+        .unwrap_or("Qwen2_5_VLForConditionalGeneration");
+    Ok(match arch {
+        deepseek_ocr::ARCHITECTURE => std::sync::Arc::new(deepseek_ocr::Model::load(files, dtype, device)?),
+        _ => std::sync::Arc::new(qwen2_5_vl::Model::load(files, dtype, device)?),
+    })
 }
 
 /// Embeddings of rows `from..to` of a token sequence: text rows from the model's embedding

@@ -1,0 +1,163 @@
+//! nanochat's GPT (`gpt.*`), the decoder of the nano DeepSeek-OCR. Its reference is
+//! nanochat/gpt.py, whose details decide parity:
+//! - rotary by −θ on halves (y1 = x1·cos + x2·sin, y2 = −x1·sin + x2·cos), with cos/sin tables
+//!   rounded to bf16 whatever the model dtype, applied before QK-norm;
+//! - RMSNorm without parameters, eps = the dtype's machine epsilon, also right after the
+//!   embedding (so it normalises inserted vision rows too) and before the head;
+//! - relu² MLP, untied head, logits soft-capped at 15.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::ops::attention::AttentionCache;
+
+const ROPE_BASE: f32 = 10_000.0;
+const SOFTCAP: f64 = 15.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub n_embd: usize,
+}
+
+impl GptConfig {
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+}
+
+/// Parameter-free RMSNorm over the last dimension, eps = f32 machine epsilon.
+fn norm(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + f32::EPSILON as f64)?.sqrt()?)?.to_dtype(dtype)
+}
+
+/// cos and sin (tokens, head_dim/2) for `positions`, rounded to bf16 as the reference stores them.
+fn rotary(positions: &[i64], head_dim: usize, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / ROPE_BASE.powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let angles: Vec<f32> = positions
+        .iter()
+        .flat_map(|&p| inv.iter().map(move |f| p as f32 * f))
+        .collect();
+    let bf16 = |v: f32| half::bf16::from_f32(v).to_f32();
+    let cos = angles.iter().map(|a| bf16(a.cos())).collect();
+    let sin = angles.iter().map(|a| bf16(a.sin())).collect();
+    Ok((
+        Tensor::from_vec(cos, (positions.len(), half), device)?,
+        Tensor::from_vec(sin, (positions.len(), half), device)?,
+    ))
+}
+
+/// x (tokens, heads, head_dim); cos/sin (tokens, head_dim/2).
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let d = x.dim(D::Minus1)? / 2;
+    let (x1, x2) = (x.narrow(D::Minus1, 0, d)?, x.narrow(D::Minus1, d, d)?);
+    let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+    let y1 = (x1.broadcast_mul(&cos)? + x2.broadcast_mul(&sin)?)?;
+    let y2 = (x2.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+    Tensor::cat(&[&y1, &y2], D::Minus1)?.to_dtype(dtype)
+}
+
+struct Block {
+    c_q: Linear,
+    c_k: Linear,
+    c_v: Linear,
+    attn_proj: Linear,
+    c_fc: Linear,
+    mlp_proj: Linear,
+    n_head: usize,
+    n_kv_head: usize,
+}
+
+impl Block {
+    fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
+        let (e, hd) = (cfg.n_embd, cfg.head_dim());
+        let attn = vb.pp("attn");
+        Ok(Self {
+            c_q: linear_no_bias(e, cfg.n_head * hd, attn.pp("c_q"))?,
+            c_k: linear_no_bias(e, cfg.n_kv_head * hd, attn.pp("c_k"))?,
+            c_v: linear_no_bias(e, cfg.n_kv_head * hd, attn.pp("c_v"))?,
+            attn_proj: linear_no_bias(e, e, attn.pp("c_proj"))?,
+            c_fc: linear_no_bias(e, 4 * e, vb.pp("mlp.c_fc"))?,
+            mlp_proj: linear_no_bias(4 * e, e, vb.pp("mlp.c_proj"))?,
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        layer: usize,
+        cache: &mut dyn AttentionCache,
+    ) -> Result<Tensor> {
+        let (t, e) = x.dims2()?;
+        let hd = e / self.n_head;
+        let h = norm(x)?;
+        let q = self.c_q.forward(&h)?.reshape((t, self.n_head, hd))?;
+        let k = self.c_k.forward(&h)?.reshape((t, self.n_kv_head, hd))?;
+        let v = self.c_v.forward(&h)?.reshape((t, self.n_kv_head, hd))?;
+        let q = norm(&apply_rotary(&q, cos, sin)?)?;
+        let k = norm(&apply_rotary(&k, cos, sin)?)?;
+        let y = cache.attend(layer, &q, &k, &v)?.reshape((t, e))?;
+        let x = (x + self.attn_proj.forward(&y)?)?;
+        let m = self.c_fc.forward(&norm(&x)?)?.relu()?.sqr()?;
+        &x + self.mlp_proj.forward(&m)?
+    }
+}
+
+pub struct Gpt {
+    wte: Embedding,
+    blocks: Vec<Block>,
+    lm_head: Linear,
+    head_dim: usize,
+}
+
+impl Gpt {
+    pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            wte: embedding(cfg.vocab_size, cfg.n_embd, vb.pp("transformer.wte"))?,
+            blocks: (0..cfg.n_layer)
+                .map(|i| Block::new(cfg, vb.pp(format!("transformer.h.{i}"))))
+                .collect::<Result<_>>()?,
+            lm_head: linear_no_bias(cfg.n_embd, cfg.vocab_size, vb.pp("lm_head"))?,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.wte.forward(ids)
+    }
+
+    /// Rows `embeds` (tokens, n_embd) at `positions` on top of `cache`; soft-capped f32 logits
+    /// of `logit_rows`.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        positions: &[i64],
+        cache: &mut dyn AttentionCache,
+        logit_rows: &[u32],
+    ) -> Result<Tensor> {
+        let (cos, sin) = rotary(positions, self.head_dim, embeds.device())?;
+        let mut x = norm(embeds)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &cos, &sin, i, cache)?;
+        }
+        let rows = x.index_select(&Tensor::new(logit_rows, x.device())?, 0)?;
+        let logits = self.lm_head.forward(&norm(&rows)?)?.to_dtype(DType::F32)?;
+        (logits / SOFTCAP)?.tanh()? * SOFTCAP
+    }
+}

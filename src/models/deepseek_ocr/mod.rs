@@ -1,0 +1,261 @@
+//! The nano DeepSeek-OCR ("vision-tokenizer") model, `NanoDeepseekOCR`:
+//! - DeepEncoder: SAM ViT-B with a 16× conv compressor ([`sam`]), and CLIP-L taking SAM's map
+//!   as its patch embeddings ([`clip`]); their features concatenated and projected linearly;
+//! - per image row a learned `image_newline`, then one `view_separator`: (n+1)·n+1 image tokens
+//!   for an n×n map (273 at base size 1024);
+//! - nanochat's GPT decoder ([`gpt`]).
+//!
+//! Reference: Yusuke710/nanochat, branch tier2-vision-tasks (nano_deepseek_ocr.py, gpt.py,
+//! deepencoder/, image_process.py). Weights load by its state-dict names; the config is
+//! vellum's (`ocr convert` writes it from a trainer checkpoint).
+
+pub mod clip;
+pub mod gpt;
+pub mod sam;
+
+use std::hash::{Hash, Hasher};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{linear, Linear, VarBuilder};
+use image::{DynamicImage, RgbImage};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::hub::ModelFiles;
+use crate::imaging::{resize_bicubic_with, Precision};
+use crate::models::qwen2_5_vl::processor::round_half_even;
+use crate::models::{ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
+use crate::ops::attention::AttentionCache;
+
+pub const ARCHITECTURE: &str = "NanoDeepseekOCR";
+
+/// config.json of a vellum nano DeepSeek-OCR directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub architectures: Vec<String>,
+    /// Images are padded to base_size × base_size (1024; 512/640/1280 for Tiny/Small/Large).
+    pub base_size: usize,
+    pub image_token_id: u32,
+    /// End tokens (`<|assistant_end|>`); the original trainer taught none, so may be empty.
+    pub eos_token_ids: Vec<u32>,
+    pub sam: sam::SamConfig,
+    pub clip: clip::ClipConfig,
+    pub gpt: gpt::GptConfig,
+}
+
+/// The instruction for each kind of page.
+pub const DOCUMENT_INSTRUCTION: &str = "OCR this document.";
+pub const TABLE_INSTRUCTION: &str = "Convert this table to HTML.";
+pub const DIAGRAM_INSTRUCTION: &str = "Describe this diagram.";
+
+/// Image tokens for a base size: (n+1)·n+1 with n = base/64.
+pub fn num_image_tokens(base_size: usize) -> usize {
+    let n = base_size / 64;
+    (n + 1) * n + 1
+}
+
+/// image_process.py: RGB, then PIL's `ImageOps.pad` to base × base (bicubic resize keeping the
+/// aspect ratio, centred on a (127, 127, 127) canvas), then ToTensor and mean = std = 0.5.
+/// Returns the padded image and its (3, base, base) tensor.
+pub fn preprocess(image: &DynamicImage, base: usize, device: &Device) -> Result<(RgbImage, Tensor)> {
+    let img = image.to_rgb8();
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    if img.width() == 0 || img.height() == 0 {
+        bail!("the image has no pixels");
+    }
+    let size = base as u32;
+    let mut canvas = RgbImage::from_pixel(size, size, image::Rgb([127, 127, 127]));
+    let (im_ratio, base_f) = (w / h, base as f64);
+    if im_ratio == 1.0 {
+        canvas = if img.width() == size {
+            img
+        } else {
+            resize_bicubic_with(&img, size, size, Precision::Pillow)
+        };
+    } else if im_ratio > 1.0 {
+        let new_h = (round_half_even(h / w * base_f) as u32).max(1);
+        let resized = if new_h == size {
+            img
+        } else {
+            resize_bicubic_with(&img, size, new_h, Precision::Pillow)
+        };
+        let y = round_half_even((base_f - new_h as f64) * 0.5) as i64;
+        image::imageops::replace(&mut canvas, &resized, 0, y);
+    } else {
+        let new_w = (round_half_even(w / h * base_f) as u32).max(1);
+        let resized = if new_w == size {
+            img
+        } else {
+            resize_bicubic_with(&img, new_w, size, Precision::Pillow)
+        };
+        let x = round_half_even((base_f - new_w as f64) * 0.5) as i64;
+        image::imageops::replace(&mut canvas, &resized, x, 0);
+    }
+    let plane = base * base;
+    let mut values = vec![0f32; 3 * plane];
+    for (i, p) in canvas.pixels().enumerate() {
+        for c in 0..3 {
+            values[c * plane + i] = (p.0[c] as f32 / 255.0 - 0.5) / 0.5;
+        }
+    }
+    Ok((canvas, Tensor::from_vec(values, (3, base, base), device)?))
+}
+
+pub struct Model {
+    pub config: Config,
+    pub tokenizer: Tokenizer,
+    sam: sam::Sam,
+    vision_model: clip::Clip,
+    projector: Linear,
+    image_newline: Tensor,
+    view_separator: Tensor,
+    gpt: gpt::Gpt,
+    info: ModelInfo,
+    device: Device,
+    dtype: DType,
+}
+
+impl Model {
+    pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Self> {
+        let path = files.path("config.json");
+        let config: Config = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let tokenizer_path = files.path("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", tokenizer_path.display()))?;
+        let vb = files.weights()?.into_var_builder(dtype, device);
+        Self::new(config, tokenizer, vb).with_context(|| format!("loading the weights of {}", files.dir.display()))
+    }
+
+    pub fn new(config: Config, tokenizer: Tokenizer, vb: VarBuilder) -> Result<Self> {
+        let n_embd = config.gpt.n_embd;
+        let features = config.clip.hidden_size + config.sam.net_3_chans;
+        let info = ModelInfo {
+            architecture: ARCHITECTURE,
+            num_layers: config.gpt.n_layer,
+            num_kv_heads: config.gpt.n_kv_head,
+            head_dim: config.gpt.head_dim(),
+            vocab_size: config.gpt.vocab_size,
+            stop_token_ids: config.eos_token_ids.clone(),
+            image_token_id: config.image_token_id,
+            // As scripts/eval_to_html.py does: the image placeholder is never generated.
+            masked_token_ids: vec![config.image_token_id],
+        };
+        Ok(Self {
+            sam: sam::Sam::new(&config.sam, vb.pp("sam_model"))?,
+            vision_model: clip::Clip::new(&config.clip, vb.pp("vision_model"))?,
+            projector: linear(features, n_embd, vb.pp("projector.layers"))?,
+            image_newline: vb.get(n_embd, "image_newline")?,
+            view_separator: vb.get(n_embd, "view_separator")?,
+            gpt: gpt::Gpt::new(&config.gpt, vb.pp("gpt"))?,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            tokenizer,
+            config,
+            info,
+        })
+    }
+
+    /// DeepEncoder over a batch of padded images (B, 3, S, S): (B, (n+1)·n+1, n_embd) with
+    /// n = S/64, rows in the prompt's order (each map row, its newline; the separator last).
+    pub fn encode_pixels(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pixels = pixels.to_dtype(self.dtype)?;
+        let sam = self.sam.forward(&pixels)?; // (B, C, n, n)
+        let clip = self.vision_model.forward(&sam)?; // (B, 1 + n², C')
+        let (b, _, n, _) = sam.dims4()?;
+        let clip_patches = clip.narrow(1, 1, n * n)?;
+        let sam_flat = sam.flatten_from(2)?.transpose(1, 2)?;
+        let features = Tensor::cat(&[&clip_patches, &sam_flat], 2)?;
+        let e = self.config.gpt.n_embd;
+        let projected = self.projector.forward(&features)?.reshape((b, n, n, e))?;
+        let newline = self
+            .image_newline
+            .reshape((1, 1, 1, e))?
+            .broadcast_as((b, n, 1, e))?
+            .to_dtype(projected.dtype())?;
+        let rows = Tensor::cat(&[&projected, &newline], 2)?.reshape((b, n * (n + 1), e))?;
+        let separator = self
+            .view_separator
+            .reshape((1, 1, e))?
+            .broadcast_as((b, 1, e))?
+            .to_dtype(rows.dtype())?;
+        Ok(Tensor::cat(&[&rows, &separator], 1)?)
+    }
+}
+
+impl VisionLanguageModel for Model {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// No BOS; `<|image|>` repeated to the image-token count, then the tokens of "\n" + instruction.
+    fn prepare(&self, image: &DynamicImage, instruction: &str) -> Result<PreparedPrompt> {
+        let base = self.config.base_size;
+        let (padded, pixels) = preprocess(image, base, &self.device)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (base, padded.as_raw()).hash(&mut h);
+        let num_tokens = num_image_tokens(base);
+        let text = self
+            .tokenizer
+            .encode(format!("\n{instruction}"), false)
+            .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+        let mut input_ids = vec![self.config.image_token_id; num_tokens];
+        input_ids.extend(text.get_ids());
+        let positions: Vec<i64> = (0..input_ids.len() as i64).collect();
+        Ok(PreparedPrompt {
+            image: PreparedImage {
+                pixel_values: pixels,
+                grid_thw: [1, base, base],
+                hash: h.finish(),
+                num_tokens,
+            },
+            image_start: 0,
+            positions: [positions.clone(), positions.clone(), positions],
+            rope_delta: 0,
+            input_ids,
+        })
+    }
+
+    /// Images of the same size run as one batch.
+    fn encode_images(&self, images: &[&PreparedImage]) -> Result<Vec<Tensor>> {
+        let mut out: Vec<Option<Tensor>> = vec![None; images.len()];
+        let mut sizes: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
+        sizes.dedup();
+        for size in sizes {
+            let members: Vec<usize> = (0..images.len())
+                .filter(|&i| images[i].grid_thw == size)
+                .filter(|&i| out[i].is_none())
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let batch = Tensor::stack(&members.iter().map(|&i| &images[i].pixel_values).collect::<Vec<_>>(), 0)?;
+            let encoded = self.encode_pixels(&batch)?;
+            for (row, &i) in members.iter().enumerate() {
+                out[i] = Some(encoded.get(row)?);
+            }
+        }
+        Ok(out.into_iter().map(|t| t.expect("every image encoded")).collect())
+    }
+
+    fn embed_tokens(&self, ids: &[u32]) -> Result<Tensor> {
+        Ok(self.gpt.embed(&Tensor::new(ids, &self.device)?)?)
+    }
+
+    fn forward(
+        &self,
+        embeds: &Tensor,
+        positions: &[Vec<i64>; 3],
+        cache: &mut dyn AttentionCache,
+        logit_rows: &[u32],
+    ) -> Result<Tensor> {
+        Ok(self.gpt.forward(embeds, &positions[0], cache, logit_rows)?)
+    }
+
+    fn decode(&self, tokens: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(tokens, true)
+            .map_err(|e| anyhow::anyhow!("decoding the output: {e}"))
+    }
+}

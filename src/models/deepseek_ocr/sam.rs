@@ -1,0 +1,312 @@
+//! SAM ViT-B image encoder (`sam_model.*`) as DeepSeek-OCR's DeepEncoder uses it: 16×16 patches,
+//! transformer blocks attending within 14×14 windows except the global ones, decomposed
+//! relative-position biases, then a neck (1×1 conv, LayerNorm2d, 3×3 conv, LayerNorm2d) and two
+//! stride-2 convolutions (`net_2`, `net_3`) that shrink the map 16×.
+//!
+//! At an input other than the native size, the absolute position embedding is resized with
+//! antialiased bicubic interpolation and the global blocks' relative-position tables linearly,
+//! as the reference does.
+
+use candle_core::{IndexOp, Module, Result, Tensor};
+use candle_nn::{
+    conv2d, conv2d_no_bias, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, Linear, VarBuilder,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::imaging::resize_planes_bicubic;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamConfig {
+    /// The size the position embedding was trained at (1024).
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub window_size: usize,
+    pub global_attn_indexes: Vec<usize>,
+    pub out_chans: usize,
+    pub net_2_chans: usize,
+    pub net_3_chans: usize,
+}
+
+/// F.interpolate(mode="linear", align_corners=False) of a (rows, dim) table to `rows_out` rows.
+fn resize_rows_linear(table: &Tensor, rows_out: usize) -> Result<Tensor> {
+    let (rows, dim) = table.dims2()?;
+    let data: Vec<f32> = table.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+    let scale = rows as f32 / rows_out as f32;
+    let mut out = Vec::with_capacity(rows_out * dim);
+    for i in 0..rows_out {
+        let src = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(rows - 1);
+        let i1 = (i0 + 1).min(rows - 1);
+        let l = src - i0 as f32;
+        out.extend((0..dim).map(|c| (1.0 - l) * data[i0 * dim + c] + l * data[i1 * dim + c]));
+    }
+    Tensor::from_vec(out, (rows_out, dim), table.device())?.to_dtype(table.dtype())
+}
+
+/// Relative-position embeddings for every (query, key) pair along one axis of `size`:
+/// (size, size, head_dim), entry [q][k] = table[q − k + size − 1].
+fn rel_pos(table: &Tensor, size: usize) -> Result<Tensor> {
+    let rows = 2 * size - 1;
+    let table = if table.dim(0)? == rows {
+        table.clone()
+    } else {
+        resize_rows_linear(table, rows)?
+    };
+    let idx: Vec<u32> = (0..size)
+        .flat_map(|q| (0..size).map(move |k| (q + size - 1 - k) as u32))
+        .collect();
+    let dim = table.dim(1)?;
+    table
+        .index_select(&Tensor::new(idx.as_slice(), table.device())?, 0)?
+        .reshape((size, size, dim))
+}
+
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    rel_pos_h: Tensor,
+    rel_pos_w: Tensor,
+    num_heads: usize,
+}
+
+impl Attention {
+    fn new(dim: usize, num_heads: usize, rel_size: usize, vb: VarBuilder) -> Result<Self> {
+        let head_dim = dim / num_heads;
+        Ok(Self {
+            qkv: linear(dim, dim * 3, vb.pp("qkv"))?,
+            proj: linear(dim, dim, vb.pp("proj"))?,
+            rel_pos_h: vb.get((2 * rel_size - 1, head_dim), "rel_pos_h")?,
+            rel_pos_w: vb.get((2 * rel_size - 1, head_dim), "rel_pos_w")?,
+            num_heads,
+        })
+    }
+
+    /// x: (B, H, W, C) → (B, H, W, C).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let (nh, hd, t) = (self.num_heads, c / self.num_heads, h * w);
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, t, 3, nh, hd))?
+            .permute((2, 0, 3, 1, 4))?
+            .reshape((3, b * nh, t, hd))?;
+        let (q, k, v) = (
+            qkv.i(0)?.contiguous()?,
+            qkv.i(1)?.contiguous()?,
+            qkv.i(2)?.contiguous()?,
+        );
+        // Decomposed relative positions: a bias per (query, key row) and per (query, key column).
+        let bn = b * nh;
+        let r_q = q.reshape((bn, h, w, hd))?;
+        let rh = rel_pos(&self.rel_pos_h, h)?;
+        let rw = rel_pos(&self.rel_pos_w, w)?;
+        let rel_h = r_q
+            .permute((1, 0, 2, 3))?
+            .reshape((h, bn * w, hd))?
+            .matmul(&rh.transpose(1, 2)?.contiguous()?)? // (h, bn·w, kh)
+            .reshape((h, bn, w, h))?
+            .permute((1, 0, 2, 3))?;
+        let rel_w = r_q
+            .permute((2, 0, 1, 3))?
+            .reshape((w, bn * h, hd))?
+            .matmul(&rw.transpose(1, 2)?.contiguous()?)? // (w, bn·h, kw)
+            .reshape((w, bn, h, w))?
+            .permute((1, 2, 0, 3))?;
+        let bias = rel_h
+            .unsqueeze(4)?
+            .broadcast_add(&rel_w.unsqueeze(3)?)?
+            .reshape((bn, t, t))?;
+        let scores = ((q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))? + bias)?;
+        let out = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let out = out
+            .reshape((b, nh, h, w, hd))?
+            .permute((0, 2, 3, 1, 4))?
+            .reshape((b, h, w, c))?;
+        self.proj.forward(&out)
+    }
+}
+
+struct Block {
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    attn: Attention,
+    lin1: Linear,
+    lin2: Linear,
+    window: usize,
+}
+
+impl Block {
+    fn new(cfg: &SamConfig, global: bool, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.embed_dim;
+        let ln = LayerNormConfig {
+            eps: 1e-6,
+            ..Default::default()
+        };
+        let window = if global { 0 } else { cfg.window_size };
+        let rel_size = if global {
+            cfg.img_size / cfg.patch_size
+        } else {
+            cfg.window_size
+        };
+        Ok(Self {
+            norm1: layer_norm(d, ln, vb.pp("norm1"))?,
+            norm2: layer_norm(d, ln, vb.pp("norm2"))?,
+            attn: Attention::new(d, cfg.num_heads, rel_size, vb.pp("attn"))?,
+            lin1: linear(d, d * 4, vb.pp("mlp.lin1"))?,
+            lin2: linear(d * 4, d, vb.pp("mlp.lin2"))?,
+            window,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let shortcut = x;
+        let x = self.norm1.forward(x)?;
+        let x = if self.window == 0 {
+            self.attn.forward(&x)?
+        } else {
+            // Zero-pad to whole windows, attend within each, drop the padding.
+            let (b, h, w, c) = x.dims4()?;
+            let ws = self.window;
+            let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+            let padded = x.pad_with_zeros(1, 0, hp - h)?.pad_with_zeros(2, 0, wp - w)?;
+            let windows = padded
+                .reshape((b, hp / ws, ws, wp / ws, ws, c))?
+                .transpose(2, 3)?
+                .reshape((b * (hp / ws) * (wp / ws), ws, ws, c))?;
+            let out = self.attn.forward(&windows)?;
+            out.reshape((b, hp / ws, wp / ws, ws, ws, c))?
+                .transpose(2, 3)?
+                .reshape((b, hp, wp, c))?
+                .narrow(1, 0, h)?
+                .narrow(2, 0, w)?
+        };
+        let x = (shortcut + x)?;
+        let mlp = self
+            .lin2
+            .forward(&self.lin1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        x + mlp
+    }
+}
+
+/// LayerNorm over the channel axis of an NCHW map.
+struct LayerNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm2d {
+    fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(channels, "weight")?,
+            bias: vb.get(channels, "bias")?,
+        })
+    }
+}
+
+impl Module for LayerNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let u = x.mean_keepdim(1)?;
+        let centered = x.broadcast_sub(&u)?;
+        let s = centered.sqr()?.mean_keepdim(1)?;
+        let x = centered.broadcast_div(&(s + 1e-6)?.sqrt()?)?;
+        let c = self.weight.dim(0)?;
+        x.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+    }
+}
+
+pub struct Sam {
+    patch_embed: Conv2d,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    neck: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d),
+    net_2: Conv2d,
+    net_3: Conv2d,
+}
+
+impl Sam {
+    pub fn new(cfg: &SamConfig, vb: VarBuilder) -> Result<Self> {
+        let grid = cfg.img_size / cfg.patch_size;
+        let patch = Conv2dConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
+        let same3 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let down3 = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let neck = vb.pp("neck");
+        Ok(Self {
+            patch_embed: conv2d(3, cfg.embed_dim, cfg.patch_size, patch, vb.pp("patch_embed.proj"))?,
+            pos_embed: vb.get((1, grid, grid, cfg.embed_dim), "pos_embed")?,
+            blocks: (0..cfg.depth)
+                .map(|i| Block::new(cfg, cfg.global_attn_indexes.contains(&i), vb.pp(format!("blocks.{i}"))))
+                .collect::<Result<_>>()?,
+            neck: (
+                conv2d_no_bias(cfg.embed_dim, cfg.out_chans, 1, Default::default(), neck.pp("0"))?,
+                LayerNorm2d::new(cfg.out_chans, neck.pp("1"))?,
+                conv2d_no_bias(cfg.out_chans, cfg.out_chans, 3, same3, neck.pp("2"))?,
+                LayerNorm2d::new(cfg.out_chans, neck.pp("3"))?,
+            ),
+            net_2: conv2d_no_bias(cfg.out_chans, cfg.net_2_chans, 3, down3, vb.pp("net_2"))?,
+            net_3: conv2d_no_bias(cfg.net_2_chans, cfg.net_3_chans, 3, down3, vb.pp("net_3"))?,
+        })
+    }
+
+    /// pixels (B, 3, S, S) → features (B, net_3_chans, S/64, S/64).
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let x = self.patch_embed.forward(pixels)?.permute((0, 2, 3, 1))?;
+        let (_, h, _, c) = x.dims4()?;
+        let grid = self.pos_embed.dim(1)?;
+        let pos = if h == grid {
+            self.pos_embed.clone()
+        } else {
+            let planes: Vec<f32> = self
+                .pos_embed
+                .to_dtype(candle_core::DType::F32)?
+                .permute((0, 3, 1, 2))?
+                .flatten_all()?
+                .to_vec1()?;
+            let resized = resize_planes_bicubic(&planes, c, (grid, grid), (h, h));
+            Tensor::from_vec(resized, (1, c, h, h), pixels.device())?
+                .permute((0, 2, 3, 1))?
+                .to_dtype(x.dtype())?
+        };
+        let mut x = x.broadcast_add(&pos)?;
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+        }
+        let (c0, n1, c1, n2) = &self.neck;
+        let x = n2.forward(&c1.forward(&n1.forward(&c0.forward(&x.permute((0, 3, 1, 2))?.contiguous()?)?)?)?)?;
+        self.net_3.forward(&self.net_2.forward(&x)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_resize_matches_torch_on_a_ramp() {
+        // interpolate([0, 1, 2, 3, 4], size=3, mode="linear"): sources (i + ½)·5/3 − ½.
+        let t = Tensor::new(&[[0f32], [1.], [2.], [3.], [4.]], &candle_core::Device::Cpu).unwrap();
+        let r: Vec<f32> = resize_rows_linear(&t, 3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in r.iter().zip([1.0f32 / 3.0, 2.0, 11.0 / 3.0]) {
+            assert!((a - b).abs() < 1e-5, "{r:?}");
+        }
+    }
+}

@@ -124,3 +124,172 @@ fn greedy_tokens_match_through_the_engine() {
         }
     }
 }
+
+fn ocr(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_trainer_checkpoint_converts_to_the_same_model() {
+    let dir = root().join("gqa");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("converted");
+    let run = ocr(&[
+        "convert",
+        dir.join("step_1.pt").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--tokenizer",
+        dir.join("tokenizer.json").to_str().unwrap(),
+        "--n-head",
+        "4",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Sizes read off the shapes agree with the config the reference was built with.
+    let inferred: deepseek_ocr::Config =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let original: deepseek_ocr::Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(inferred, original);
+    // The .pt's tensors (extra position_ids buffer and unused patch_embedding included) give the
+    // same outputs as the safetensors form.
+    let case = &cases("gqa")[0];
+    let image = image::open(dir.join(case["image"].as_str().unwrap())).unwrap();
+    let logits = |model: &Model| {
+        let prompt = model.prepare(&image, case["instruction"].as_str().unwrap()).unwrap();
+        let vision = model.encode_images(&[&prompt.image]).unwrap().remove(0);
+        last_logits(model, &prompt, &vision)
+    };
+    assert_eq!(
+        common::rel_l2(&logits(&load(&out, 1024)), &logits(&load(&dir, 1024))),
+        0.0
+    );
+    // A bad head count is refused with the reason.
+    let run = ocr(&[
+        "convert",
+        dir.join("step_1.pt").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--tokenizer",
+        dir.join("tokenizer.json").to_str().unwrap(),
+        "--n-head",
+        "7",
+    ]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("--n-head 7"));
+}
+
+#[test]
+fn ocr_generate_matches_the_reference_at_base_sizes_1024_and_512() {
+    let dir = root().join("gqa");
+    let tmp = tempfile::tempdir().unwrap();
+    for case in cases("gqa") {
+        let base = case["base_size"].as_u64().unwrap().to_string();
+        let out = tmp.path().join(format!("base{base}"));
+        let run = ocr(&[
+            "convert",
+            dir.join("step_1.pt").to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--tokenizer",
+            dir.join("tokenizer.json").to_str().unwrap(),
+            "--n-head",
+            "4",
+            "--base-size",
+            &base,
+        ]);
+        assert!(run.status.success());
+        let image = dir.join(case["image"].as_str().unwrap());
+        let run = ocr(&[
+            "generate",
+            "--model",
+            out.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--prompt",
+            case["instruction"].as_str().unwrap(),
+            "--max-new-tokens",
+            "32",
+            "--json",
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(
+            common::u32s(&json["tokens"]),
+            common::u32s(&case["greedy_tokens"]),
+            "{} at base {base}",
+            case["case"]
+        );
+        assert_eq!(
+            json["prompt_tokens"].as_u64().unwrap() as usize,
+            case["input_ids"].as_array().unwrap().len()
+        );
+        assert_eq!(json["finish_reason"], "length");
+    }
+}
+
+#[test]
+fn both_model_kinds_batch_through_the_same_engine() {
+    let qwen_dir = common::fixtures().join("models/gqa_window4");
+    let qwen: Arc<dyn VisionLanguageModel> = vellum::models::load(
+        &ModelFiles::from_dir(&qwen_dir.join("model")).unwrap(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let nano: Arc<dyn VisionLanguageModel> = vellum::models::load(
+        &ModelFiles::from_dir(&root().join("gqa")).unwrap(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(nano.info().architecture, "NanoDeepseekOCR");
+    let requests: Vec<(Arc<dyn VisionLanguageModel>, image::DynamicImage, String)> = cases("gqa")
+        .iter()
+        .map(|c| {
+            (
+                nano.clone(),
+                image::open(root().join("gqa").join(c["image"].as_str().unwrap())).unwrap(),
+                c["instruction"].as_str().unwrap().to_string(),
+            )
+        })
+        .chain(["page_140x196", "tall_60x300"].iter().map(|n| {
+            let meta = common::read_json(qwen_dir.join(format!("{n}.expected.json")));
+            (
+                qwen.clone(),
+                image::open(qwen_dir.join(meta["image"].as_str().unwrap())).unwrap(),
+                meta["prompt"].as_str().unwrap().to_string(),
+            )
+        }))
+        .collect();
+    let params = SamplingParams {
+        max_new_tokens: Some(12),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    for model in [&nano, &qwen] {
+        let mine: Vec<_> = requests.iter().filter(|(m, _, _)| Arc::ptr_eq(m, model)).collect();
+        let solo: Vec<Vec<u32>> = mine
+            .iter()
+            .map(|(m, img, p)| {
+                Engine::new(m.clone(), EngineConfig::default())
+                    .unwrap()
+                    .generate(img, p, params.clone())
+                    .unwrap()
+                    .tokens
+            })
+            .collect();
+        let engine = Engine::new(model.clone(), EngineConfig::default()).unwrap();
+        let handles: Vec<_> = mine
+            .iter()
+            .map(|(_, img, p)| engine.submit(img, p, params.clone()).unwrap())
+            .collect();
+        for (h, s) in handles.iter().zip(&solo) {
+            assert_eq!(&h.wait().unwrap().tokens, s, "{}", model.info().architecture);
+        }
+        assert!(
+            engine.stats().steps < (mine.len() * 12) as u64,
+            "{}: requests were batched",
+            model.info().architecture
+        );
+    }
+}

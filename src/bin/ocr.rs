@@ -48,6 +48,8 @@ enum Command {
     Render(RenderArgs),
     /// Measure decode and OCR throughput on a model (prints JSON).
     Bench(BenchArgs),
+    /// Turn a nano DeepSeek-OCR trainer checkpoint (step_N.pt) into a model directory.
+    Convert(ConvertArgs),
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
     PdfWorker,
@@ -119,6 +121,22 @@ struct BenchArgs {
     new_tokens: usize,
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DTypeArg,
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// The trainer's checkpoint: a PyTorch state dict (.pt), or the same as .safetensors.
+    checkpoint: PathBuf,
+    out_dir: PathBuf,
+    /// tokenizer.json (from tokenizer.pkl: scripts/tiktoken_to_tokenizer_json.py).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// GPT attention heads (the weights cannot tell).
+    #[arg(long, default_value_t = 16)]
+    n_head: usize,
+    /// Images are padded to this square (1024; 512/640/1280 for the Tiny/Small/Large modes).
+    #[arg(long, default_value_t = 1024)]
+    base_size: usize,
 }
 
 #[derive(clap::Args)]
@@ -237,13 +255,16 @@ impl EngineArgs {
     }
 }
 
-fn load_model(spec: &str, dtype: DTypeArg, finepdfs: bool) -> Result<Model> {
+/// The model a directory or hub id holds, by the architecture its config.json names.
+fn load_model(spec: &str, dtype: DTypeArg, finepdfs: bool) -> Result<Arc<dyn VisionLanguageModel>> {
     let files = vellum::hub::resolve(spec)?;
-    let mut model = Model::load(&files, dtype.into(), &Device::Cpu)?;
     if finepdfs {
+        let mut model =
+            Model::load(&files, dtype.into(), &Device::Cpu).context("--finepdfs applies to Qwen2.5-VL models")?;
         model.image_processor = model.image_processor.clone().with_finepdfs_bounds();
+        return Ok(Arc::new(model));
     }
-    Ok(model)
+    vellum::models::load(&files, dtype.into(), &Device::Cpu)
 }
 
 #[derive(serde::Deserialize)]
@@ -258,7 +279,7 @@ struct RequestLine {
 fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let engine = Engine::new(
-        Arc::new(load_model(&args.model, args.dtype, args.finepdfs)?),
+        load_model(&args.model, args.dtype, args.finepdfs)?,
         args.engine.config(),
     )?;
     let loaded = started.elapsed();
@@ -367,17 +388,17 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
     }
-    let recognizer =
-        match load_model(&args.model, args.dtype, false).and_then(|m| Engine::new(Arc::new(m), args.engine.config())) {
-            Ok(engine) => Recognizer::Engine(Arc::new(engine)),
-            Err(e) => {
-                eprintln!(
-                    "warning: model {} is not usable ({e:#}); pages that need OCR get their text layer and this reason",
-                    args.model
-                );
-                Recognizer::Unavailable(format!("{e:#}"))
-            }
-        };
+    let recognizer = match load_model(&args.model, args.dtype, false).and_then(|m| Engine::new(m, args.engine.config()))
+    {
+        Ok(engine) => Recognizer::Engine(Arc::new(engine)),
+        Err(e) => {
+            eprintln!(
+                "warning: model {} is not usable ({e:#}); pages that need OCR get their text layer and this reason",
+                args.model
+            );
+            Recognizer::Unavailable(format!("{e:#}"))
+        }
+    };
     let mut ocr = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
     ocr.mode = args.mode;
     ocr.params.max_new_tokens = args.max_new_tokens;
@@ -502,7 +523,7 @@ impl RunObserver for Progress {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
-    let model: Arc<dyn VisionLanguageModel> = Arc::new(load_model(&args.model, args.dtype, false)?);
+    let model = load_model(&args.model, args.dtype, false)?;
     let pages = vellum::bench::pages(args.requests.max(1), args.image_size);
     let mut decode = Vec::new();
     let engine = vellum::bench::engine(model.clone(), args.batches.iter().copied().max().unwrap_or(1))?;
@@ -592,6 +613,30 @@ fn main() -> ExitCode {
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Convert(args) => vellum::models::deepseek_ocr::convert::convert_checkpoint(
+            &args.checkpoint,
+            &args.out_dir,
+            &args.tokenizer,
+            args.n_head,
+            args.base_size,
+        )
+        .map(|config| {
+            eprintln!(
+                "{} → {}: SAM {}×{}, CLIP {}×{}, GPT {} layers of {} ({} heads), vocabulary {}, base size {}",
+                args.checkpoint.display(),
+                args.out_dir.display(),
+                config.sam.depth,
+                config.sam.embed_dim,
+                config.clip.num_layers,
+                config.clip.hidden_size,
+                config.gpt.n_layer,
+                config.gpt.n_embd,
+                config.gpt.n_head,
+                config.gpt.vocab_size,
+                config.base_size
+            );
+            ExitCode::SUCCESS
+        }),
         Command::PdfWorker => vellum::pdf::worker::serve()
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -10,6 +10,7 @@
 //! vellum's (`ocr convert` writes it from a trainer checkpoint).
 
 pub mod clip;
+pub mod convert;
 pub mod gpt;
 pub mod sam;
 

@@ -53,7 +53,7 @@ pub fn infer_config(
         if rel[0] == 2 * grid - 1 {
             global_attn_indexes.push(i);
         } else {
-            window_size = (rel[0] + 1) / 2;
+            window_size = rel[0].div_ceil(2);
         }
     }
     let sam = SamConfig {
@@ -78,7 +78,7 @@ pub fn infer_config(
     };
     let wte = shape(tensors, "gpt.transformer.wte.weight")?;
     let (vocab_size, n_embd) = (wte[0], wte[1]);
-    if n_head == 0 || n_embd % n_head != 0 {
+    if n_head == 0 || !n_embd.is_multiple_of(n_head) {
         bail!("--n-head {n_head} does not divide the GPT width {n_embd}");
     }
     let head_dim = n_embd / n_head;
@@ -111,7 +111,7 @@ pub fn convert_checkpoint(
     n_head: usize,
     base_size: usize,
 ) -> Result<Config> {
-    if base_size == 0 || base_size % 64 != 0 {
+    if base_size == 0 || !base_size.is_multiple_of(64) {
         bail!("--base-size {base_size} is not a multiple of 64");
     }
     let tensors: HashMap<String, Tensor> = if checkpoint.extension().is_some_and(|e| e == "safetensors") {

@@ -200,9 +200,10 @@ struct GenerateArgs {
     /// "temperature"}; prints one JSON line per request, with its id, in input order.
     #[arg(long)]
     requests: Option<PathBuf>,
-    /// The instruction after the image; RolmOCR's by default.
-    #[arg(long, default_value = vellum::ROLMOCR_PROMPT)]
-    prompt: String,
+    /// The instruction after the image (default: the model's own; RolmOCR's for Qwen2.5-VL,
+    /// "OCR this document." for nano DeepSeek-OCR).
+    #[arg(long)]
+    prompt: Option<String>,
     /// Default: what the context leaves after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
@@ -283,6 +284,10 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
         args.engine.config(),
     )?;
     let loaded = started.elapsed();
+    let default_prompt = args
+        .prompt
+        .clone()
+        .unwrap_or_else(|| engine.model().info().default_instruction.to_string());
     let params = |max_new_tokens: Option<usize>, temperature: f64| SamplingParams {
         max_new_tokens,
         temperature,
@@ -294,7 +299,7 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
         let path = args.image.as_ref().expect("clap requires --image without --requests");
         let image = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
         let out = engine
-            .generate(&image, &args.prompt, params(args.max_new_tokens, args.temperature))
+            .generate(&image, &default_prompt, params(args.max_new_tokens, args.temperature))
             .with_context(|| format!("generating for {}", path.display()))?;
         if args.json {
             println!("{}", serde_json::to_string(&out)?);
@@ -336,7 +341,7 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
             let handle = image::open(&path)
                 .with_context(|| format!("reading image {}", path.display()))
                 .and_then(|img| {
-                    let prompt = req.prompt.as_deref().unwrap_or(&args.prompt);
+                    let prompt = req.prompt.as_deref().unwrap_or(&default_prompt);
                     engine.submit(
                         &img,
                         prompt,
@@ -400,6 +405,9 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
         }
     };
     let mut ocr = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
+    if let Recognizer::Engine(engine) = &recognizer {
+        ocr.instruction = engine.model().info().default_instruction.to_string();
+    }
     ocr.mode = args.mode;
     ocr.params.max_new_tokens = args.max_new_tokens;
     ocr.max_retries = args.max_retries;

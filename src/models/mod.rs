@@ -24,6 +24,8 @@ pub struct ModelInfo {
     pub image_token_id: u32,
     /// Tokens generation must never emit (their logits are masked).
     pub masked_token_ids: Vec<u32>,
+    /// The instruction a page is OCR'd with unless the caller gives one.
+    pub default_instruction: &'static str,
 }
 
 /// An image ready for the vision tower.

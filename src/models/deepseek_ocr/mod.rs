@@ -142,6 +142,7 @@ impl Model {
             image_token_id: config.image_token_id,
             // As scripts/eval_to_html.py does: the image placeholder is never generated.
             masked_token_ids: vec![config.image_token_id],
+            default_instruction: DOCUMENT_INSTRUCTION,
         };
         Ok(Self {
             sam: sam::Sam::new(&config.sam, vb.pp("sam_model"))?,

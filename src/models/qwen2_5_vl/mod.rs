@@ -125,6 +125,7 @@ impl Model {
             stop_token_ids,
             image_token_id: config.image_token_id,
             masked_token_ids: Vec::new(),
+            default_instruction: crate::ROLMOCR_PROMPT,
         };
         Ok(Self {
             device: vb.device().clone(),

@@ -223,6 +223,7 @@ impl Submitter<'_> {
                 let mut page = fallback(run.page, run.text_layer, reason, run.attempt + 1, seconds);
                 page.finish_reason = Some(generation.finish_reason);
                 page.generated_tokens = generation.tokens.len();
+                page.prompt_tokens = generation.prompt_tokens;
                 Pending::Done(page)
             }
         }

@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod chat_template;
+pub mod device;
 pub mod engine;
 pub mod hub;
 pub mod imaging;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use vellum::engine::kv_cache::CacheBudget;
@@ -77,8 +77,12 @@ struct RunArgs {
     /// Per page; default: what the context leaves after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: DTypeArg,
+    /// Default: f32 on the CPU, bf16 on a GPU.
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// finepdfs, olmocr or dpi=N.
     #[arg(long, default_value = "finepdfs")]
     mode: RenderMode,
@@ -119,8 +123,12 @@ struct BenchArgs {
     image_size: u32,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: DTypeArg,
+    /// Default: f32 on the CPU, bf16 on a GPU.
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(clap::Args)]
@@ -215,8 +223,12 @@ struct GenerateArgs {
     /// Generate through end tokens until --max-new-tokens.
     #[arg(long)]
     ignore_eos: bool,
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: DTypeArg,
+    /// Default: f32 on the CPU, bf16 on a GPU.
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Size the image as FinePDFs did for RolmOCR: between 56 and 2048 merged visual tokens.
     #[arg(long)]
     finepdfs: bool,
@@ -257,15 +269,21 @@ impl EngineArgs {
 }
 
 /// The model a directory or hub id holds, by the architecture its config.json names.
-fn load_model(spec: &str, dtype: DTypeArg, finepdfs: bool) -> Result<Arc<dyn VisionLanguageModel>> {
+fn load_model(
+    spec: &str,
+    dtype: Option<DTypeArg>,
+    device: &str,
+    finepdfs: bool,
+) -> Result<Arc<dyn VisionLanguageModel>> {
+    let device = vellum::device::parse(device)?;
+    let dtype = dtype.map_or_else(|| vellum::device::default_dtype(&device), DType::from);
     let files = vellum::hub::resolve(spec)?;
     if finepdfs {
-        let mut model =
-            Model::load(&files, dtype.into(), &Device::Cpu).context("--finepdfs applies to Qwen2.5-VL models")?;
+        let mut model = Model::load(&files, dtype, &device).context("--finepdfs applies to Qwen2.5-VL models")?;
         model.image_processor = model.image_processor.clone().with_finepdfs_bounds();
         return Ok(Arc::new(model));
     }
-    vellum::models::load(&files, dtype.into(), &Device::Cpu)
+    vellum::models::load(&files, dtype, &device)
 }
 
 #[derive(serde::Deserialize)]
@@ -280,7 +298,7 @@ struct RequestLine {
 fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let engine = Engine::new(
-        load_model(&args.model, args.dtype, args.finepdfs)?,
+        load_model(&args.model, args.dtype, &args.device, args.finepdfs)?,
         args.engine.config(),
     )?;
     let loaded = started.elapsed();
@@ -393,7 +411,8 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
     }
-    let recognizer = match load_model(&args.model, args.dtype, false).and_then(|m| Engine::new(m, args.engine.config()))
+    let recognizer = match load_model(&args.model, args.dtype, &args.device, false)
+        .and_then(|m| Engine::new(m, args.engine.config()))
     {
         Ok(engine) => Recognizer::Engine(Arc::new(engine)),
         Err(e) => {
@@ -531,7 +550,7 @@ impl RunObserver for Progress {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
-    let model = load_model(&args.model, args.dtype, false)?;
+    let model = load_model(&args.model, args.dtype, &args.device, false)?;
     let pages = vellum::bench::pages(args.requests.max(1), args.image_size);
     let mut decode = Vec::new();
     let engine = vellum::bench::engine(model.clone(), args.batches.iter().copied().max().unwrap_or(1))?;

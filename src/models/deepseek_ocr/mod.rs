@@ -66,33 +66,25 @@ pub fn preprocess(image: &DynamicImage, base: usize, device: &Device) -> Result<
         bail!("the image has no pixels");
     }
     let size = base as u32;
-    let mut canvas = RgbImage::from_pixel(size, size, image::Rgb([127, 127, 127]));
-    let (im_ratio, base_f) = (w / h, base as f64);
-    if im_ratio == 1.0 {
-        canvas = if img.width() == size {
-            img
-        } else {
-            resize_bicubic_with(&img, size, size, Precision::Pillow)
-        };
-    } else if im_ratio > 1.0 {
-        let new_h = (round_half_even(h / w * base_f) as u32).max(1);
-        let resized = if new_h == size {
-            img
-        } else {
-            resize_bicubic_with(&img, size, new_h, Precision::Pillow)
-        };
-        let y = round_half_even((base_f - new_h as f64) * 0.5) as i64;
-        image::imageops::replace(&mut canvas, &resized, 0, y);
+    // ImageOps.contain: the longer side becomes `base`, the shorter one round(ratio · base);
+    // Pillow resizes whenever the size differs, even when only the longer side does.
+    let base_f = base as f64;
+    let (new_w, new_h) = if w > h {
+        (size, (round_half_even(h / w * base_f) as u32).max(1))
+    } else if w < h {
+        ((round_half_even(w / h * base_f) as u32).max(1), size)
     } else {
-        let new_w = (round_half_even(w / h * base_f) as u32).max(1);
-        let resized = if new_w == size {
-            img
-        } else {
-            resize_bicubic_with(&img, new_w, size, Precision::Pillow)
-        };
-        let x = round_half_even((base_f - new_w as f64) * 0.5) as i64;
-        image::imageops::replace(&mut canvas, &resized, x, 0);
-    }
+        (size, size)
+    };
+    let resized = if img.dimensions() == (new_w, new_h) {
+        img
+    } else {
+        resize_bicubic_with(&img, new_w, new_h, Precision::Pillow)
+    };
+    // ImageOps.pad: centred on the grey canvas, offsets rounded half to even.
+    let mut canvas = RgbImage::from_pixel(size, size, image::Rgb([127, 127, 127]));
+    let offset = |len: u32| round_half_even((base_f - len as f64) * 0.5) as i64;
+    image::imageops::replace(&mut canvas, &resized, offset(new_w), offset(new_h));
     let plane = base * base;
     let mut values = vec![0f32; 3 * plane];
     for (i, p) in canvas.pixels().enumerate() {
@@ -259,5 +251,22 @@ impl VisionLanguageModel for Model {
         self.tokenizer
             .decode(tokens, true)
             .map_err(|e| anyhow::anyhow!("decoding the output: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 129×128 at base 64: round(128/129 · 64) = 64, so only the width changes. Pillow's
+    /// ImageOps.pad then resizes to 64×64 (checked with Pillow 13: equal to `resize((64, 64))`
+    /// everywhere) rather than pasting a crop of the unresized image.
+    #[test]
+    fn a_near_square_image_is_resized_not_cropped() {
+        let img = RgbImage::from_fn(129, 128, |x, y| {
+            image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x ^ y) * 3) as u8])
+        });
+        let (padded, _) = preprocess(&DynamicImage::ImageRgb8(img.clone()), 64, &Device::Cpu).unwrap();
+        assert_eq!(padded, resize_bicubic_with(&img, 64, 64, Precision::Pillow));
     }
 }

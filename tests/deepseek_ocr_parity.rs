@@ -68,16 +68,8 @@ fn padding_prompt_encoder_and_logits_match() {
             let label = format!("{name}/{}", case["case"]);
             let image = image::open(dir.join(case["image"].as_str().unwrap())).unwrap();
             let (padded, _) = deepseek_ocr::preprocess(&image, base, &Device::Cpu).unwrap();
-            let want = image::open(dir.join(case["padded_image"].as_str().unwrap()))
-                .unwrap()
-                .to_rgb8();
-            let max = padded
-                .as_raw()
-                .iter()
-                .zip(want.as_raw())
-                .map(|(a, b)| a.abs_diff(*b))
-                .max()
-                .unwrap();
+            let want = common::open_rgb(&dir.join(case["padded_image"].as_str().unwrap()));
+            let max = common::max_abs_diff(&padded, &want);
             assert_eq!(max, 0, "{label}: padded image differs from Pillow's by up to {max}");
             let prompt = model.prepare(&image, case["instruction"].as_str().unwrap()).unwrap();
             assert_eq!(
@@ -137,15 +129,18 @@ fn a_trainer_checkpoint_converts_to_the_same_model() {
     let dir = root().join("gqa");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("converted");
-    let run = ocr(&[
-        "convert",
-        dir.join("step_1.pt").to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--tokenizer",
-        dir.join("tokenizer.json").to_str().unwrap(),
-        "--n-head",
-        "4",
-    ]);
+    let convert = |n_head: &str| {
+        ocr(&[
+            "convert",
+            dir.join("step_1.pt").to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--tokenizer",
+            dir.join("tokenizer.json").to_str().unwrap(),
+            "--n-head",
+            n_head,
+        ])
+    };
+    let run = convert("4");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     // Sizes read off the shapes agree with the config the reference was built with.
     let inferred: deepseek_ocr::Config =
@@ -167,15 +162,7 @@ fn a_trainer_checkpoint_converts_to_the_same_model() {
         0.0
     );
     // A bad head count is refused with the reason.
-    let run = ocr(&[
-        "convert",
-        dir.join("step_1.pt").to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--tokenizer",
-        dir.join("tokenizer.json").to_str().unwrap(),
-        "--n-head",
-        "7",
-    ]);
+    let run = convert("7");
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("--n-head 7"));
 }
 

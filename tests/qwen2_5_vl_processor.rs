@@ -7,12 +7,6 @@ mod common;
 use candle_core::{Device, Tensor};
 use vellum::models::qwen2_5_vl::processor::{smart_resize, ImageProcessorConfig};
 
-fn open_rgb(path: &std::path::Path) -> image::RgbImage {
-    image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
-}
-
 #[test]
 fn smart_resize_matches_python_including_ties() {
     let cases = common::read_json(common::fixtures().join("processor/cases.json"));
@@ -37,18 +31,12 @@ fn pixels_match_the_torchvision_processor() {
         let input = image::open(dir.join(format!("{name}.png"))).unwrap();
         let rgb = ImageProcessorConfig::to_rgb(&input);
         if input.color().has_alpha() {
-            let want = open_rgb(&dir.join(format!("{name}.rgb.png")));
-            let max = rgb
-                .as_raw()
-                .iter()
-                .zip(want.as_raw())
-                .map(|(a, b)| a.abs_diff(*b))
-                .max()
-                .unwrap();
+            let want = common::open_rgb(&dir.join(format!("{name}.rgb.png")));
+            let max = common::max_abs_diff(&rgb, &want);
             assert!(max <= 1, "{name}: alpha compositing differs by {max} grey levels");
         }
         let resized = cfg.resize(&rgb).unwrap();
-        let want = open_rgb(&dir.join(format!("{name}.resized.png")));
+        let want = common::open_rgb(&dir.join(format!("{name}.resized.png")));
         assert_eq!(resized.dimensions(), want.dimensions(), "{name}: resized size");
         let diffs: Vec<u8> = resized
             .as_raw()

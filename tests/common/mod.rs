@@ -18,23 +18,36 @@ pub fn read_json(path: impl Into<PathBuf>) -> serde_json::Value {
 /// ‖a − b‖₂ / ‖b‖₂ over all elements, in f64.
 pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a: Vec<f32> = a
-        .flatten_all()
-        .unwrap()
-        .to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = b
-        .flatten_all()
-        .unwrap()
-        .to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    let (a, b) = (values(a), values(b));
+    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y.powi(2)).sum();
     (num / den).sqrt()
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    let v: Vec<f32> = t
+        .flatten_all()
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1())
+        .unwrap();
+    v.into_iter().map(f64::from).collect()
+}
+
+pub fn open_rgb(path: &std::path::Path) -> image::RgbImage {
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
+}
+
+/// The largest per-channel difference between two images of the same size.
+pub fn max_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> u8 {
+    assert_eq!(a.dimensions(), b.dimensions(), "image size mismatch");
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
 }
 
 pub fn u32s(v: &serde_json::Value) -> Vec<u32> {

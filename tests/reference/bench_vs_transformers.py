@@ -25,18 +25,15 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 import qwen_tokenizer  # noqa: E402
+from make_qwen2_5_vl_fixtures import qwen_processor  # noqa: E402
 from transformers import (  # noqa: E402
     GenerationConfig,
-    PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
     Qwen2VLImageProcessor,
 )
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TEMPLATE = open(os.path.join(ROOT, "models", "rolmocr", "chat_template.jinja")).read()
 PROMPT = "Return the plain text representation of this document as if you were reading it naturally.\n"
 
 
@@ -88,9 +85,9 @@ def main():
     vellum = json.loads(run.stdout)
 
     # transformers: one padded batch of the same requests.
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"), eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    processor = qwen_processor(os.path.join(model_dir, "tokenizer.json"), Qwen2VLImageProcessor())
+    tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
     images = pages(args.requests, 532)
     chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}], add_generation_prompt=True)
     inputs = processor(text=[chat] * len(images), images=images, return_tensors="pt", padding=True)

@@ -18,20 +18,17 @@ import sys
 import tempfile
 
 import torch
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 import qwen_tokenizer  # noqa: E402
-from make_qwen2_5_vl_fixtures import TEMPLATE, randomize, synthetic_page  # noqa: E402
+from make_qwen2_5_vl_fixtures import qwen_processor, randomize, synthetic_page  # noqa: E402
 from transformers import (  # noqa: E402
     GenerationConfig,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
     Qwen2VLImageProcessor,
 )
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor  # noqa: E402
 
 CONFIGS = [
     dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, mrope=[2, 3, 3]),
@@ -83,7 +80,7 @@ def main():
         json.dump(tc, open(os.path.join(model_dir, "tokenizer_config.json"), "w"))
         image_processor = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056)
         image_processor.save_pretrained(model_dir)
-        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
+        processor = qwen_processor(tok_path, image_processor)
         for ii, (w, h) in enumerate(IMAGES):
             prompt = PROMPTS[ii % len(PROMPTS)]
             img = synthetic_page(w, h, seed=1000 + ii)

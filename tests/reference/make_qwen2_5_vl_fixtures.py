@@ -64,6 +64,12 @@ TOKENIZER_STRINGS = [
 ]
 
 
+def qwen_processor(tokenizer_file, image_processor):
+    """transformers' Qwen2.5-VL processor over a tokenizer.json, with the chat template vellum ships."""
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
+
+
 def synthetic_page(w, h, seed, mode="RGB"):
     """A page-like picture: light background, gradient, dark 'text' bars, some colour blocks."""
     rng = np.random.default_rng(seed)
@@ -230,9 +236,9 @@ def write_model_fixtures(out):
         for f in os.listdir(model_dir):
             assert f in {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"}, f
 
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"), eos_token="<|im_end|>", pad_token="<|endoftext|>")
         image_processor = Qwen2VLImageProcessor(min_pixels=pp["min_pixels"], max_pixels=pp["max_pixels"])
-        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
+        processor = qwen_processor(os.path.join(model_dir, "tokenizer.json"), image_processor)
+        tokenizer = processor.tokenizer
         cases_meta = []
         for ci, (case, w, h, prompt) in enumerate(spec["cases"]):
             img = synthetic_page(w, h, seed=spec["seed"] * 100 + ci)

@@ -10,7 +10,6 @@ TikTokenConverter turns it into the same tokenizer.json the hub ships.
 """
 
 import argparse
-import base64
 import os
 import tempfile
 

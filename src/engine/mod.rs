@@ -267,7 +267,7 @@ impl Engine {
 
     fn check(&self, prompt: &PreparedPrompt, params: &SamplingParams) -> Result<(), EngineError> {
         let (len, max_context) = (prompt.input_ids.len(), self.config.max_context);
-        let max_new_tokens = params.max_new_tokens.unwrap_or(max_context.saturating_sub(len));
+        let max_new_tokens = params.new_token_budget(len, max_context);
         if len + max_new_tokens > max_context || max_new_tokens == 0 {
             return Err(EngineError::TooLong {
                 prompt: len,
@@ -342,7 +342,7 @@ impl Core {
 
     fn admit(&mut self, s: Submission) {
         let len = s.prompt.input_ids.len();
-        let max_new_tokens = s.params.max_new_tokens.unwrap_or(self.config.max_context - len);
+        let max_new_tokens = s.params.new_token_budget(len, self.config.max_context);
         let mut image_of = vec![None; len];
         let (a, b) = s.prompt.image_span();
         for slot in &mut image_of[a..b] {

@@ -57,6 +57,13 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
 }
 
+impl SamplingParams {
+    /// The token budget of a prompt of `prompt_len` tokens in a context of `max_context`.
+    pub fn new_token_budget(&self, prompt_len: usize, max_context: usize) -> usize {
+        self.max_new_tokens.unwrap_or(max_context.saturating_sub(prompt_len))
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

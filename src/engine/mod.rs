@@ -524,8 +524,8 @@ impl Core {
                 .min(prompt_len)
                 .saturating_sub(seq.num_computed) as u64;
             seq.num_computed += s.tokens;
-            let (id, computed, hashes) = (seq.id, seq.num_computed, seq.block_hashes.clone());
-            self.kv.register_full_blocks(id, &hashes, computed);
+            self.kv
+                .register_full_blocks(seq.id, &seq.block_hashes, seq.num_computed);
         }
         let masked = self.model.info().masked_token_ids.clone();
         let stops = self.model.info().stop_token_ids.clone();

@@ -33,6 +33,26 @@ pub fn default_dtype(device: &Device) -> DType {
     }
 }
 
+/// Bytes free for new allocations on `device`: the GPU's free memory, or MemAvailable.
+pub fn available_memory(device: &Device) -> u64 {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        if let Ok((free, _total)) = d.cuda_stream().context().mem_get_info() {
+            return free as u64;
+        }
+    }
+    let _ = device;
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(4 << 30)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

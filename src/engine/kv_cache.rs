@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use super::block_pool::{BlockHash, BlockId, BlockPool};
+use candle_core::{DType, Device};
+
+use crate::models::ModelInfo;
 use crate::ops::paged_attention::PagedKv;
 
 pub type SeqId = u64;
@@ -29,19 +32,41 @@ pub enum CacheBudget {
     Blocks(usize),
 }
 
-/// Shape of the cache: what one block holds.
-#[derive(Debug, Clone, Copy)]
+/// Shape of the cache: what one block holds, and where.
+#[derive(Debug, Clone)]
 pub struct CacheShape {
     pub num_layers: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub block_size: usize,
+    /// Where the blocks live: the model's GPU when the kernels serve its head dimension,
+    /// otherwise host memory (f32).
+    pub device: Device,
+    pub dtype: DType,
 }
 
 impl CacheShape {
-    /// Bytes one block takes (keys and values of every layer, f32).
+    /// Where a model's cache goes: beside its weights, in their dtype, on a GPU whose kernels
+    /// take its head dimension; in host memory as f32 otherwise.
+    pub fn for_model(info: &ModelInfo, block_size: usize) -> Self {
+        let (device, dtype) = if PagedKv::on_device(&info.device, info.head_dim) {
+            (info.device.clone(), info.dtype)
+        } else {
+            (Device::Cpu, DType::F32)
+        };
+        Self {
+            num_layers: info.num_layers,
+            num_kv_heads: info.num_kv_heads,
+            head_dim: info.head_dim,
+            block_size,
+            device,
+            dtype,
+        }
+    }
+
+    /// Bytes one block takes (keys and values of every layer).
     pub fn bytes_per_block(&self) -> u64 {
-        (2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_dim * 4) as u64
+        (2 * self.num_layers * self.block_size * self.num_kv_heads * self.head_dim * self.dtype.size_in_bytes()) as u64
     }
 
     /// Blocks the budget allows; `most_useful` is what the scheduler can ever use at once.
@@ -52,21 +77,11 @@ impl CacheShape {
             }
             CacheBudget::Blocks(n) => n,
             CacheBudget::Bytes(b) => (b / self.bytes_per_block()) as usize,
-            CacheBudget::Fraction(f) => ((available_memory() as f64 * f) as u64 / self.bytes_per_block()) as usize,
+            CacheBudget::Fraction(f) => {
+                ((crate::device::available_memory(&self.device) as f64 * f) as u64 / self.bytes_per_block()) as usize
+            }
         }
     }
-}
-
-fn available_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kib| kib * 1024)
-        .unwrap_or(4 << 30)
 }
 
 /// Hashes of a prompt's full blocks. `image_of[i]` is the content hash of the image token `i`
@@ -97,8 +112,8 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(shape: CacheShape, num_blocks: usize) -> Self {
-        Self {
+    pub fn new(shape: CacheShape, num_blocks: usize) -> candle_core::Result<Self> {
+        Ok(Self {
             pool: BlockPool::new(num_blocks),
             storage: PagedKv::new(
                 shape.num_layers,
@@ -106,11 +121,13 @@ impl KvCache {
                 shape.block_size,
                 shape.num_kv_heads,
                 shape.head_dim,
-            ),
+                &shape.device,
+                shape.dtype,
+            )?,
             shape,
             tables: HashMap::new(),
             registered: HashMap::new(),
-        }
+        })
     }
 
     pub fn block_size(&self) -> usize {
@@ -218,9 +235,12 @@ mod tests {
                 num_kv_heads: 1,
                 head_dim: 2,
                 block_size: 4,
+                device: Device::Cpu,
+                dtype: DType::F32,
             },
             blocks,
         )
+        .unwrap()
     }
 
     #[test]
@@ -288,6 +308,8 @@ mod tests {
             num_kv_heads: 4,
             head_dim: 8,
             block_size: 16,
+            device: Device::Cpu,
+            dtype: DType::F32,
         };
         assert_eq!(shape.bytes_per_block(), 2 * 2 * 16 * 4 * 8 * 4);
         assert_eq!(

@@ -159,12 +159,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(model: Arc<dyn VisionLanguageModel>, config: EngineConfig) -> anyhow::Result<Self> {
         let info = model.info();
-        let shape = CacheShape {
-            num_layers: info.num_layers,
-            num_kv_heads: info.num_kv_heads,
-            head_dim: info.head_dim,
-            block_size: config.block_size,
-        };
+        let shape = CacheShape::for_model(info, config.block_size);
         let most_useful = config.scheduler.max_num_seqs * config.max_context.div_ceil(config.block_size);
         let num_blocks = shape.num_blocks(config.cache, most_useful);
         if num_blocks == 0 {
@@ -182,7 +177,7 @@ impl Engine {
         }));
         let mut core = Core {
             model: model.clone(),
-            kv: KvCache::new(shape, num_blocks),
+            kv: KvCache::new(shape, num_blocks)?,
             sched: Scheduler::default(),
             encoder_cache: HashMap::new(),
             stats: stats.clone(),
@@ -511,10 +506,7 @@ impl Core {
                 blocks,
             })
             .collect();
-        let mut attention = PagedAttention {
-            kv: &mut self.kv.storage,
-            seqs,
-        };
+        let mut attention = PagedAttention::new(&mut self.kv.storage, seqs);
         let logits = self.model.forward(&embeds, &positions, &mut attention, &logit_rows)?;
 
         for s in &scheduled {

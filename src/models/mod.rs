@@ -5,7 +5,7 @@ pub mod deepseek_ocr;
 pub mod qwen2_5_vl;
 
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 use image::DynamicImage;
 
 use crate::ops::attention::AttentionCache;
@@ -26,6 +26,9 @@ pub struct ModelInfo {
     pub masked_token_ids: Vec<u32>,
     /// The instruction a page is OCR'd with unless the caller gives one.
     pub default_instruction: &'static str,
+    /// Where the weights live and their dtype (the KV cache follows them).
+    pub device: Device,
+    pub dtype: DType,
 }
 
 /// An image ready for the vision tower.

@@ -95,6 +95,15 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 /// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed
 /// rows: `q`, `k`, `v` are (tokens, heads, head_dim); returns the same shape.
 pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::on_kernels(&[q, k, v]) && super::kernels::HEAD_DIMS.contains(&q.dim(D::Minus1)?) {
+        return super::kernels::varlen_attention(q, k, v, cu_seqlens);
+    }
+    varlen_attention_reference(q, k, v, cu_seqlens)
+}
+
+/// The CPU twin of the varlen attention kernel.
+pub fn varlen_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
     let head_dim = q.dim(D::Minus1)?;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let (q, k, v) = (

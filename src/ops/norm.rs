@@ -1,5 +1,5 @@
-//! RMSNorm as the Qwen reference computes it: statistics in f32, the result cast back to the
-//! input dtype before the learned scale.
+//! RMSNorm as the references compute it: statistics in f32, the normalised row cast back to the
+//! input dtype before the learned scale (Qwen); nanochat's has no scale.
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -17,14 +17,48 @@ impl RmsNorm {
             eps,
         })
     }
+
+    /// `(xs + residual, norm(xs + residual))`: the residual add fused with the norm after it.
+    pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        add_rms_norm(xs, residual, Some(&self.weight), self.eps)
+    }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let dtype = xs.dtype();
-        let xs = xs.to_dtype(DType::F32)?;
-        let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
-        let xs = xs.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        xs.to_dtype(dtype)?.broadcast_mul(&self.weight)
+        rms_norm(xs, Some(&self.weight), self.eps)
+    }
+}
+
+/// RMSNorm over the last dimension, scaled by `weight` when there is one.
+pub fn rms_norm(xs: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::on_kernels(&[xs]) && weight.is_none_or(|w| super::on_kernels(&[w])) {
+        return Ok(super::kernels::rms_norm(xs, None, weight, eps)?.0);
+    }
+    rms_norm_reference(xs, weight, eps)
+}
+
+/// `(xs + residual, rms_norm(xs + residual))`.
+pub fn add_rms_norm(xs: &Tensor, residual: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if super::on_kernels(&[xs, residual]) && weight.is_none_or(|w| super::on_kernels(&[w])) {
+        let (normed, sum) = super::kernels::rms_norm(xs, Some(residual), weight, eps)?;
+        return Ok((sum.expect("the kernel returns the sum it was asked for"), normed));
+    }
+    let sum = (xs + residual)?;
+    let normed = rms_norm_reference(&sum, weight, eps)?;
+    Ok((sum, normed))
+}
+
+/// The CPU twin of the RMSNorm kernel.
+pub fn rms_norm_reference(xs: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let xs = xs.to_dtype(DType::F32)?;
+    let variance = xs.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = xs.broadcast_div(&(variance + eps)?.sqrt()?)?.to_dtype(dtype)?;
+    match weight {
+        Some(w) => normed.broadcast_mul(w),
+        None => Ok(normed),
     }
 }

@@ -1,51 +1,102 @@
-//! Paged attention on the CPU: keys and values live in fixed-size blocks, and each sequence
-//! reaches its own through a block table. One call handles a flat batch mixing prefill chunks
-//! (on top of cached prefix blocks or earlier chunks) and single decode tokens: it writes the
-//! new keys/values into their slots, then each query attends causally over its sequence's
-//! positions, read straight from the blocks. Work is spread over (sequence, head) pairs with
-//! rayon.
+//! Paged attention: keys and values live in fixed-size blocks, and each sequence reaches its
+//! own through a block table. One call handles a flat batch mixing prefill chunks (on top of
+//! cached prefix blocks or earlier chunks) and single decode tokens: it writes the new
+//! keys/values into their slots, then each query attends causally over its sequence's
+//! positions, read straight from the blocks.
+//!
+//! On the CPU the cache is host memory and work is spread over (sequence, head) pairs with
+//! rayon; this path is also the twin of the CUDA kernels, which serve a cache that lives on the
+//! GPU in the model's dtype.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use super::attention::AttentionCache;
 use crate::engine::block_pool::BlockId;
 
-/// Key/value storage for every layer: `[block][slot][kv_head][head_dim]`, f32.
+/// Key/value storage for every layer, `[block][slot][kv_head][head_dim]`.
 pub struct PagedKv {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    layers: Layers,
     block_size: usize,
     kv_heads: usize,
     head_dim: usize,
 }
 
+enum Layers {
+    /// f32 in host memory.
+    Host { keys: Vec<Vec<f32>>, values: Vec<Vec<f32>> },
+    /// (blocks, block_size, kv_heads, head_dim) tensors on a CUDA device, in the model's dtype,
+    /// written and read only by the kernels.
+    #[cfg(feature = "cuda")]
+    Device { keys: Vec<Tensor>, values: Vec<Tensor> },
+}
+
 impl PagedKv {
     /// Allocates and touches the whole cache: its memory is taken at start, not page by page as
-    /// blocks get used, so a long run's footprint is the same from its first page.
-    pub fn new(num_layers: usize, num_blocks: usize, block_size: usize, kv_heads: usize, head_dim: usize) -> Self {
-        let len = num_blocks * block_size * kv_heads * head_dim;
-        let reserved = || {
-            let mut v = vec![0.0f32; len];
-            for i in (0..len).step_by(1024) {
-                // SAFETY: in bounds; volatile so the page is really faulted in.
-                unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+    /// blocks get used, so a long run's footprint is the same from its first page. On a CUDA
+    /// device whose head dimension the kernels are built for, the cache lives there in `dtype`;
+    /// otherwise in host memory as f32.
+    pub fn new(
+        num_layers: usize,
+        num_blocks: usize,
+        block_size: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let layers = if Self::on_device(device, head_dim) {
+            Self::device_layers(num_layers, (num_blocks, block_size, kv_heads, head_dim), device, dtype)?
+        } else {
+            let len = num_blocks * block_size * kv_heads * head_dim;
+            let reserved = || {
+                let mut v = vec![0.0f32; len];
+                for i in (0..len).step_by(1024) {
+                    // SAFETY: in bounds; volatile so the page is really faulted in.
+                    unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0.0) };
+                }
+                v
+            };
+            Layers::Host {
+                keys: (0..num_layers).map(|_| reserved()).collect(),
+                values: (0..num_layers).map(|_| reserved()).collect(),
             }
-            v
         };
-        Self {
-            keys: (0..num_layers).map(|_| reserved()).collect(),
-            values: (0..num_layers).map(|_| reserved()).collect(),
+        Ok(Self {
+            layers,
             block_size,
             kv_heads,
             head_dim,
-        }
+        })
     }
 
-    /// Offset of (position's slot, kv head 0) for a sequence's block table.
-    fn slot(&self, blocks: &[BlockId], position: usize) -> usize {
-        let block = blocks[position / self.block_size] as usize;
-        (block * self.block_size + position % self.block_size) * self.kv_heads * self.head_dim
+    /// Whether a cache for this device and head dimension lives on the device.
+    pub fn on_device(device: &Device, head_dim: usize) -> bool {
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() && super::kernels::HEAD_DIMS.contains(&head_dim) {
+            return true;
+        }
+        let _ = (device, head_dim);
+        false
+    }
+
+    #[cfg(feature = "cuda")]
+    fn device_layers(
+        num_layers: usize,
+        shape: (usize, usize, usize, usize),
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Layers> {
+        let zeros = || Tensor::zeros(shape, dtype, device);
+        Ok(Layers::Device {
+            keys: (0..num_layers).map(|_| zeros()).collect::<Result<_>>()?,
+            values: (0..num_layers).map(|_| zeros()).collect::<Result<_>>()?,
+        })
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn device_layers(_: usize, _: (usize, usize, usize, usize), device: &Device, _: DType) -> Result<Layers> {
+        candle_core::bail!("a KV cache on {device:?} needs the `cuda` feature")
     }
 }
 
@@ -62,8 +113,33 @@ pub struct SeqRows<'a> {
 
 /// A step's view of the paged cache, as the models' attention layers see it.
 pub struct PagedAttention<'a> {
-    pub kv: &'a mut PagedKv,
-    pub seqs: Vec<SeqRows<'a>>,
+    kv: &'a mut PagedKv,
+    seqs: Vec<SeqRows<'a>>,
+    /// The step's block tables and slots on the device, built at the first layer.
+    #[cfg(feature = "cuda")]
+    device_batch: Option<DeviceBatch>,
+}
+
+impl<'a> PagedAttention<'a> {
+    pub fn new(kv: &'a mut PagedKv, seqs: Vec<SeqRows<'a>>) -> Self {
+        Self {
+            kv,
+            seqs,
+            #[cfg(feature = "cuda")]
+            device_batch: None,
+        }
+    }
+}
+
+/// Decodes longer than this run the split-K kernel.
+#[cfg(feature = "cuda")]
+const SPLIT_DECODE_ABOVE: usize = 2 * super::kernels::DECODE_PARTITION;
+
+#[cfg(feature = "cuda")]
+struct DeviceBatch {
+    /// Cache slot of each row.
+    slots: Tensor,
+    paged: super::kernels::PagedBatch,
 }
 
 fn to_f32_rows(t: &Tensor) -> Result<Vec<f32>> {
@@ -72,78 +148,135 @@ fn to_f32_rows(t: &Tensor) -> Result<Vec<f32>> {
 
 impl AttentionCache for PagedAttention<'_> {
     fn attend(&mut self, layer: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (tokens, heads, head_dim) = q.dims3()?;
-        let kv = &mut *self.kv;
-        let (kv_heads, row) = (kv.kv_heads, kv.kv_heads * kv.head_dim);
-        let (k_new, v_new) = (to_f32_rows(k)?, to_f32_rows(v)?);
-        // Write this step's keys/values into their slots.
-        for s in &self.seqs {
-            for j in 0..s.len {
-                let slot = kv.slot(s.blocks, s.context + j);
-                let src = (s.start + j) * row;
-                kv.keys[layer][slot..slot + row].copy_from_slice(&k_new[src..src + row]);
-                kv.values[layer][slot..slot + row].copy_from_slice(&v_new[src..src + row]);
+        match &mut self.kv.layers {
+            Layers::Host { keys, values } => attend_host(
+                &mut keys[layer],
+                &mut values[layer],
+                &self.seqs,
+                (self.kv.block_size, self.kv.kv_heads, self.kv.head_dim),
+                q,
+                k,
+                v,
+            ),
+            #[cfg(feature = "cuda")]
+            Layers::Device { keys, values } => {
+                use super::kernels;
+                if self.device_batch.is_none() {
+                    let block_size = self.kv.block_size;
+                    let slots: Vec<u32> = self
+                        .seqs
+                        .iter()
+                        .flat_map(|s| {
+                            (s.context..s.context + s.len)
+                                .map(move |p| s.blocks[p / block_size] * block_size as u32 + (p % block_size) as u32)
+                        })
+                        .collect();
+                    let rows: Vec<_> = self
+                        .seqs
+                        .iter()
+                        .map(|s| (s.start, s.len, s.context, s.blocks))
+                        .collect();
+                    self.device_batch = Some(DeviceBatch {
+                        slots: Tensor::new(slots.as_slice(), q.device())?,
+                        paged: kernels::PagedBatch::new(&rows, q.device())?,
+                    });
+                }
+                let batch = self.device_batch.as_ref().expect("built above");
+                let (k_cache, v_cache) = (&keys[layer], &values[layer]);
+                kernels::reshape_and_cache(k, k_cache, &batch.slots)?;
+                kernels::reshape_and_cache(v, v_cache, &batch.slots)?;
+                let out = if batch.paged.decode {
+                    let split = batch.paged.max_context > SPLIT_DECODE_ABOVE;
+                    kernels::paged_decode(q, k_cache, v_cache, &batch.paged, split)?
+                } else {
+                    kernels::paged_prefill(q, k_cache, v_cache, &batch.paged)?
+                };
+                out.to_dtype(q.dtype())
             }
         }
-        let queries = to_f32_rows(q)?;
-        let (keys, values) = (&kv.keys[layer], &kv.values[layer]);
-        let kv_ref = &*kv;
-        let group = heads / kv_heads;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let work: Vec<(usize, usize)> = (0..self.seqs.len())
-            .flat_map(|s| (0..heads).map(move |h| (s, h)))
-            .collect();
-        // Each (sequence, head) produces its rows × head_dim outputs.
-        let results: Vec<Vec<f32>> = work
-            .par_iter()
-            .map(|&(si, h)| {
-                let s = &self.seqs[si];
-                let kvh = h / group;
-                let mut out = vec![0.0f32; s.len * head_dim];
-                let mut scores = Vec::with_capacity(s.context + s.len);
-                for j in 0..s.len {
-                    let qrow = &queries[((s.start + j) * heads + h) * head_dim..][..head_dim];
-                    let visible = s.context + j + 1;
-                    scores.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for p in 0..visible {
-                        let off = kv_ref.slot(s.blocks, p) + kvh * head_dim;
-                        let dot: f32 = qrow
-                            .iter()
-                            .zip(&keys[off..off + head_dim])
-                            .map(|(a, b)| a * b)
-                            .sum::<f32>()
-                            * scale;
-                        max = max.max(dot);
-                        scores.push(dot);
-                    }
-                    let mut total = 0.0f32;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
-                        total += *sc;
-                    }
-                    let o = &mut out[j * head_dim..(j + 1) * head_dim];
-                    for (p, &w) in scores.iter().enumerate() {
-                        let off = kv_ref.slot(s.blocks, p) + kvh * head_dim;
-                        let w = w / total;
-                        for (acc, val) in o.iter_mut().zip(&values[off..off + head_dim]) {
-                            *acc += w * val;
-                        }
+    }
+}
+
+/// The host path (and the kernels' twin): writes this step's keys/values into their slots of
+/// one layer's `keys`/`values`, then attends.
+fn attend_host(
+    keys: &mut [f32],
+    values: &mut [f32],
+    seqs: &[SeqRows],
+    (block_size, kv_heads, head_dim): (usize, usize, usize),
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+) -> Result<Tensor> {
+    let (tokens, heads, _) = q.dims3()?;
+    let row = kv_heads * head_dim;
+    let slot = |blocks: &[BlockId], position: usize| {
+        (blocks[position / block_size] as usize * block_size + position % block_size) * row
+    };
+    let (k_new, v_new) = (to_f32_rows(k)?, to_f32_rows(v)?);
+    for s in seqs {
+        for j in 0..s.len {
+            let at = slot(s.blocks, s.context + j);
+            let src = (s.start + j) * row;
+            keys[at..at + row].copy_from_slice(&k_new[src..src + row]);
+            values[at..at + row].copy_from_slice(&v_new[src..src + row]);
+        }
+    }
+    let queries = to_f32_rows(q)?;
+    let (keys, values) = (&*keys, &*values);
+    let group = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let work: Vec<(usize, usize)> = (0..seqs.len()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
+    // Each (sequence, head) produces its rows × head_dim outputs.
+    let results: Vec<Vec<f32>> = work
+        .par_iter()
+        .map(|&(si, h)| {
+            let s = &seqs[si];
+            let kvh = h / group;
+            let mut out = vec![0.0f32; s.len * head_dim];
+            let mut scores = Vec::with_capacity(s.context + s.len);
+            for j in 0..s.len {
+                let qrow = &queries[((s.start + j) * heads + h) * head_dim..][..head_dim];
+                let visible = s.context + j + 1;
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for p in 0..visible {
+                    let off = slot(s.blocks, p) + kvh * head_dim;
+                    let dot: f32 = qrow
+                        .iter()
+                        .zip(&keys[off..off + head_dim])
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+                        * scale;
+                    max = max.max(dot);
+                    scores.push(dot);
+                }
+                let mut total = 0.0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    total += *sc;
+                }
+                let o = &mut out[j * head_dim..(j + 1) * head_dim];
+                for (p, &w) in scores.iter().enumerate() {
+                    let off = slot(s.blocks, p) + kvh * head_dim;
+                    let w = w / total;
+                    for (acc, val) in o.iter_mut().zip(&values[off..off + head_dim]) {
+                        *acc += w * val;
                     }
                 }
-                out
-            })
-            .collect();
-        let mut output = vec![0.0f32; tokens * heads * head_dim];
-        for (&(si, h), rows) in work.iter().zip(&results) {
-            let s = &self.seqs[si];
-            for j in 0..s.len {
-                let dst = ((s.start + j) * heads + h) * head_dim;
-                output[dst..dst + head_dim].copy_from_slice(&rows[j * head_dim..(j + 1) * head_dim]);
             }
+            out
+        })
+        .collect();
+    let mut output = vec![0.0f32; tokens * heads * head_dim];
+    for (&(si, h), rows) in work.iter().zip(&results) {
+        let s = &seqs[si];
+        for j in 0..s.len {
+            let dst = ((s.start + j) * heads + h) * head_dim;
+            output[dst..dst + head_dim].copy_from_slice(&rows[j * head_dim..(j + 1) * head_dim]);
         }
-        Tensor::from_vec(output, (tokens, heads, head_dim), q.device())?.to_dtype(q.dtype())
     }
+    Tensor::from_vec(output, (tokens, heads, head_dim), q.device())?.to_dtype(q.dtype())
 }
 
 #[cfg(test)]
@@ -161,7 +294,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let (heads, kv_heads, hd, bs, num_blocks) = (6, 2, 16, 4, 64);
         for trial in 0..6 {
-            let mut kv = PagedKv::new(1, num_blocks, bs, kv_heads, hd);
+            let mut kv = PagedKv::new(1, num_blocks, bs, kv_heads, hd, &dev, DType::F32)?;
             let mut free: Vec<BlockId> = (0..num_blocks as BlockId).collect();
             free.shuffle(&mut rng);
             // Three sequences: total lengths and how many tokens each has cached already.
@@ -210,7 +343,7 @@ mod tests {
                     continue;
                 }
                 let idx: Vec<(usize, usize, usize)> = seqs.iter().map(|s| (s.start, s.len, s.context)).collect();
-                let mut attn = PagedAttention { kv: &mut kv, seqs };
+                let mut attn = PagedAttention::new(&mut kv, seqs);
                 let out = attn.attend(0, &Tensor::cat(&qs, 0)?, &Tensor::cat(&ks, 0)?, &Tensor::cat(&vs, 0)?)?;
                 // Reference: plain attention over each sequence's keys up to the chunk end.
                 let mut n = 0;

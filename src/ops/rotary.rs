@@ -1,7 +1,8 @@
-//! Rotary position embeddings in the rotate-half layout (the Qwen convention): the cos/sin
-//! tables are built on the host in f32 and applied with plain tensor ops.
+//! Rotary position embeddings in the rotate-half layout: the cos/sin tables are built on the
+//! host in f32 (they carry the geometry: M-RoPE, 2D vision, 1D), then applied by one kernel or
+//! its twins. Qwen rotates by θ; nanochat by −θ.
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Inverse frequencies `1 / theta^(2i/dim)` for `i < dim/2`, in f32 as the reference computes them.
 pub fn inv_freq(dim: usize, theta: f64) -> Vec<f32> {
@@ -18,9 +19,55 @@ pub fn rotate_half(xs: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
 }
 
-/// `x * cos + rotate_half(x) * sin`, with cos/sin of shape (tokens, head_dim) broadcast over
-/// the heads of `x` (tokens, heads, head_dim).
+/// Which way the pairs turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Qwen: `y1 = x1·cos − x2·sin, y2 = x2·cos + x1·sin`.
+    Theta,
+    /// nanochat: `y1 = x1·cos + x2·sin, y2 = x2·cos − x1·sin`.
+    NegTheta,
+}
+
+/// Rotates `x` (tokens, heads, head_dim) by per-token angles whose cos/sin tables are
+/// (tokens, ≥ head_dim/2) (only the first head_dim/2 columns are read), in f32, the result in
+/// x's dtype.
+pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotation) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::on_kernels(&[xs]) && !cos.track_op() && !sin.track_op() {
+        let sign = match rotation {
+            Rotation::Theta => 1.0,
+            Rotation::NegTheta => -1.0,
+        };
+        return super::kernels::rotary(xs, cos, sin, sign);
+    }
+    rotate_reference(xs, cos, sin, rotation)
+}
+
+/// The CPU twin of the rotary kernel.
+pub fn rotate_reference(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotation) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let x = xs.to_dtype(DType::F32)?;
+    let d = x.dim(D::Minus1)? / 2;
+    let (x1, x2) = (x.narrow(D::Minus1, 0, d)?, x.narrow(D::Minus1, d, d)?);
+    let table = |t: &Tensor| t.narrow(1, 0, d)?.to_dtype(DType::F32)?.unsqueeze(1);
+    let (cos, sin) = (table(cos)?, table(sin)?);
+    let sin = match rotation {
+        Rotation::Theta => sin,
+        Rotation::NegTheta => sin.neg()?,
+    };
+    let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+    let y2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+    Tensor::cat(&[&y1, &y2], D::Minus1)?.to_dtype(dtype)
+}
+
+/// `x * cos + rotate_half(x) * sin` in x's dtype, as Qwen's text model computes it, with cos/sin
+/// of shape (tokens, head_dim) broadcast over the heads of `x` (tokens, heads, head_dim). On the
+/// kernels the arithmetic is f32 (one rounding instead of three in bf16).
 pub fn apply(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::on_kernels(&[xs]) && !cos.track_op() && !sin.track_op() {
+        return super::kernels::rotary(xs, cos, sin, 1.0);
+    }
     let cos = cos.unsqueeze(1)?;
     let sin = sin.unsqueeze(1)?;
     xs.broadcast_mul(&cos)? + rotate_half(xs)?.broadcast_mul(&sin)?

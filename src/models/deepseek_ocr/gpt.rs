@@ -6,11 +6,12 @@
 //!   embedding (so it normalises inserted vision rows too) and before the head;
 //! - relu² MLP, untied head, logits soft-capped at 15.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::attention::AttentionCache;
+use crate::ops::rotary::{self, Rotation};
+use crate::ops::{activation, attention::AttentionCache, norm};
 
 const ROPE_BASE: f32 = 10_000.0;
 const SOFTCAP: f64 = 15.0;
@@ -32,10 +33,7 @@ impl GptConfig {
 
 /// Parameter-free RMSNorm over the last dimension, eps = f32 machine epsilon.
 fn norm(x: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + f32::EPSILON as f64)?.sqrt()?)?.to_dtype(dtype)
+    norm::rms_norm(x, None, f32::EPSILON as f64)
 }
 
 /// cos and sin (tokens, head_dim/2) for `positions`, rounded to bf16 as the reference stores them.
@@ -59,14 +57,7 @@ fn rotary(positions: &[i64], head_dim: usize, device: &candle_core::Device) -> R
 
 /// x (tokens, heads, head_dim); cos/sin (tokens, head_dim/2).
 fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let d = x.dim(D::Minus1)? / 2;
-    let (x1, x2) = (x.narrow(D::Minus1, 0, d)?, x.narrow(D::Minus1, d, d)?);
-    let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
-    let y1 = (x1.broadcast_mul(&cos)? + x2.broadcast_mul(&sin)?)?;
-    let y2 = (x2.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
-    Tensor::cat(&[&y1, &y2], D::Minus1)?.to_dtype(dtype)
+    rotary::rotate(x, cos, sin, Rotation::NegTheta)
 }
 
 struct Block {
@@ -114,7 +105,7 @@ impl Block {
         let k = norm(&apply_rotary(&k, cos, sin)?)?;
         let y = cache.attend(layer, &q, &k, &v)?.reshape((t, e))?;
         let x = (x + self.attn_proj.forward(&y)?)?;
-        let m = self.c_fc.forward(&norm(&x)?)?.relu()?.sqr()?;
+        let m = activation::relu_squared(&self.c_fc.forward(&norm(&x)?)?)?;
         &x + self.mlp_proj.forward(&m)?
     }
 }
@@ -158,6 +149,6 @@ impl Gpt {
         }
         let rows = x.index_select(&Tensor::new(logit_rows, x.device())?, 0)?;
         let logits = self.lm_head.forward(&norm(&rows)?)?.to_dtype(DType::F32)?;
-        (logits / SOFTCAP)?.tanh()? * SOFTCAP
+        activation::softcap(&logits, SOFTCAP)
     }
 }

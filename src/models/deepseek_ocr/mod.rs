@@ -135,6 +135,8 @@ impl Model {
             // As scripts/eval_to_html.py does: the image placeholder is never generated.
             masked_token_ids: vec![config.image_token_id],
             default_instruction: DOCUMENT_INSTRUCTION,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
         };
         Ok(Self {
             sam: sam::Sam::new(&config.sam, vb.pp("sam_model"))?,

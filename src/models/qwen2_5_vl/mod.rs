@@ -126,6 +126,8 @@ impl Model {
             image_token_id: config.image_token_id,
             masked_token_ids: Vec::new(),
             default_instruction: crate::ROLMOCR_PROMPT,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
         };
         Ok(Self {
             device: vb.device().clone(),

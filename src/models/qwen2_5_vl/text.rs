@@ -9,7 +9,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, linear, linear_no_bias, Activation, Embedding, Linear, VarBuilder};
 
 use super::config::TextConfig;
-use crate::ops::{attention::AttentionCache, norm::RmsNorm, rotary};
+use crate::ops::{activation::gated, attention::AttentionCache, norm::RmsNorm, rotary};
 
 /// Per-token (t, h, w) positions → cos/sin tables (tokens, head_dim) in the model dtype.
 pub struct MropeEmbedding {
@@ -128,8 +128,8 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = self.act.forward(&self.gate_proj.forward(xs)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+        let hidden = gated(self.act, &self.gate_proj.forward(xs)?, &self.up_proj.forward(xs)?)?;
+        self.down_proj.forward(&hidden)
     }
 }
 
@@ -165,8 +165,8 @@ impl DecoderLayer {
         let attn = self
             .self_attn
             .forward(&self.input_layernorm.forward(xs)?, cos, sin, layer, cache)?;
-        let xs = (xs + attn)?;
-        &xs + self.mlp.forward(&self.post_attention_layernorm.forward(&xs)?)?
+        let (xs, normed) = self.post_attention_layernorm.forward_residual(&attn, xs)?;
+        &xs + self.mlp.forward(&normed)?
     }
 }
 

@@ -10,7 +10,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Activation, Linear, VarBuilder};
 
 use super::config::VisionConfig;
-use crate::ops::{attention::varlen_attention, norm::RmsNorm, rotary};
+use crate::ops::rotary::{self, Rotation};
+use crate::ops::{activation::gated, attention::varlen_attention, norm::RmsNorm};
 
 const NORM_EPS: f64 = 1e-6;
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
@@ -55,12 +56,8 @@ impl VisionAttention {
         let (tokens, dim) = xs.dims2()?;
         let head_dim = dim / self.num_heads;
         let qkv = self.qkv.forward(xs)?.reshape((tokens, 3, self.num_heads, head_dim))?;
-        let dtype = xs.dtype();
-        // The reference applies the vision rotary in f32 whatever the model dtype.
-        let rope = |i: usize| -> Result<Tensor> {
-            let x = qkv.narrow(1, i, 1)?.squeeze(1)?.to_dtype(candle_core::DType::F32)?;
-            rotary::apply(&x, cos, sin)?.to_dtype(dtype)
-        };
+        // The reference applies the vision rotary in f32 whatever the model dtype, as `rotate` does.
+        let rope = |i: usize| rotary::rotate(&qkv.narrow(1, i, 1)?.squeeze(1)?, cos, sin, Rotation::Theta);
         let q = rope(0)?;
         let k = rope(1)?;
         let v = qkv.narrow(1, 2, 1)?.squeeze(1)?;
@@ -90,8 +87,8 @@ impl VisionMlp {
 
 impl Module for VisionMlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = self.act.forward(&self.gate_proj.forward(xs)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(xs)?)?)
+        let hidden = gated(self.act, &self.gate_proj.forward(xs)?, &self.up_proj.forward(xs)?)?;
+        self.down_proj.forward(&hidden)
     }
 }
 
@@ -113,8 +110,9 @@ impl VisionBlock {
     }
 
     fn forward(&self, xs: &Tensor, cu_seqlens: &[usize], cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, cu_seqlens, cos, sin)?)?;
-        &xs + self.mlp.forward(&self.norm2.forward(&xs)?)?
+        let attn = self.attn.forward(&self.norm1.forward(xs)?, cu_seqlens, cos, sin)?;
+        let (xs, normed) = self.norm2.forward_residual(&attn, xs)?;
+        &xs + self.mlp.forward(&normed)?
     }
 }
 

@@ -1,0 +1,276 @@
+// Attention over the paged KV cache (decode and prefill), the cache write, and packed
+// variable-length attention for the vision tower.
+//
+// Cache layout, per layer: [num_blocks][block_size][kv_heads][head_dim]; a sequence's position p
+// lives in block `block_tables[seq][p / block_size]`, slot `p % block_size`. Scores, softmax and
+// accumulation are f32 whatever the storage dtype; queries are pre-scaled by 1/sqrt(head_dim).
+#include "common.cuh"
+
+// ---------------------------------------------------------------------------------------------
+// KV-cache write: row t of `src` (tokens, kv_heads·head_dim) goes to slot `slots[t]` of `cache`.
+// grid: tokens; block: up to 1024 threads over the row.
+template <typename T>
+__device__ void reshape_and_cache(const T* src, T* cache, const uint32_t* slots, uint32_t row) {
+  const size_t t = blockIdx.x, slot = slots[t];
+  for (uint32_t i = threadIdx.x; i < row; i += blockDim.x) cache[slot * row + i] = src[t * row + i];
+}
+
+__device__ __forceinline__ size_t cache_row(const uint32_t* table, uint32_t pos, uint32_t block_size) {
+  return (size_t)table[pos / block_size] * block_size + pos % block_size;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode: one query token per sequence. grid: (heads, seqs, partitions); block: DECODE_THREADS.
+// Each block covers `partition_size` positions of one (sequence, head). With one partition the
+// block writes the final output; with several (split-K, for long contexts) it writes its
+// partition's normalised output, max score and exp-sum, and `paged_decode_reduce` merges them.
+// Dynamic shared memory: (D + 32 + warps·D + partition_size) floats.
+constexpr int DECODE_THREADS = 128;
+
+template <typename T, int D>
+__device__ void paged_decode(T* out, float* part_out, float* part_max, float* part_sum, const T* q,
+                             const T* k_cache, const T* v_cache, const uint32_t* block_tables,
+                             const uint32_t* context_lens, uint32_t max_blocks, uint32_t block_size,
+                             uint32_t kv_heads, float scale, uint32_t partition_size) {
+  const uint32_t head = blockIdx.x, seq = blockIdx.y, part = blockIdx.z;
+  const uint32_t heads = gridDim.x, parts = gridDim.z;
+  const uint32_t ctx = context_lens[seq], start = part * partition_size;
+  if (start >= ctx) return;  // the whole block leaves together
+  const uint32_t end = min(ctx, start + partition_size);
+  const uint32_t kvh = head / (heads / kv_heads);
+  constexpr int WARPS = DECODE_THREADS / 32, PER_LANE = (D + 31) / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+  extern __shared__ float smem[];
+  float* qs = smem;
+  float* scratch = qs + D;
+  float* partial = scratch + 32;
+  float* logits = partial + WARPS * D;
+
+  const size_t qo = ((size_t)seq * heads + head) * D;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) qs[i] = to_f32(q[qo + i]) * scale;
+  __syncthreads();
+
+  const uint32_t* table = block_tables + (size_t)seq * max_blocks;
+  const size_t row = (size_t)kv_heads * D;
+  // Scores: a warp per position, lanes across the head dimension.
+  for (uint32_t p = start + warp; p < end; p += WARPS) {
+    const T* k = k_cache + cache_row(table, p, block_size) * row + (size_t)kvh * D;
+    float dot = 0.f;
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) {
+      const int i = lane + 32 * j;
+      if (i < D) dot += qs[i] * to_f32(k[i]);
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) logits[p - start] = dot;
+  }
+  __syncthreads();
+  const uint32_t n = end - start;
+  float m = -INFINITY;
+  for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, logits[i]);
+  m = block_max(m, scratch);
+  float s = 0.f;
+  for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float e = expf(logits[i] - m);
+    logits[i] = e;
+    s += e;
+  }
+  s = block_sum(s, scratch);  // its barriers also publish the exponentials
+
+  float acc[PER_LANE];
+#pragma unroll
+  for (int j = 0; j < PER_LANE; ++j) acc[j] = 0.f;
+  for (uint32_t p = start + warp; p < end; p += WARPS) {
+    const T* v = v_cache + cache_row(table, p, block_size) * row + (size_t)kvh * D;
+    const float w = logits[p - start];
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) {
+      const int i = lane + 32 * j;
+      if (i < D) acc[j] += w * to_f32(v[i]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < PER_LANE; ++j) {
+    const int i = lane + 32 * j;
+    if (i < D) partial[warp * D + i] = acc[j];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) o += partial[w * D + i];
+    o /= s;
+    if (parts == 1) {
+      out[qo + i] = from_f32<T>(o);
+    } else {
+      part_out[(((size_t)seq * heads + head) * parts + part) * D + i] = o;
+    }
+  }
+  if (parts > 1 && threadIdx.x == 0) {
+    part_max[((size_t)seq * heads + head) * parts + part] = m;
+    part_sum[((size_t)seq * heads + head) * parts + part] = s;
+  }
+}
+
+// Merges the partitions of a split-K decode. grid: (heads, seqs); block: DECODE_THREADS.
+template <typename T, int D>
+__device__ void paged_decode_reduce(T* out, const float* part_out, const float* part_max, const float* part_sum,
+                                    const uint32_t* context_lens, uint32_t partition_size, uint32_t parts) {
+  const uint32_t head = blockIdx.x, seq = blockIdx.y, heads = gridDim.x;
+  const uint32_t used = (context_lens[seq] + partition_size - 1) / partition_size;
+  const size_t base = ((size_t)seq * heads + head) * parts;
+  float m = -INFINITY;
+  for (uint32_t p = 0; p < used; ++p) m = fmaxf(m, part_max[base + p]);
+  float total = 0.f;
+  for (uint32_t p = 0; p < used; ++p) total += part_sum[base + p] * expf(part_max[base + p] - m);
+  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+    float o = 0.f;
+    for (uint32_t p = 0; p < used; ++p)
+      o += part_sum[base + p] * expf(part_max[base + p] - m) * part_out[(base + p) * D + i];
+    out[((size_t)seq * heads + head) * D + i] = from_f32<T>(o / total);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled attention with an online softmax, for many query rows per sequence. grid: (query tiles
+// of BQ rows, heads, seqs); block: BQ·8 threads, 8 per query row: thread c of a row scores keys
+// c, c+8, … of each tile and accumulates output dims c, c+8, ….
+//   PAGED (prefill, and mixed batches): queries are rows cu_q[s]..cu_q[s+1] of sequence s, keys
+//     and values come from the cache, and row j sees positions ≤ context_lens[s] + j (its own
+//     key was written to the cache before).
+//   !PAGED (vision varlen): keys and values are packed rows like the queries (kv_heads = heads
+//     allowed to differ), each segment attends within itself, no mask.
+constexpr int BQ = 16, BK = 32, TILE_THREADS = BQ * 8;
+
+template <typename T, int D, bool PAGED>
+__device__ void tiled_attention(T* out, const T* q, const T* k, const T* v, const uint32_t* cu_q,
+                                const uint32_t* context_lens, const uint32_t* block_tables, uint32_t max_blocks,
+                                uint32_t block_size, uint32_t heads, uint32_t kv_heads, float scale) {
+  const uint32_t tile = blockIdx.x, head = blockIdx.y, seq = blockIdx.z;
+  const uint32_t q_start = cu_q[seq], q_len = cu_q[seq + 1] - q_start, row0 = tile * BQ;
+  if (row0 >= q_len) return;
+  const uint32_t ctx = PAGED ? context_lens[seq] : 0;
+  const uint32_t kv_end = PAGED ? ctx + min(row0 + BQ, q_len) : q_len;
+  const uint32_t kvh = head / (heads / kv_heads);
+  const uint32_t* table = PAGED ? block_tables + (size_t)seq * max_blocks : nullptr;
+  const size_t kv_row = (size_t)kv_heads * D;
+
+  // +1 pads keep the rows of a warp on different banks.
+  __shared__ float qs[BQ][D + 1];
+  __shared__ float ks[BK][D + 1];
+  __shared__ float vs[BK][D];
+  __shared__ float ps[BQ][BK];
+
+  const int r = threadIdx.x / 8, c = threadIdx.x % 8;
+  const uint32_t qi = row0 + r;
+  const bool row_valid = qi < q_len;
+  for (int i = threadIdx.x; i < BQ * D; i += TILE_THREADS) {
+    const int rr = i / D, d = i % D;
+    qs[rr][d] = row0 + rr < q_len ? to_f32(q[((size_t)(q_start + row0 + rr) * heads + head) * D + d]) * scale : 0.f;
+  }
+  constexpr int PER_THREAD = D / 8;
+  float acc[PER_THREAD];
+#pragma unroll
+  for (int j = 0; j < PER_THREAD; ++j) acc[j] = 0.f;
+  float m = -INFINITY, l = 0.f;
+
+  for (uint32_t kv0 = 0; kv0 < kv_end; kv0 += BK) {
+    __syncthreads();  // the previous tile is consumed (and, the first time, qs is written)
+    for (int i = threadIdx.x; i < BK * D; i += TILE_THREADS) {
+      const int kk = i / D, d = i % D;
+      const uint32_t pos = kv0 + kk;
+      float kval = 0.f, vval = 0.f;
+      if (pos < kv_end) {
+        const size_t off = PAGED ? cache_row(table, pos, block_size) * kv_row + (size_t)kvh * D + d
+                                 : ((size_t)(q_start + pos) * kv_heads + kvh) * D + d;
+        kval = to_f32(k[off]);
+        vval = to_f32(v[off]);
+      }
+      ks[kk][d] = kval;
+      vs[kk][d] = vval;
+    }
+    __syncthreads();
+    float s[BK / 8];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j) {
+      const int kk = c + 8 * j;
+      const uint32_t pos = kv0 + kk;
+      float dot = 0.f;
+#pragma unroll 16
+      for (int d = 0; d < D; ++d) dot += qs[r][d] * ks[kk][d];
+      const bool visible = row_valid && pos < kv_end && (!PAGED || pos <= ctx + qi);
+      s[j] = visible ? dot : -INFINITY;
+      tile_max = fmaxf(tile_max, s[j]);
+    }
+    // The 8 threads of a row are adjacent lanes of one warp.
+    for (int o = 4; o > 0; o >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, o));
+    const float m_new = fmaxf(m, tile_max);
+    // A row with nothing visible yet keeps m = −inf; its weights stay 0 without NaNs.
+    const float correction = m_new == -INFINITY ? 1.f : expf(m - m_new);
+    float psum = 0.f;
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j) {
+      const float p = s[j] == -INFINITY ? 0.f : expf(s[j] - m_new);
+      ps[r][c + 8 * j] = p;
+      psum += p;
+    }
+    for (int o = 4; o > 0; o >>= 1) psum += __shfl_xor_sync(0xffffffffu, psum, o);
+    l = l * correction + psum;
+    m = m_new;
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < PER_THREAD; ++j) acc[j] *= correction;
+    for (int kk = 0; kk < BK; ++kk) {
+      const float p = ps[r][kk];
+#pragma unroll
+      for (int j = 0; j < PER_THREAD; ++j) acc[j] += p * vs[kk][c + 8 * j];
+    }
+  }
+  if (row_valid) {
+    const size_t o = ((size_t)(q_start + qi) * heads + head) * D;
+#pragma unroll
+    for (int j = 0; j < PER_THREAD; ++j) out[o + c + 8 * j] = from_f32<T>(acc[j] / l);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+#define INSTANTIATE_CACHE(T, S)                                                                      \
+  extern "C" __global__ void reshape_and_cache_##S(const T* src, T* cache, const uint32_t* slots,    \
+                                                   uint32_t row) {                                   \
+    reshape_and_cache<T>(src, cache, slots, row);                                                    \
+  }
+FOR_EACH_DTYPE(INSTANTIATE_CACHE)
+
+#define INSTANTIATE_ATTENTION(T, S, D)                                                                          \
+  extern "C" __global__ void __launch_bounds__(DECODE_THREADS) paged_decode_##S##_d##D(                         \
+      T* out, float* part_out, float* part_max, float* part_sum, const T* q, const T* k_cache,                 \
+      const T* v_cache, const uint32_t* block_tables, const uint32_t* context_lens, uint32_t max_blocks,       \
+      uint32_t block_size, uint32_t kv_heads, float scale, uint32_t partition_size) {                          \
+    paged_decode<T, D>(out, part_out, part_max, part_sum, q, k_cache, v_cache, block_tables, context_lens,     \
+                       max_blocks, block_size, kv_heads, scale, partition_size);                               \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(DECODE_THREADS) paged_decode_reduce_##S##_d##D(                  \
+      T* out, const float* part_out, const float* part_max, const float* part_sum,                             \
+      const uint32_t* context_lens, uint32_t partition_size, uint32_t parts) {                                 \
+    paged_decode_reduce<T, D>(out, part_out, part_max, part_sum, context_lens, partition_size, parts);         \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(TILE_THREADS) paged_prefill_##S##_d##D(                          \
+      T* out, const T* q, const T* k_cache, const T* v_cache, const uint32_t* cu_q,                            \
+      const uint32_t* context_lens, const uint32_t* block_tables, uint32_t max_blocks, uint32_t block_size,    \
+      uint32_t heads, uint32_t kv_heads, float scale) {                                                        \
+    tiled_attention<T, D, true>(out, q, k_cache, v_cache, cu_q, context_lens, block_tables, max_blocks,        \
+                                block_size, heads, kv_heads, scale);                                           \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(TILE_THREADS) varlen_attention_##S##_d##D(                       \
+      T* out, const T* q, const T* k, const T* v, const uint32_t* cu_seqlens, uint32_t heads,                  \
+      uint32_t kv_heads, float scale) {                                                                        \
+    tiled_attention<T, D, false>(out, q, k, v, cu_seqlens, nullptr, nullptr, 0, 0, heads, kv_heads, scale);    \
+  }
+
+// 64, 80 (nano GPT, Qwen vision) and 128 (Qwen text) are the real models'; 8, 16, 24 the tiny test models'.
+#define INSTANTIATE_HEAD_DIMS(T, S)                                                            \
+  INSTANTIATE_ATTENTION(T, S, 8) INSTANTIATE_ATTENTION(T, S, 16) INSTANTIATE_ATTENTION(T, S, 24) \
+  INSTANTIATE_ATTENTION(T, S, 64) INSTANTIATE_ATTENTION(T, S, 80) INSTANTIATE_ATTENTION(T, S, 128)
+FOR_EACH_DTYPE(INSTANTIATE_HEAD_DIMS)

@@ -1,0 +1,485 @@
+//! vellum's CUDA kernels (kernels/*.cu, compiled to PTX by build.rs), launched on candle's
+//! stream. Every function here has a CPU twin in the neighbouring modules, which is its
+//! reference; callers go through those modules, which pick the kernel for CUDA tensors that
+//! carry no gradient.
+//!
+//! Tensors reach the kernels as raw device addresses: everything runs on candle's single stream,
+//! so stream order is the only synchronisation needed, and a tensor dropped after a launch is
+//! freed stream-ordered, after the kernel has read it.
+
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice, WrapErr};
+use candle_core::{bail, DType, Device, Result, Storage, Tensor};
+
+struct Module {
+    name: &'static str,
+    ptx: &'static str,
+}
+
+const ACTIVATION: Module = Module {
+    name: "vellum_activation",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/activation.ptx")),
+};
+const ATTENTION: Module = Module {
+    name: "vellum_attention",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")),
+};
+const NORM: Module = Module {
+    name: "vellum_norm",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/norm.ptx")),
+};
+const ROTARY: Module = Module {
+    name: "vellum_rotary",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/rotary.ptx")),
+};
+
+/// Head dimensions the attention kernels are instantiated for (kernels/attention.cu).
+pub const HEAD_DIMS: [usize; 6] = [8, 16, 24, 64, 80, 128];
+
+/// Positions per partition of a split-K decode.
+pub const DECODE_PARTITION: usize = 512;
+
+const DECODE_THREADS: u32 = 128;
+const TILE_ROWS: usize = 16;
+const TILE_THREADS: u32 = 128;
+
+/// Whether the kernels take this tensor: on a CUDA device, in a float dtype they are built for.
+pub fn takes(t: &Tensor) -> bool {
+    t.device().is_cuda() && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
+}
+
+enum Arg {
+    Ptr(u64),
+    U32(u32),
+    F32(f32),
+    Len(usize),
+}
+
+fn cuda_device(t: &Tensor) -> Result<CudaDevice> {
+    match t.device() {
+        Device::Cuda(d) => Ok(d.clone()),
+        other => bail!("vellum kernel on a {other:?} tensor"),
+    }
+}
+
+fn suffix(dtype: DType) -> Result<&'static str> {
+    Ok(match dtype {
+        DType::F32 => "f32",
+        DType::BF16 => "bf16",
+        DType::F16 => "f16",
+        other => bail!("vellum kernels take f32, bf16 or f16, not {other:?}"),
+    })
+}
+
+/// Device address of a contiguous tensor's first element.
+fn ptr(t: &Tensor) -> Result<Arg> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(s) = &*storage else {
+        bail!("vellum kernel on a {:?} tensor", t.device())
+    };
+    if !layout.is_contiguous() {
+        bail!("vellum kernels take contiguous tensors (shape {:?})", t.shape());
+    }
+    let stream = s.device.cuda_stream();
+    let bytes = (layout.start_offset() * t.dtype().size_in_bytes()) as u64;
+    let base = match &s.slice {
+        CudaStorageSlice::F32(x) => x.device_ptr(&stream).0,
+        CudaStorageSlice::BF16(x) => x.device_ptr(&stream).0,
+        CudaStorageSlice::F16(x) => x.device_ptr(&stream).0,
+        CudaStorageSlice::U32(x) => x.device_ptr(&stream).0,
+        _ => bail!("vellum kernels take f32, bf16, f16 or u32 tensors, not {:?}", t.dtype()),
+    };
+    Ok(Arg::Ptr(base + bytes))
+}
+
+fn launch(dev: &CudaDevice, module: &Module, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+    let func = dev.get_or_load_custom_func(name, module.name, module.ptx)?;
+    let mut builder = func.builder();
+    for a in args {
+        match a {
+            Arg::Ptr(p) => builder.arg(p),
+            Arg::U32(v) => builder.arg(v),
+            Arg::F32(v) => builder.arg(v),
+            Arg::Len(v) => builder.arg(v),
+        };
+    }
+    // SAFETY: the argument list matches the kernel's signature in kernels/*.cu, and every
+    // pointer addresses a live tensor of the size the kernel reads or writes.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(())
+}
+
+fn elementwise(n: usize) -> LaunchConfig {
+    let threads = 256u32;
+    let blocks = n.div_ceil(threads as usize).clamp(1, 65_535) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A fresh tensor for a kernel to fill.
+fn output_like(t: &Tensor) -> Result<Tensor> {
+    // SAFETY: every element is written by the kernel before anything reads it.
+    unsafe { Tensor::empty(t.shape(), t.dtype(), t.device()) }
+}
+
+fn u32_tensor(values: &[u32], device: &Device) -> Result<Tensor> {
+    Tensor::new(values, device)
+}
+
+pub fn silu_and_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
+    let out = output_like(&gate)?;
+    let n = gate.elem_count();
+    let name = format!("silu_and_mul_{}", suffix(gate.dtype())?);
+    launch(
+        &cuda_device(&gate)?,
+        &ACTIVATION,
+        &name,
+        elementwise(n),
+        &[ptr(&gate)?, ptr(&up)?, ptr(&out)?, Arg::Len(n)],
+    )?;
+    Ok(out)
+}
+
+pub fn relu_squared(x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let out = output_like(&x)?;
+    let n = x.elem_count();
+    let name = format!("relu_squared_{}", suffix(x.dtype())?);
+    launch(
+        &cuda_device(&x)?,
+        &ACTIVATION,
+        &name,
+        elementwise(n),
+        &[ptr(&x)?, ptr(&out)?, Arg::Len(n)],
+    )?;
+    Ok(out)
+}
+
+pub fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let out = output_like(&x)?;
+    let n = x.elem_count();
+    let name = format!("softcap_{}", suffix(x.dtype())?);
+    launch(
+        &cuda_device(&x)?,
+        &ACTIVATION,
+        &name,
+        elementwise(n),
+        &[ptr(&x)?, ptr(&out)?, Arg::Len(n), Arg::F32(cap)],
+    )?;
+    Ok(out)
+}
+
+/// RMSNorm over the last dimension; with `residual`, of `x + residual`, which is returned too.
+pub fn rms_norm(
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    weight: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let x = x.contiguous()?;
+    let cols = x.dim(candle_core::D::Minus1)?;
+    let rows = x.elem_count() / cols.max(1);
+    let out = output_like(&x)?;
+    let residual = residual.map(|r| r.contiguous()).transpose()?;
+    let sum = residual.as_ref().map(|_| output_like(&x)).transpose()?;
+    let weight = weight.map(|w| w.contiguous()).transpose()?;
+    let optional = |t: &Option<Tensor>| t.as_ref().map(ptr).unwrap_or(Ok(Arg::Ptr(0)));
+    let cfg = LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: ((cols.next_power_of_two() as u32).clamp(32, 1024), 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let name = format!("rms_norm_{}", suffix(x.dtype())?);
+    launch(
+        &cuda_device(&x)?,
+        &NORM,
+        &name,
+        cfg,
+        &[
+            ptr(&x)?,
+            optional(&residual)?,
+            optional(&weight)?,
+            ptr(&out)?,
+            optional(&sum)?,
+            Arg::U32(cols as u32),
+            Arg::F32(eps as f32),
+        ],
+    )?;
+    Ok((out, sum))
+}
+
+/// Rotary embedding of `x` (tokens, heads, head_dim) from f32 tables (tokens, ≥ head_dim/2);
+/// `sign` −1 rotates by −θ (nanochat).
+pub fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, sign: f32) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let (tokens, heads, dim) = x.dims3()?;
+    let (cos, sin) = (
+        cos.to_dtype(DType::F32)?.contiguous()?,
+        sin.to_dtype(DType::F32)?.contiguous()?,
+    );
+    let stride = cos.dim(1)?;
+    let out = output_like(&x)?;
+    let name = format!("rotary_{}", suffix(x.dtype())?);
+    launch(
+        &cuda_device(&x)?,
+        &ROTARY,
+        &name,
+        elementwise(tokens * heads * dim / 2),
+        &[
+            ptr(&x)?,
+            ptr(&cos)?,
+            ptr(&sin)?,
+            ptr(&out)?,
+            Arg::U32(tokens as u32),
+            Arg::U32(heads as u32),
+            Arg::U32(dim as u32),
+            Arg::U32(stride as u32),
+            Arg::F32(sign),
+        ],
+    )?;
+    Ok(out)
+}
+
+/// Writes row t of `src` (tokens, kv_heads, head_dim) into slot `slots[t]` of `cache`
+/// (blocks, block_size, kv_heads, head_dim), in place.
+pub fn reshape_and_cache(src: &Tensor, cache: &Tensor, slots: &Tensor) -> Result<()> {
+    let src = src.to_dtype(cache.dtype())?.contiguous()?;
+    let tokens = src.dim(0)?;
+    if tokens == 0 {
+        return Ok(());
+    }
+    let row = src.elem_count() / tokens;
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, 1, 1),
+        block_dim: ((row as u32).clamp(32, 1024), 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let name = format!("reshape_and_cache_{}", suffix(cache.dtype())?);
+    launch(
+        &cuda_device(cache)?,
+        &ATTENTION,
+        &name,
+        cfg,
+        &[ptr(&src)?, ptr(cache)?, ptr(slots)?, Arg::U32(row as u32)],
+    )
+}
+
+/// The step's sequences as the paged kernels read them, on the device.
+pub struct PagedBatch {
+    /// (seqs, max_blocks) block ids, rows padded with 0.
+    pub block_tables: Tensor,
+    /// Per sequence, the positions it attends over (decode: cached + its token) or the tokens
+    /// cached before its rows (prefill).
+    pub context_lens: Tensor,
+    /// Query row offsets (seqs + 1).
+    pub cu_q: Tensor,
+    /// Every sequence has one row: the decode kernel serves the step.
+    pub decode: bool,
+    pub max_blocks: usize,
+    pub max_context: usize,
+    pub max_rows: usize,
+    pub seqs: usize,
+}
+
+impl PagedBatch {
+    /// `seqs`: (first row, rows, tokens cached before the step, block table) per sequence, in
+    /// row order.
+    pub fn new(seqs: &[(usize, usize, usize, &[u32])], device: &Device) -> Result<Self> {
+        let decode = seqs.iter().all(|s| s.1 == 1);
+        let max_blocks = seqs.iter().map(|s| s.3.len()).max().unwrap_or(0).max(1);
+        let mut tables = vec![0u32; seqs.len() * max_blocks];
+        for (i, s) in seqs.iter().enumerate() {
+            tables[i * max_blocks..i * max_blocks + s.3.len()].copy_from_slice(s.3);
+        }
+        let contexts: Vec<u32> = seqs
+            .iter()
+            .map(|s| (s.2 + if decode { s.1 } else { 0 }) as u32)
+            .collect();
+        let mut cu_q = vec![0u32];
+        for s in seqs {
+            cu_q.push(cu_q.last().unwrap() + s.1 as u32);
+        }
+        Ok(Self {
+            block_tables: Tensor::from_vec(tables, (seqs.len(), max_blocks), device)?,
+            context_lens: u32_tensor(&contexts, device)?,
+            cu_q: u32_tensor(&cu_q, device)?,
+            decode,
+            max_blocks,
+            max_context: seqs.iter().map(|s| s.2 + s.1).max().unwrap_or(0),
+            max_rows: seqs.iter().map(|s| s.1).max().unwrap_or(0),
+            seqs: seqs.len(),
+        })
+    }
+}
+
+/// One query row per sequence (q: seqs, heads, head_dim) over the paged cache; `split` runs the
+/// split-K variant with partitions of `DECODE_PARTITION` positions.
+pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &PagedBatch, split: bool) -> Result<Tensor> {
+    let q = q.to_dtype(k_cache.dtype())?.contiguous()?;
+    let (seqs, heads, dim) = q.dims3()?;
+    let (_, block_size, kv_heads, _) = k_cache.dims4()?;
+    let dev = cuda_device(&q)?;
+    let out = output_like(&q)?;
+    let (parts, partition) = if split {
+        (batch.max_context.div_ceil(DECODE_PARTITION).max(1), DECODE_PARTITION)
+    } else {
+        (1, batch.max_context.max(1))
+    };
+    let scratch = if parts > 1 {
+        let f32s = |n: usize| Tensor::zeros(n, DType::F32, q.device());
+        Some((
+            f32s(seqs * heads * parts * dim)?,
+            f32s(seqs * heads * parts)?,
+            f32s(seqs * heads * parts)?,
+        ))
+    } else {
+        None
+    };
+    let warps = DECODE_THREADS as usize / 32;
+    let cfg = LaunchConfig {
+        grid_dim: (heads as u32, seqs as u32, parts as u32),
+        block_dim: (DECODE_THREADS, 1, 1),
+        shared_mem_bytes: ((dim + 32 + warps * dim + partition) * 4) as u32,
+    };
+    if cfg.shared_mem_bytes > 48 * 1024 {
+        bail!(
+            "paged decode over {} positions needs the split-K variant",
+            batch.max_context
+        );
+    }
+    let dt = suffix(q.dtype())?;
+    let (po, pm, ps) = match &scratch {
+        Some((o, m, s)) => (ptr(o)?, ptr(m)?, ptr(s)?),
+        None => (Arg::Ptr(0), Arg::Ptr(0), Arg::Ptr(0)),
+    };
+    launch(
+        &dev,
+        &ATTENTION,
+        &format!("paged_decode_{dt}_d{dim}"),
+        cfg,
+        &[
+            ptr(&out)?,
+            po,
+            pm,
+            ps,
+            ptr(&q)?,
+            ptr(k_cache)?,
+            ptr(v_cache)?,
+            ptr(&batch.block_tables)?,
+            ptr(&batch.context_lens)?,
+            Arg::U32(batch.max_blocks as u32),
+            Arg::U32(block_size as u32),
+            Arg::U32(kv_heads as u32),
+            Arg::F32(1.0 / (dim as f32).sqrt()),
+            Arg::U32(partition as u32),
+        ],
+    )?;
+    if let Some((o, m, s)) = &scratch {
+        let cfg = LaunchConfig {
+            grid_dim: (heads as u32, seqs as u32, 1),
+            block_dim: (DECODE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch(
+            &dev,
+            &ATTENTION,
+            &format!("paged_decode_reduce_{dt}_d{dim}"),
+            cfg,
+            &[
+                ptr(&out)?,
+                ptr(o)?,
+                ptr(m)?,
+                ptr(s)?,
+                ptr(&batch.context_lens)?,
+                Arg::U32(partition as u32),
+                Arg::U32(parts as u32),
+            ],
+        )?;
+    }
+    Ok(out)
+}
+
+/// Causal attention of the step's query rows (q: rows, heads, head_dim; sequence s owns rows
+/// `cu_q[s]..cu_q[s+1]`) over the paged cache, which already holds the rows' own keys.
+pub fn paged_prefill(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &PagedBatch) -> Result<Tensor> {
+    let q = q.to_dtype(k_cache.dtype())?.contiguous()?;
+    let (_, heads, dim) = q.dims3()?;
+    let (_, block_size, kv_heads, _) = k_cache.dims4()?;
+    let out = output_like(&q)?;
+    let cfg = LaunchConfig {
+        grid_dim: (
+            batch.max_rows.div_ceil(TILE_ROWS) as u32,
+            heads as u32,
+            batch.seqs as u32,
+        ),
+        block_dim: (TILE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(
+        &cuda_device(&q)?,
+        &ATTENTION,
+        &format!("paged_prefill_{}_d{dim}", suffix(q.dtype())?),
+        cfg,
+        &[
+            ptr(&out)?,
+            ptr(&q)?,
+            ptr(k_cache)?,
+            ptr(v_cache)?,
+            ptr(&batch.cu_q)?,
+            ptr(&batch.context_lens)?,
+            ptr(&batch.block_tables)?,
+            Arg::U32(batch.max_blocks as u32),
+            Arg::U32(block_size as u32),
+            Arg::U32(heads as u32),
+            Arg::U32(kv_heads as u32),
+            Arg::F32(1.0 / (dim as f32).sqrt()),
+        ],
+    )?;
+    Ok(out)
+}
+
+/// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed rows
+/// (q, k, v: tokens, heads, head_dim).
+pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let (_, heads, dim) = q.dims3()?;
+    let kv_heads = k.dim(1)?;
+    let out = output_like(&q)?;
+    let max_len = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    if max_len == 0 {
+        return Ok(out);
+    }
+    let cu: Vec<u32> = cu_seqlens.iter().map(|&c| c as u32).collect();
+    let cu = u32_tensor(&cu, q.device())?;
+    let cfg = LaunchConfig {
+        grid_dim: (
+            max_len.div_ceil(TILE_ROWS) as u32,
+            heads as u32,
+            (cu_seqlens.len() - 1) as u32,
+        ),
+        block_dim: (TILE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(
+        &cuda_device(&q)?,
+        &ATTENTION,
+        &format!("varlen_attention_{}_d{dim}", suffix(q.dtype())?),
+        cfg,
+        &[
+            ptr(&out)?,
+            ptr(&q)?,
+            ptr(&k)?,
+            ptr(&v)?,
+            ptr(&cu)?,
+            Arg::U32(heads as u32),
+            Arg::U32(kv_heads as u32),
+            Arg::F32(1.0 / (dim as f32).sqrt()),
+        ],
+    )?;
+    Ok(out)
+}

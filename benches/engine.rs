@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
     let model: Arc<dyn VisionLanguageModel> =
         Arc::new(Model::load(&ModelFiles::from_dir(dir.path()).unwrap(), DType::F32, &Device::Cpu).unwrap());
     let engine = vellum::bench::engine(model.clone(), 64).unwrap();
-    let small = vellum::bench::pages(1, 56).remove(0);
+    let small = vellum::bench::pages(1, 56, 56).remove(0);
 
     let mut group = c.benchmark_group("decode");
     group
@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
-    let page = vellum::bench::pages(1, 532).remove(0);
+    let page = vellum::bench::pages(1, 532, 532).remove(0);
     let prompt = model.prepare(&page, vellum::ROLMOCR_PROMPT).unwrap();
     let mut group = c.benchmark_group("ocr_request");
     group

@@ -50,11 +50,11 @@ pub fn write_random_model(dir: &Path, config: &str, tokenizer_dir: &Path) -> Res
     Ok(())
 }
 
-/// `n` page-like images of `size`×`size` pixels (distinct, so no prefix is shared).
-pub fn pages(n: usize, size: u32) -> Vec<DynamicImage> {
+/// `n` page-like images of `width`×`height` pixels (distinct, so no prefix is shared).
+pub fn pages(n: usize, width: u32, height: u32) -> Vec<DynamicImage> {
     (0..n)
         .map(|i| {
-            DynamicImage::ImageRgb8(image::RgbImage::from_fn(size, size, |x, y| {
+            DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
                 let ink = (x / 9 + y / 17 + i as u32).is_multiple_of(7) as u8;
                 image::Rgb([
                     240 - ink * 200,
@@ -162,6 +162,156 @@ pub fn ocr_throughput(
         batched_tokens_per_second: generated / batched_seconds,
         sequential_tokens_per_second: generated / sequential_seconds,
         speedup: sequential_seconds / batched_seconds,
+    })
+}
+
+/// A FinePDFs-like page: US Letter as FinePDFs renders it for RolmOCR (980×1268 px, which the
+/// Qwen processor makes 35×45 = 1,575 image tokens).
+pub const FINEPDFS_PAGE: (u32, u32) = (980, 1268);
+
+/// Output lengths of FinePDFs pages: uniform in 300..=750 tokens.
+pub const FINEPDFS_NEW_TOKENS: std::ops::RangeInclusive<usize> = 300..=750;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptRate {
+    pub pages: usize,
+    pub prompt_tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// A production-like run: distinct pages, each with its own output length, all submitted at
+/// once to one engine, which batches them continuously.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    pub pages: usize,
+    pub image_size: (u32, u32),
+    pub prompt_tokens_mean: f64,
+    /// Per page, in submission order (a peer reproduces the run from these).
+    pub new_tokens: Vec<usize>,
+    pub max_num_seqs: usize,
+    pub max_context: usize,
+    pub seconds: f64,
+    pub pages_per_second: f64,
+    pub generated_tokens_per_second: f64,
+    /// The same pages with one output token each, on a fresh engine: prompt tokens/s (vision
+    /// tower included).
+    pub prefill: PromptRate,
+    /// Decode tokens/s with `max_num_seqs` sequences.
+    pub decode: DecodeRate,
+    pub kv_blocks: usize,
+    pub kv_block_size: usize,
+    /// Share of the cache's blocks in use, sampled every 10 ms during the run.
+    pub kv_peak_utilisation: f64,
+    pub kv_mean_utilisation: f64,
+}
+
+/// `pages` FinePDFs-like pages (Letter size, 300–750 output tokens drawn with `seed`) through
+/// an engine of `max_num_seqs` sequences and `max_context` tokens whose KV cache may take
+/// `cache_fraction` of the device's free memory.
+pub fn finepdfs_workload(
+    model: &Arc<dyn crate::models::VisionLanguageModel>,
+    pages: usize,
+    max_num_seqs: usize,
+    max_context: usize,
+    cache_fraction: f64,
+    seed: u64,
+) -> Result<Workload> {
+    use rand::{Rng, SeedableRng};
+    let (w, h) = FINEPDFS_PAGE;
+    let images = self::pages(pages, w, h);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let new_tokens: Vec<usize> = (0..pages).map(|_| rng.random_range(FINEPDFS_NEW_TOKENS)).collect();
+    let prompts = images
+        .iter()
+        .map(|i| model.prepare(i, crate::ROLMOCR_PROMPT))
+        .collect::<Result<Vec<_>>>()?;
+    let prompt_tokens: usize = prompts.iter().map(|p| p.input_ids.len()).sum();
+    let engine_for = |seqs: usize| -> Result<Engine> {
+        let mut config = EngineConfig {
+            encoder_cache_entries: 0,
+            max_context,
+            cache: crate::engine::kv_cache::CacheBudget::Auto {
+                fraction: cache_fraction,
+            },
+            ..Default::default()
+        };
+        config.scheduler.max_num_seqs = seqs;
+        Engine::new(model.clone(), config)
+    };
+    let params = |n: usize| SamplingParams {
+        max_new_tokens: Some(n),
+        ignore_eos: true,
+        ..Default::default()
+    };
+
+    let engine = engine_for(max_num_seqs)?;
+    let total_blocks = engine.stats().total_blocks;
+    let start = Instant::now();
+    let mut handles: Vec<_> = prompts
+        .iter()
+        .zip(&new_tokens)
+        .map(|(p, &n)| engine.submit_prepared(p.clone(), params(n), None))
+        .collect();
+    let (mut peak, mut sum, mut samples) = (0usize, 0usize, 0usize);
+    let mut failure = None;
+    while !handles.is_empty() {
+        handles.retain(|h| match h.try_wait() {
+            Some(result) => {
+                if let Err(e) = result {
+                    failure.get_or_insert(e);
+                }
+                false
+            }
+            None => true,
+        });
+        let s = engine.stats();
+        let used = s.total_blocks - s.free_blocks;
+        peak = peak.max(used);
+        sum += used;
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(e) = failure {
+        return Err(e).context("a benchmark page failed");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(engine);
+
+    let engine = engine_for(max_num_seqs)?;
+    let start = Instant::now();
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.submit_prepared(p.clone(), params(1), None))
+        .collect();
+    for h in handles {
+        h.wait()?;
+    }
+    let prefill_seconds = start.elapsed().as_secs_f64();
+    let small = self::pages(1, 56, 56).remove(0);
+    let decode = decode_rate(&engine, &small, max_num_seqs, 64)?;
+
+    Ok(Workload {
+        pages,
+        image_size: (w, h),
+        prompt_tokens_mean: prompt_tokens as f64 / pages as f64,
+        max_num_seqs,
+        max_context,
+        seconds,
+        pages_per_second: pages as f64 / seconds,
+        generated_tokens_per_second: new_tokens.iter().sum::<usize>() as f64 / seconds,
+        new_tokens,
+        prefill: PromptRate {
+            pages,
+            prompt_tokens,
+            seconds: prefill_seconds,
+            tokens_per_second: prompt_tokens as f64 / prefill_seconds,
+        },
+        decode,
+        kv_blocks: total_blocks,
+        kv_block_size: EngineConfig::default().block_size,
+        kv_peak_utilisation: peak as f64 / total_blocks as f64,
+        kv_mean_utilisation: sum as f64 / samples.max(1) as f64 / total_blocks as f64,
     })
 }
 

@@ -25,6 +25,7 @@ pub mod ocr;
 pub mod ops;
 pub mod pdf;
 pub mod pipeline;
+pub mod selftest;
 pub mod weights;
 
 /// The instruction FinePDFs and the olmOCR bench runner give RolmOCR (after the image).

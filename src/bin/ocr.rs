@@ -53,6 +53,20 @@ enum Command {
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
     PdfWorker,
+    /// The GPU machine's checks, from this binary alone: kernels against their CPU twins and the
+    /// tiny models against transformers (prints one JSON line per check).
+    #[command(name = "__selftest", hide = true)]
+    Selftest(SelftestArgs),
+}
+
+#[derive(clap::Args)]
+struct SelftestArgs {
+    /// cpu, cuda or cuda:N (the kernel checks need a CUDA device).
+    #[arg(long, default_value = "cuda")]
+    device: String,
+    /// The repository's tests/fixtures.
+    #[arg(long, default_value = "tests/fixtures")]
+    fixtures: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +143,28 @@ struct BenchArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// `finepdfs`: instead of the measurements above, --pages Letter-size pages with 300–750
+    /// output tokens each through one engine (pages/s, prefill and decode tokens/s, KV use).
+    #[arg(long, value_enum)]
+    workload: Option<Workload>,
+    #[arg(long, default_value_t = 64)]
+    pages: usize,
+    /// Sequences the engine runs at once (the finepdfs workload).
+    #[arg(long, default_value_t = 64)]
+    max_num_seqs: usize,
+    #[arg(long, default_value_t = 8096)]
+    max_context: usize,
+    /// Share of the device's free memory the KV cache may take (the finepdfs workload).
+    #[arg(long, default_value_t = 0.8)]
+    kv_cache_fraction: f64,
+    /// Draws the finepdfs output lengths.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Workload {
+    Finepdfs,
 }
 
 #[derive(clap::Args)]
@@ -551,10 +587,36 @@ impl RunObserver for Progress {
 
 fn run_bench(args: BenchArgs) -> Result<()> {
     let model = load_model(&args.model, args.dtype, &args.device, false)?;
-    let pages = vellum::bench::pages(args.requests.max(1), args.image_size);
+    if let Some(Workload::Finepdfs) = args.workload {
+        let w = vellum::bench::finepdfs_workload(
+            &model,
+            args.pages,
+            args.max_num_seqs,
+            args.max_context,
+            args.kv_cache_fraction,
+            args.seed,
+        )?;
+        eprintln!(
+            "{} pages ({:.0} prompt tokens each, {} generated): {:.2} pages/s, {:.0} generated tokens/s; \
+             prefill {:.0} tokens/s; decode at {} sequences {:.0} tokens/s; KV peak {:.0}% of {} blocks",
+            w.pages,
+            w.prompt_tokens_mean,
+            w.new_tokens.iter().sum::<usize>(),
+            w.pages_per_second,
+            w.generated_tokens_per_second,
+            w.prefill.tokens_per_second,
+            w.decode.batch,
+            w.decode.tokens_per_second,
+            w.kv_peak_utilisation * 100.0,
+            w.kv_blocks
+        );
+        println!("{}", serde_json::json!({ "finepdfs": w }));
+        return Ok(());
+    }
+    let pages = vellum::bench::pages(args.requests.max(1), args.image_size, args.image_size);
     let mut decode = Vec::new();
     let engine = vellum::bench::engine(model.clone(), args.batches.iter().copied().max().unwrap_or(1))?;
-    let small = vellum::bench::pages(1, 56).remove(0);
+    let small = vellum::bench::pages(1, 56, 56).remove(0);
     for &batch in &args.batches {
         let rate = vellum::bench::decode_rate(&engine, &small, batch, args.decode_tokens)?;
         eprintln!("decode batch {batch:>3}: {:8.1} tokens/s", rate.tokens_per_second);
@@ -568,6 +630,38 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     );
     println!("{}", serde_json::json!({"decode": decode, "ocr": ocr}));
     Ok(())
+}
+
+fn run_selftest(args: SelftestArgs) -> Result<ExitCode> {
+    let device = vellum::device::parse(&args.device)?;
+    let mut checks = Vec::new();
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        checks.extend(vellum::selftest::kernels(&device)?);
+    }
+    if device.is_cpu() {
+        eprintln!("kernel checks skipped: they need a CUDA device");
+    }
+    checks.extend(vellum::selftest::parity(&device, &args.fixtures)?);
+    for c in &checks {
+        println!("{}", serde_json::to_string(c)?);
+    }
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
+    eprintln!(
+        "{} checks, {} failed{}",
+        checks.len(),
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", failed.join(", "))
+        }
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn worker(timeout: f64) -> Result<Worker> {
@@ -640,6 +734,7 @@ fn main() -> ExitCode {
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Selftest(args) => run_selftest(args),
         Command::Convert(args) => vellum::models::deepseek_ocr::convert::convert_checkpoint(
             &args.checkpoint,
             &args.out_dir,

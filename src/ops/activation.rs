@@ -14,7 +14,7 @@ pub fn gated(act: Activation, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// `silu(gate) * up`.
 pub fn silu_and_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if super::on_kernels(&[gate, up]) && gate.dtype() == up.dtype() {
+    if super::on_kernels(&[gate, up]) && gate.dtype() == up.dtype() && gate.dims() == up.dims() {
         return super::kernels::silu_and_mul(gate, up);
     }
     silu_and_mul_reference(gate, up)

@@ -33,7 +33,7 @@ impl Module for RmsNorm {
 /// RMSNorm over the last dimension, scaled by `weight` when there is one.
 pub fn rms_norm(xs: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if super::on_kernels(&[xs]) && weight.is_none_or(|w| super::on_kernels(&[w])) {
+    if super::on_kernels(&[xs]) && weight.is_none_or(|w| super::on_kernels(&[w]) && w.dtype() == xs.dtype()) {
         return Ok(super::kernels::rms_norm(xs, None, weight, eps)?.0);
     }
     rms_norm_reference(xs, weight, eps)
@@ -42,7 +42,11 @@ pub fn rms_norm(xs: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor
 /// `(xs + residual, rms_norm(xs + residual))`.
 pub fn add_rms_norm(xs: &Tensor, residual: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tensor)> {
     #[cfg(feature = "cuda")]
-    if super::on_kernels(&[xs, residual]) && weight.is_none_or(|w| super::on_kernels(&[w])) {
+    if super::on_kernels(&[xs, residual])
+        && residual.dtype() == xs.dtype()
+        && residual.dims() == xs.dims()
+        && weight.is_none_or(|w| super::on_kernels(&[w]) && w.dtype() == xs.dtype())
+    {
         let (normed, sum) = super::kernels::rms_norm(xs, Some(residual), weight, eps)?;
         return Ok((sum.expect("the kernel returns the sum it was asked for"), normed));
     }

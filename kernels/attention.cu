@@ -41,7 +41,7 @@ __device__ void paged_decode(T* out, float* part_out, float* part_max, float* pa
   constexpr int WARPS = DECODE_THREADS / 32, PER_LANE = (D + 31) / 32;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
-  extern __shared__ float smem[];
+  DYNAMIC_SHARED(float, smem);
   float* qs = smem;
   float* scratch = qs + D;
   float* partial = scratch + 32;

@@ -1,7 +1,9 @@
 // Shared helpers: f32 arithmetic on every storage dtype, warp and block reductions.
 #pragma once
+#ifndef VELLUM_CUDA_ON_CPU  // tests/kernels_on_cpu runs these sources on the CPU with its own types
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#endif
 #include <stdint.h>
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
@@ -47,6 +49,11 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   v = lane < warps ? scratch[lane] : -INFINITY;
   return warp_max(v);
 }
+
+// The kernel's dynamic shared memory (the emulation in tests/kernels_on_cpu hands out a buffer).
+#ifndef VELLUM_CUDA_ON_CPU
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 #define GRID_STRIDE(i, n) \
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)

@@ -389,15 +389,21 @@ impl Core {
 
     fn finish(&mut self, seq: Sequence, finish_reason: FinishReason) {
         self.kv.free(seq.id);
-        let text = self.model.decode(&seq.output).unwrap_or_default();
-        let generation = Generation {
-            prompt_tokens: seq.prompt.input_ids.len(),
-            tokens: seq.output,
-            logprobs: seq.logprobs,
-            text,
-            finish_reason,
+        // A text that cannot be decoded is an error, never an empty page.
+        let result = match self.model.decode(&seq.output) {
+            Ok(text) => Ok(Generation {
+                prompt_tokens: seq.prompt.input_ids.len(),
+                tokens: seq.output,
+                logprobs: seq.logprobs,
+                text,
+                finish_reason,
+            }),
+            Err(e) => Err(EngineError::Model(format!(
+                "decoding the {} generated tokens: {e:#}",
+                seq.output.len()
+            ))),
         };
-        self.outbox.push((seq.reply, Ok(generation)));
+        self.outbox.push((seq.reply, result));
     }
 
     /// Runs the vision tower, in one batch, for scheduled sequences whose chunk reaches image

@@ -13,6 +13,9 @@ measured in one run on the device machine (scripts/gpu/run-kit bench calls this)
    rate at vellum's concurrency; the larger bounds the time.
 
     python3 tests/reference/bench_rolmocr_gpu.py --ocr /tmp/ocr --out $OUT/bench.json
+
+`--dry-run` runs the same harness on the CPU with a tiny model of the same architecture (vellum
+built without `cuda`), to check the script itself before spending GPU time on it.
 """
 
 import argparse
@@ -47,35 +50,46 @@ TEXT = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hi
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]})
 # FinePDFs' bounds for RolmOCR: 56 to 2048 merged tokens.
 IMAGE_SIZE = {"shortest_edge": 56 * 28 * 28, "longest_edge": 2048 * 28 * 28}
+TINY_TEXT = dict(TEXT, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, rope_parameters=dict(TEXT["rope_parameters"], mrope_section=[2, 3, 3]))
 VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, in_channels=3, patch_size=14,
               spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
               out_hidden_size=3584, hidden_act="silu")
+TINY_VISION = dict(VISION, depth=2, hidden_size=64, intermediate_size=128, num_heads=4, fullatt_block_indexes=[1],
+                   out_hidden_size=64)
 
 
-def timed(fn, warmup=3, reps=10):
+def timed(fn, device, warmup=3, reps=10):
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
+        if device == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
-def ceilings():
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    flops = 2 * n**3 / timed(lambda: a @ b)
-    src = torch.randn(1 << 29, device="cuda", dtype=torch.float32)  # 2 GiB, read and written: 4 GiB moved
+def ceilings(device):
+    n = 8192 if device == "cuda" else 1024
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    flops = 2 * n**3 / timed(lambda: a @ b, device)
+    src = torch.randn(1 << (29 if device == "cuda" else 25), device=device)  # 2 GiB on the GPU
     dst = torch.empty_like(src)
-    bw = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src))
+    bw = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src), device)  # bytes read and written
     del a, b, src, dst
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return flops, bw
 
 
@@ -90,41 +104,44 @@ def pages(n, w, h):
     return out
 
 
-def write_model(model_dir):
+def write_model(model_dir, text, vision, device):
     os.makedirs(model_dir, exist_ok=True)
     with gzip.open(os.path.join(ROOT, "tests/fixtures/qwen2_5_vl/tokenizer/tokenizer.json.gz"), "rb") as f, \
             open(os.path.join(model_dir, "tokenizer.json"), "wb") as g:
         shutil.copyfileobj(f, g)
     json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, open(os.path.join(model_dir, "tokenizer_config.json"), "w"))
-    config = Qwen2_5_VLConfig(text_config=TEXT, vision_config=VISION, image_token_id=151655, video_token_id=151656,
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
                               vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=False)
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, torch_dtype=torch.bfloat16)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(model_dir, max_shard_size="5GB")
     Qwen2VLImageProcessor(size=IMAGE_SIZE).save_pretrained(model_dir)
     params = sum(p.numel() for p in model.parameters())
-    vision = sum(p.numel() for p in model.model.visual.parameters())
+    vision_params = sum(p.numel() for p in model.model.visual.parameters())
     del model
-    torch.cuda.empty_cache()
-    return params, vision
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return params, vision_params
 
 
-def floor(workload, params, vision_params, flops_rate, bw_rate):
+def floor(workload, text, vision, params, vision_params, flops_rate, bw_rate):
     """Seconds per page no implementation beats on this machine, at vellum's concurrency."""
     text_params = params - vision_params
     prompt, gen = workload["prompt_tokens_mean"], float(np.mean(workload["new_tokens"]))
-    layers, heads, hd, kv_heads = TEXT["num_hidden_layers"], TEXT["num_attention_heads"], 128, TEXT["num_key_value_heads"]
+    layers, heads, kv_heads = text["num_hidden_layers"], text["num_attention_heads"], text["num_key_value_heads"]
+    hd = text["hidden_size"] // heads
     h, w = smart_resize(workload["image_size"][1], workload["image_size"][0], min_pixels=IMAGE_SIZE["shortest_edge"],
                         max_pixels=IMAGE_SIZE["longest_edge"])
     patches = (h // 14) * (w // 14)
-    vocab_embed = TEXT["vocab_size"] * TEXT["hidden_size"]
+    vocab_embed = text["vocab_size"] * text["hidden_size"]
     # Matmuls: the LM (embedding lookups are free; the head runs once per generated token), the tower.
     flops = 2 * (text_params - 2 * vocab_embed) * (prompt + gen) + 2 * vocab_embed * gen + 2 * vision_params * patches
     # Attention: causal prefill, decode over the growing context, the tower's 4 full blocks.
     flops += 2 * 2 * layers * heads * hd * prompt**2 / 2
     flops += 2 * 2 * layers * heads * hd * (prompt * gen + gen**2 / 2)
-    flops += 4 * 2 * VISION["num_heads"] * (VISION["hidden_size"] // VISION["num_heads"]) * patches**2
+    full = len(vision["fullatt_block_indexes"])
+    flops += 4 * vision["hidden_size"] * patches * (patches * full + 64 * (vision["depth"] - full))
     # Bytes: weights once per decode step, shared by the batch; each step reads its page's KV.
     kv_per_token = 2 * layers * kv_heads * hd * 2
     batch = min(workload["max_num_seqs"], workload["pages"])
@@ -138,28 +155,31 @@ def floor(workload, params, vision_params, flops_rate, bw_rate):
             "seconds_per_page_any_batch": max(compute, kv_bytes / bw_rate)}
 
 
-def hf_generate(model_dir, images, lengths, batch):
+def hf_generate(model_dir, images, lengths, batch, device):
     processor = qwen_processor(os.path.join(model_dir, "tokenizer.json"), Qwen2VLImageProcessor.from_pretrained(model_dir))
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, torch_dtype=torch.bfloat16, device_map="cuda").eval()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device_map=device).eval()
     chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}],
                                          add_generation_prompt=True)
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     start = time.time()
     for i in range(0, len(images), batch):
         imgs, lens = images[i:i + batch], lengths[i:i + batch]
-        inputs = processor(text=[chat] * len(imgs), images=imgs, return_tensors="pt", padding=True).to("cuda")
+        inputs = processor(text=[chat] * len(imgs), images=imgs, return_tensors="pt", padding=True).to(device)
         n = max(lens)
         gc = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
         with torch.no_grad():
             out = model.generate(**inputs, generation_config=gc)
         assert out.shape[1] - inputs["input_ids"].shape[1] == n
         print(f"  transformers batch {i // batch}: {len(imgs)} pages, {n} tokens, {time.time() - start:.1f}s so far", flush=True)
-    torch.cuda.synchronize()
+    sync()
     seconds = time.time() - start
     del model
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return seconds
 
 
@@ -171,21 +191,24 @@ def main():
     ap.add_argument("--hf-batch", type=int, default=16)
     ap.add_argument("--work", default=tempfile.mkdtemp(prefix="vellum-rolmocr-"))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--dry-run", action="store_true", help="the harness on the CPU with a tiny model")
     args = ap.parse_args()
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    device = "cpu" if args.dry_run else "cuda"
+    text, vision_cfg = (TINY_TEXT, TINY_VISION) if args.dry_run else (TEXT, VISION)
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)", "torch": torch.__version__}
 
-    flops_rate, bw_rate = ceilings()
+    flops_rate, bw_rate = ceilings(device)
     result["ceilings"] = {"bf16_matmul_flops": flops_rate, "copy_bytes_per_second": bw_rate}
     print(f"ceilings: bf16 matmul {flops_rate / 1e12:.0f} TFLOP/s, copy {bw_rate / 1e12:.2f} TB/s", flush=True)
 
     model_dir = os.path.join(args.work, "model")
     start = time.time()
-    params, vision = write_model(model_dir)
+    params, vision = write_model(model_dir, text, vision_cfg, device)
     result["model"] = {"parameters": params, "vision_parameters": vision, "write_seconds": time.time() - start}
     print(f"model: {params / 1e9:.2f}B parameters ({vision / 1e6:.0f}M vision), written in {time.time() - start:.0f}s", flush=True)
 
     start = time.time()
-    run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--device", "cuda", "--workload", "finepdfs",
+    run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--device", device, "--workload", "finepdfs",
                           "--pages", str(args.pages), "--max-num-seqs", str(args.max_num_seqs)],
                          capture_output=True, text=True)
     print(run.stderr.strip()[-3000:], flush=True)
@@ -201,12 +224,12 @@ def main():
 
     w, h = workload["image_size"]
     images = pages(args.pages, w, h)
-    hf_seconds = hf_generate(model_dir, images, workload["new_tokens"], args.hf_batch)
+    hf_seconds = hf_generate(model_dir, images, workload["new_tokens"], args.hf_batch, device)
     generated = sum(workload["new_tokens"])
     result["transformers"] = {"seconds": hf_seconds, "batch": args.hf_batch, "pages_per_second": args.pages / hf_seconds,
                               "generated_tokens_per_second": generated / hf_seconds}
 
-    fl = floor(workload, params, vision, flops_rate, bw_rate)
+    fl = floor(workload, text, vision_cfg, params, vision, flops_rate, bw_rate)
     result["floor"] = fl
     result["summary"] = {
         "vellum_pages_per_second": workload["pages_per_second"],

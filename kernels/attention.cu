@@ -5,6 +5,9 @@
 // lives in block `block_tables[seq][p / block_size]`, slot `p % block_size`. Scores, softmax and
 // accumulation are f32 whatever the storage dtype; queries are pre-scaled by 1/sqrt(head_dim).
 #include "common.cuh"
+#ifndef VELLUM_CUDA_ON_CPU
+#include <mma.h>
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // KV-cache write: row t of `src` (tokens, kv_heads·head_dim) goes to slot `slots[t]` of `cache`.
@@ -236,6 +239,136 @@ __device__ void tiled_attention(T* out, const T* q, const T* k, const T* v, cons
 }
 
 // ---------------------------------------------------------------------------------------------
+// The same attention on tensor cores, for bf16/f16 and head dims that are multiples of 16: one
+// warp per 16 query rows, 32-position K/V tiles. S = Q·Kᵀ and P·V run as 16×16×16 wmma products
+// (f32 accumulation); the scale, mask and online softmax are f32 in shared memory; the output
+// accumulator O (16 × D, f32) lives in shared memory, rescaled per row as the row maximum moves.
+// grid: as tiled_attention; block: 32 threads.
+constexpr int MMA_ROWS = 16, MMA_KEYS = 32;
+
+template <typename T, int D, bool PAGED>
+__device__ void tiled_attention_mma(T* out, const T* q, const T* k, const T* v, const uint32_t* cu_q,
+                                    const uint32_t* context_lens, const uint32_t* block_tables, uint32_t max_blocks,
+                                    uint32_t block_size, uint32_t heads, uint32_t kv_heads, float scale) {
+  using namespace nvcuda;
+  static_assert(D % 16 == 0, "wmma tiles are 16 wide");
+  // Row strides in elements: multiples of 8 (16-bit) or 4 (f32) as wmma requires, padded off
+  // the 32-bank period.
+  constexpr int LD = D + 8, LDS = MMA_KEYS + 4, LDP = MMA_KEYS + 8;
+  const uint32_t tile = blockIdx.x, head = blockIdx.y, seq = blockIdx.z;
+  const uint32_t q_start = cu_q[seq], q_len = cu_q[seq + 1] - q_start, row0 = tile * MMA_ROWS;
+  if (row0 >= q_len) return;
+  const uint32_t ctx = PAGED ? context_lens[seq] : 0;
+  const uint32_t kv_end = PAGED ? ctx + min(row0 + MMA_ROWS, q_len) : q_len;
+  const uint32_t kvh = head / (heads / kv_heads);
+  const uint32_t* table = PAGED ? block_tables + (size_t)seq * max_blocks : nullptr;
+  const size_t kv_row = (size_t)kv_heads * D;
+  const int lane = threadIdx.x;
+
+  __shared__ __align__(32) T qs[MMA_ROWS * LD];
+  __shared__ __align__(32) T ks[MMA_KEYS * LD];
+  __shared__ __align__(32) T vs[MMA_KEYS * LD];
+  __shared__ __align__(32) float ss[MMA_ROWS * LDS];
+  __shared__ __align__(32) T ps[MMA_ROWS * LDP];
+  __shared__ __align__(32) float os[MMA_ROWS * D];
+  __shared__ float row_max[MMA_ROWS], row_sum[MMA_ROWS], row_scale[MMA_ROWS];
+
+  for (int i = lane; i < MMA_ROWS * D; i += 32) {
+    const int r = i / D, d = i % D;
+    qs[r * LD + d] = row0 + r < q_len ? q[((size_t)(q_start + row0 + r) * heads + head) * D + d] : from_f32<T>(0.f);
+    os[i] = 0.f;
+  }
+  if (lane < MMA_ROWS) {
+    row_max[lane] = -INFINITY;
+    row_sum[lane] = 0.f;
+  }
+  __syncwarp();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[D / 16];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) wmma::load_matrix_sync(qf[kk], qs + kk * 16, LD);
+
+  for (uint32_t kv0 = 0; kv0 < kv_end; kv0 += MMA_KEYS) {
+    for (int i = lane; i < MMA_KEYS * D; i += 32) {
+      const int kk = i / D, d = i % D;
+      const uint32_t pos = kv0 + kk;
+      T kval = from_f32<T>(0.f), vval = from_f32<T>(0.f);
+      if (pos < kv_end) {
+        const size_t off = PAGED ? cache_row(table, pos, block_size) * kv_row + (size_t)kvh * D + d
+                                 : ((size_t)(q_start + pos) * kv_heads + kvh) * D + d;
+        kval = k[off];
+        vval = v[off];
+      }
+      ks[kk * LD + d] = kval;
+      vs[kk * LD + d] = vval;
+    }
+    __syncwarp();
+    // S = Q·Kᵀ: K's rows, read column-major, are Kᵀ.
+#pragma unroll
+    for (int n = 0; n < MMA_KEYS / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
+      wmma::fill_fragment(sf, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
+        wmma::load_matrix_sync(kf, ks + n * 16 * LD + kk * 16, LD);
+        wmma::mma_sync(sf, qf[kk], kf, sf);
+      }
+      wmma::store_matrix_sync(ss + n * 16, sf, LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (lane < MMA_ROWS) {
+      const uint32_t qi = row0 + lane;
+      float tile_max = -INFINITY;
+      for (int j = 0; j < MMA_KEYS; ++j) {
+        const uint32_t pos = kv0 + j;
+        const bool visible = qi < q_len && pos < kv_end && (!PAGED || pos <= ctx + qi);
+        const float s = visible ? ss[lane * LDS + j] * scale : -INFINITY;
+        ss[lane * LDS + j] = s;
+        tile_max = fmaxf(tile_max, s);
+      }
+      const float m = row_max[lane], m_new = fmaxf(m, tile_max);
+      float psum = 0.f;
+      for (int j = 0; j < MMA_KEYS; ++j) {
+        const float s = ss[lane * LDS + j];
+        const T p = from_f32<T>(s == -INFINITY ? 0.f : expf(s - m_new));
+        ps[lane * LDP + j] = p;
+        psum += to_f32(p);  // the weights P·V will use
+      }
+      const float correction = m_new == -INFINITY ? 1.f : expf(m - m_new);
+      row_sum[lane] = row_sum[lane] * correction + psum;
+      row_max[lane] = m_new;
+      row_scale[lane] = correction;
+    }
+    __syncwarp();
+    // O = O·correction + P·V, 16 output columns at a time through ss.
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
+      wmma::fill_fragment(of, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < MMA_KEYS / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
+        wmma::load_matrix_sync(pf, ps + kk * 16, LDP);
+        wmma::load_matrix_sync(vf, vs + kk * 16 * LD + n * 16, LD);
+        wmma::mma_sync(of, pf, vf, of);
+      }
+      wmma::store_matrix_sync(ss, of, LDS, wmma::mem_row_major);
+      __syncwarp();
+      for (int i = lane; i < 16 * 16; i += 32) {
+        const int r = i / 16, c = i % 16;
+        os[r * D + n * 16 + c] = os[r * D + n * 16 + c] * row_scale[r] + ss[r * LDS + c];
+      }
+      __syncwarp();
+    }
+  }
+  for (int i = lane; i < MMA_ROWS * D; i += 32) {
+    const int r = i / D, d = i % D;
+    if (row0 + r < q_len) out[((size_t)(q_start + row0 + r) * heads + head) * D + d] = from_f32<T>(os[i] / row_sum[r]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 #define INSTANTIATE_CACHE(T, S)                                                                      \
   extern "C" __global__ void reshape_and_cache_##S(const T* src, T* cache, const uint32_t* slots,    \
                                                    uint32_t row) {                                   \
@@ -268,6 +401,24 @@ FOR_EACH_DTYPE(INSTANTIATE_CACHE)
       uint32_t kv_heads, float scale) {                                                                        \
     tiled_attention<T, D, false>(out, q, k, v, cu_seqlens, nullptr, nullptr, 0, 0, heads, kv_heads, scale);    \
   }
+
+#define INSTANTIATE_MMA(T, S, D)                                                                                \
+  extern "C" __global__ void __launch_bounds__(32) paged_prefill_mma_##S##_d##D(                                \
+      T* out, const T* q, const T* k_cache, const T* v_cache, const uint32_t* cu_q,                            \
+      const uint32_t* context_lens, const uint32_t* block_tables, uint32_t max_blocks, uint32_t block_size,    \
+      uint32_t heads, uint32_t kv_heads, float scale) {                                                        \
+    tiled_attention_mma<T, D, true>(out, q, k_cache, v_cache, cu_q, context_lens, block_tables, max_blocks,    \
+                                    block_size, heads, kv_heads, scale);                                       \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(32) varlen_attention_mma_##S##_d##D(                             \
+      T* out, const T* q, const T* k, const T* v, const uint32_t* cu_seqlens, uint32_t heads,                  \
+      uint32_t kv_heads, float scale) {                                                                        \
+    tiled_attention_mma<T, D, false>(out, q, k, v, cu_seqlens, nullptr, nullptr, 0, 0, heads, kv_heads, scale); \
+  }
+#define INSTANTIATE_MMA_HEAD_DIMS(T, S) \
+  INSTANTIATE_MMA(T, S, 16) INSTANTIATE_MMA(T, S, 64) INSTANTIATE_MMA(T, S, 80) INSTANTIATE_MMA(T, S, 128)
+INSTANTIATE_MMA_HEAD_DIMS(__nv_bfloat16, bf16)
+INSTANTIATE_MMA_HEAD_DIMS(__half, f16)
 
 // 64, 80 (nano GPT, Qwen vision) and 128 (Qwen text) are the real models'; 8, 16, 24 the tiny test models'.
 #define INSTANTIATE_HEAD_DIMS(T, S)                                                            \

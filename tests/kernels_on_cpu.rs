@@ -73,6 +73,8 @@ fn kernels_match_double_precision_references_on_the_cpu() {
         "rotary_neg_theta/bf16",
         "reshape_and_cache/bf16/d128",
         "paged_prefill/bf16/d128",
+        "paged_prefill_mma/bf16/d128",
+        "varlen_attention_mma/f16/d80",
         "paged_decode/bf16/d80",
         "paged_decode_split/f32/d128",
         "varlen_attention/bf16/d80",

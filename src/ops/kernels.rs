@@ -43,6 +43,18 @@ const DECODE_THREADS: u32 = 128;
 const TILE_ROWS: usize = 16;
 const TILE_THREADS: u32 = 128;
 
+/// The tiled attention kernel for a dtype and head dim: the tensor-core (wmma) variant, one warp
+/// per 16 rows, for 16-bit dtypes and head dims that are multiples of 16; the CUDA-core one (8
+/// threads per row) otherwise.
+fn tiled(kernel: &str, dtype: DType, dim: usize) -> Result<(String, u32)> {
+    let dt = suffix(dtype)?;
+    Ok(if dtype != DType::F32 && dim.is_multiple_of(16) {
+        (format!("{kernel}_mma_{dt}_d{dim}"), 32)
+    } else {
+        (format!("{kernel}_{dt}_d{dim}"), TILE_THREADS)
+    })
+}
+
 /// Whether the kernels take this tensor: on a CUDA device, in a float dtype they are built for.
 pub fn takes(t: &Tensor) -> bool {
     t.device().is_cuda() && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
@@ -411,19 +423,20 @@ pub fn paged_prefill(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Pag
     let (_, heads, dim) = q.dims3()?;
     let (_, block_size, kv_heads, _) = k_cache.dims4()?;
     let out = output_like(&q)?;
+    let (name, threads) = tiled("paged_prefill", q.dtype(), dim)?;
     let cfg = LaunchConfig {
         grid_dim: (
             batch.max_rows.div_ceil(TILE_ROWS) as u32,
             heads as u32,
             batch.seqs as u32,
         ),
-        block_dim: (TILE_THREADS, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
     launch(
         &cuda_device(&q)?,
         &ATTENTION,
-        &format!("paged_prefill_{}_d{dim}", suffix(q.dtype())?),
+        &name,
         cfg,
         &[
             ptr(&out)?,
@@ -456,19 +469,20 @@ pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]
     }
     let cu: Vec<u32> = cu_seqlens.iter().map(|&c| c as u32).collect();
     let cu = u32_tensor(&cu, q.device())?;
+    let (name, threads) = tiled("varlen_attention", q.dtype(), dim)?;
     let cfg = LaunchConfig {
         grid_dim: (
             max_len.div_ceil(TILE_ROWS) as u32,
             heads as u32,
             (cu_seqlens.len() - 1) as u32,
         ),
-        block_dim: (TILE_THREADS, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
     launch(
         &cuda_device(&q)?,
         &ATTENTION,
-        &format!("varlen_attention_{}_d{dim}", suffix(q.dtype())?),
+        &name,
         cfg,
         &[
             ptr(&out)?,

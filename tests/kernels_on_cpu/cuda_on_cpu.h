@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #define VELLUM_CUDA_ON_CPU 1
@@ -23,6 +24,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(n)
+#define __align__(n) __attribute__((aligned(n)))
 #define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(cuda_on_cpu::dynamic_shared.data())
 
 struct dim3 {
@@ -92,6 +94,60 @@ inline __half __float2half_rn(float f) {
   std::memcpy(&x.bits, &h, 2);
   return x;
 }
+inline float to_float_on_cpu(float x) { return x; }
+inline float to_float_on_cpu(__nv_bfloat16 x) { return __bfloat162float(x); }
+inline float to_float_on_cpu(__half x) { return __half2float(x); }
+
+// wmma, as its API defines it: a fragment is the whole 16×16 tile (every thread holds a copy;
+// the real layout across lanes is opaque to kernels that only load, multiply and store), loads
+// read from memory the caller synchronised, mma accumulates in f32, and lane 0 stores (the
+// caller synchronises before reading back, as on the GPU).
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "only 16x16x16 tiles are emulated");
+  float v[256];
+};
+
+template <typename Use, typename T, typename Layout, typename P>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const P* p, unsigned ldm) {
+  // Element (row, col) of the tile: A is (m, k), B is (k, n).
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c)
+      f.v[r * 16 + c] = to_float_on_cpu(std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r]);
+}
+
+template <typename T>
+void fill_fragment(fragment<accumulator, 16, 16, 16, T>& f, float value) {
+  for (auto& x : f.v) x = value;
+}
+
+template <typename TA, typename LA, typename TB, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, TA, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, TB, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[256];
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float acc = c.v[m * 16 + n];
+      for (int k = 0; k < 16; ++k) acc += a.v[m * 16 + k] * b.v[k * 16 + n];
+      out[m * 16 + n] = acc;
+    }
+  std::memcpy(d.v, out, sizeof out);
+}
+
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t layout) {
+  if (cuda_on_cpu::tid % 32 != 0) return;
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.v[r * 16 + c];
+}
+}  // namespace nvcuda::wmma
 
 namespace cuda_on_cpu {
 // Runs `kernel` (a call of the kernel with its arguments bound) over the grid.

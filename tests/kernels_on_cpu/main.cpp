@@ -45,6 +45,15 @@ ELEMENTWISE(f16, f16)
 #define HEAD_DIMS(T, S) ATTENTION(T, S, 16) ATTENTION(T, S, 80) ATTENTION(T, S, 128)
 HEAD_DIMS(float, f32)
 HEAD_DIMS(bf16, bf16)
+HEAD_DIMS(f16, f16)
+
+#define MMA(T, S, D)                                                                                         \
+  extern "C" void paged_prefill_mma_##S##_d##D(T*, const T*, const T*, const T*, const uint32_t*,            \
+                                               const uint32_t*, const uint32_t*, uint32_t, uint32_t, uint32_t, \
+                                               uint32_t, float);                                             \
+  extern "C" void varlen_attention_mma_##S##_d##D(T*, const T*, const T*, const T*, const uint32_t*, uint32_t, \
+                                                  uint32_t, float);
+MMA(bf16, bf16, 16) MMA(bf16, bf16, 80) MMA(bf16, bf16, 128) MMA(f16, f16, 80)
 
 static std::mt19937 rng(std::random_device{}());
 static int failures = 0, checks = 0;
@@ -203,7 +212,8 @@ void paged(const char* tag, double tol,
                            uint32_t, uint32_t, uint32_t, float),
            void (*decode)(T*, float*, float*, float*, const T*, const T*, const T*, const uint32_t*, const uint32_t*,
                           uint32_t, uint32_t, uint32_t, float, uint32_t),
-           void (*reduce)(T*, const float*, const float*, const float*, const uint32_t*, uint32_t, uint32_t)) {
+           void (*reduce)(T*, const float*, const float*, const float*, const uint32_t*, uint32_t, uint32_t),
+           decltype(prefill) prefill_mma) {
   const unsigned heads = 4, kv_heads = 2, block_size = 16, seqs = 3, row = kv_heads * D;
   std::uniform_int_distribution<unsigned> total_len(20, 70);
   std::vector<unsigned> total(seqs), cached(seqs);
@@ -279,6 +289,14 @@ void paged(const char* tag, double tol,
         expected(s, cached[s] + j, h, &q.host[o], &want[o]);
       }
   check(std::string("paged_prefill/") + tag + "/d" + std::to_string(D), out.dev, want, tol);
+  if (prefill_mma) {
+    auto mma_out = Buf<T>::output(q.dev.size());
+    cuda_on_cpu::launch({(max_rows + 15) / 16, heads, seqs}, {32}, 0, [&] {
+      prefill_mma(mma_out.dev.data(), q.dev.data(), k_cache.dev.data(), v_cache.dev.data(), cu_q.data(), context.data(),
+                  tables.data(), max_blocks, block_size, heads, kv_heads, scale);
+    });
+    check(std::string("paged_prefill_mma/") + tag + "/d" + std::to_string(D), mma_out.dev, want, tol);
+  }
 
   // Decode: one row per sequence at its last position, over all its positions.
   std::vector<uint32_t> ctx(seqs);
@@ -313,7 +331,8 @@ void paged(const char* tag, double tol,
 // Packed segments attending within themselves (the vision tower's windows and full blocks).
 template <typename T, unsigned D>
 void varlen(const char* tag, double tol,
-            void (*kernel)(T*, const T*, const T*, const T*, const uint32_t*, uint32_t, uint32_t, float)) {
+            void (*kernel)(T*, const T*, const T*, const T*, const uint32_t*, uint32_t, uint32_t, float),
+            decltype(kernel) kernel_mma) {
   const unsigned heads = 2;
   const std::vector<uint32_t> cu{0, 1, 17, 50, 53};
   const unsigned tokens = cu.back();
@@ -321,9 +340,15 @@ void varlen(const char* tag, double tol,
   auto out = Buf<T>::output(q.dev.size());
   unsigned max_len = 0;
   for (size_t i = 0; i + 1 < cu.size(); ++i) max_len = std::max(max_len, cu[i + 1] - cu[i]);
+  auto mma_out = Buf<T>::output(q.dev.size());
   cuda_on_cpu::launch({(max_len + 15) / 16, heads, unsigned(cu.size() - 1)}, {128}, 0, [&] {
     kernel(out.dev.data(), q.dev.data(), k.dev.data(), v.dev.data(), cu.data(), heads, heads, 1.f / std::sqrt(float(D)));
   });
+  if (kernel_mma)
+    cuda_on_cpu::launch({(max_len + 15) / 16, heads, unsigned(cu.size() - 1)}, {32}, 0, [&] {
+      kernel_mma(mma_out.dev.data(), q.dev.data(), k.dev.data(), v.dev.data(), cu.data(), heads, heads,
+                 1.f / std::sqrt(float(D)));
+    });
   std::vector<double> want(q.dev.size());
   for (size_t s = 0; s + 1 < cu.size(); ++s)
     for (unsigned i = cu[s]; i < cu[s + 1]; ++i)
@@ -336,12 +361,13 @@ void varlen(const char* tag, double tol,
         attend(&q.host[(size_t(i) * heads + h) * D], ks, vs, D, &want[(size_t(i) * heads + h) * D]);
       }
   check(std::string("varlen_attention/") + tag + "/d" + std::to_string(D), out.dev, want, tol);
+  if (kernel_mma) check(std::string("varlen_attention_mma/") + tag + "/d" + std::to_string(D), mma_out.dev, want, tol);
 }
 
-#define ATTENTION_CHECKS(T, S, D, TOL)                                                                      \
+#define ATTENTION_CHECKS(T, S, D, TOL, PREFILL_MMA, VARLEN_MMA)                                             \
   paged<T, D>(#S, TOL, reshape_and_cache_##S, paged_prefill_##S##_d##D, paged_decode_##S##_d##D,           \
-              paged_decode_reduce_##S##_d##D);                                                              \
-  varlen<T, D>(#S, TOL, varlen_attention_##S##_d##D);
+              paged_decode_reduce_##S##_d##D, PREFILL_MMA);                                                 \
+  varlen<T, D>(#S, TOL, varlen_attention_##S##_d##D, VARLEN_MMA);
 
 int main() {
   elementwise<float>("f32", 1e-5, silu_and_mul_f32, relu_squared_f32, softcap_f32);
@@ -353,11 +379,13 @@ int main() {
   rotary<float>("f32", 1e-5, rotary_f32);
   rotary<bf16>("bf16", 1e-2, rotary_bf16);
   rotary<f16>("f16", 2e-3, rotary_f16);
-  ATTENTION_CHECKS(float, f32, 16, 1e-5)
-  ATTENTION_CHECKS(float, f32, 80, 1e-5)
-  ATTENTION_CHECKS(float, f32, 128, 1e-5)
-  ATTENTION_CHECKS(bf16, bf16, 80, 1e-2)
-  ATTENTION_CHECKS(bf16, bf16, 128, 1e-2)
+  ATTENTION_CHECKS(float, f32, 16, 1e-5, nullptr, nullptr)
+  ATTENTION_CHECKS(float, f32, 80, 1e-5, nullptr, nullptr)
+  ATTENTION_CHECKS(float, f32, 128, 1e-5, nullptr, nullptr)
+  ATTENTION_CHECKS(bf16, bf16, 16, 1e-2, paged_prefill_mma_bf16_d16, varlen_attention_mma_bf16_d16)
+  ATTENTION_CHECKS(bf16, bf16, 80, 1e-2, paged_prefill_mma_bf16_d80, varlen_attention_mma_bf16_d80)
+  ATTENTION_CHECKS(bf16, bf16, 128, 1e-2, paged_prefill_mma_bf16_d128, varlen_attention_mma_bf16_d128)
+  ATTENTION_CHECKS(f16, f16, 80, 2e-3, paged_prefill_mma_f16_d80, varlen_attention_mma_f16_d80)
   std::printf("%d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

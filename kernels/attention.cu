@@ -23,96 +23,120 @@ __device__ __forceinline__ size_t cache_row(const uint32_t* table, uint32_t pos,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode: one query token per sequence. grid: (heads, seqs, partitions); block: DECODE_THREADS.
-// Each block covers `partition_size` positions of one (sequence, head). With one partition the
-// block writes the final output; with several (split-K, for long contexts) it writes its
-// partition's normalised output, max score and exp-sum, and `paged_decode_reduce` merges them.
-// Dynamic shared memory: (D + 32 + warps·D + partition_size) floats.
-constexpr int DECODE_THREADS = 128;
+// Decode: one query token per sequence. grid: (kv_heads, seqs, partitions); block: DECODE_THREADS.
+// A block serves the `group` query heads that share one KV head (GQA), so each cached K/V row is
+// read once for all of them, and covers `partition_size` positions of its sequence. With one
+// partition the block writes the final output; with several (split-K, for long contexts) it
+// writes each head's partition output (normalised), max score and exp-sum, and
+// `paged_decode_reduce` merges them. Dynamic shared memory: group·(D + warps·D + partition) + 32
+// floats.
+constexpr int DECODE_THREADS = 128, MAX_GROUP = 8;
 
 template <typename T, int D>
 __device__ void paged_decode(T* out, float* part_out, float* part_max, float* part_sum, const T* q,
                              const T* k_cache, const T* v_cache, const uint32_t* block_tables,
                              const uint32_t* context_lens, uint32_t max_blocks, uint32_t block_size,
-                             uint32_t kv_heads, float scale, uint32_t partition_size) {
-  const uint32_t head = blockIdx.x, seq = blockIdx.y, part = blockIdx.z;
-  const uint32_t heads = gridDim.x, parts = gridDim.z;
+                             uint32_t heads, float scale, uint32_t partition_size) {
+  const uint32_t kvh = blockIdx.x, seq = blockIdx.y, part = blockIdx.z;
+  const uint32_t kv_heads = gridDim.x, parts = gridDim.z, group = heads / kv_heads;
   const uint32_t ctx = context_lens[seq], start = part * partition_size;
   if (start >= ctx) return;  // the whole block leaves together
-  const uint32_t end = min(ctx, start + partition_size);
-  const uint32_t kvh = head / (heads / kv_heads);
+  const uint32_t end = min(ctx, start + partition_size), n = end - start;
   constexpr int WARPS = DECODE_THREADS / 32, PER_LANE = (D + 31) / 32;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
   DYNAMIC_SHARED(float, smem);
-  float* qs = smem;
-  float* scratch = qs + D;
-  float* partial = scratch + 32;
-  float* logits = partial + WARPS * D;
+  float* qs = smem;                              // [group][D]
+  float* partial = qs + group * D;               // [warps][group][D]
+  float* logits = partial + WARPS * group * D;   // [group][partition]
+  float* scratch = logits + group * partition_size;  // [32]
+  __shared__ float row_max[MAX_GROUP], row_sum[MAX_GROUP];
 
-  const size_t qo = ((size_t)seq * heads + head) * D;
-  for (int i = threadIdx.x; i < D; i += blockDim.x) qs[i] = to_f32(q[qo + i]) * scale;
+  const size_t q0 = ((size_t)seq * heads + (size_t)kvh * group) * D;  // the group's heads are adjacent
+  for (uint32_t i = threadIdx.x; i < group * D; i += blockDim.x) qs[i] = to_f32(q[q0 + i]) * scale;
   __syncthreads();
 
   const uint32_t* table = block_tables + (size_t)seq * max_blocks;
   const size_t row = (size_t)kv_heads * D;
-  // Scores: a warp per position, lanes across the head dimension.
+  // Scores: a warp per position, lanes across the head dimension, the K row held in registers.
   for (uint32_t p = start + warp; p < end; p += WARPS) {
     const T* k = k_cache + cache_row(table, p, block_size) * row + (size_t)kvh * D;
-    float dot = 0.f;
+    float kr[PER_LANE];
 #pragma unroll
-    for (int j = 0; j < PER_LANE; ++j) {
-      const int i = lane + 32 * j;
-      if (i < D) dot += qs[i] * to_f32(k[i]);
+    for (int j = 0; j < PER_LANE; ++j) kr[j] = lane + 32 * j < D ? to_f32(k[lane + 32 * j]) : 0.f;
+    for (uint32_t g = 0; g < group; ++g) {
+      float dot = 0.f;
+#pragma unroll
+      for (int j = 0; j < PER_LANE; ++j)
+        if (lane + 32 * j < D) dot += qs[g * D + lane + 32 * j] * kr[j];
+      dot = warp_sum(dot);
+      if (lane == 0) logits[g * partition_size + (p - start)] = dot;
     }
-    dot = warp_sum(dot);
-    if (lane == 0) logits[p - start] = dot;
   }
   __syncthreads();
-  const uint32_t n = end - start;
-  float m = -INFINITY;
-  for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, logits[i]);
-  m = block_max(m, scratch);
-  float s = 0.f;
-  for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float e = expf(logits[i] - m);
-    logits[i] = e;
-    s += e;
+  for (uint32_t g = 0; g < group; ++g) {
+    float* lg = logits + g * partition_size;
+    float m = -INFINITY;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, lg[i]);
+    m = block_max(m, scratch);
+    float s = 0.f;
+    for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+      const float e = expf(lg[i] - m);
+      lg[i] = e;
+      s += e;
+    }
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) {
+      row_max[g] = m;
+      row_sum[g] = s;
+    }
   }
-  s = block_sum(s, scratch);  // its barriers also publish the exponentials
+  __syncthreads();  // the exponentials and the row statistics are published
 
-  float acc[PER_LANE];
+  float acc[MAX_GROUP][PER_LANE];
 #pragma unroll
-  for (int j = 0; j < PER_LANE; ++j) acc[j] = 0.f;
+  for (int g = 0; g < MAX_GROUP; ++g)
+#pragma unroll
+    for (int j = 0; j < PER_LANE; ++j) acc[g][j] = 0.f;
   for (uint32_t p = start + warp; p < end; p += WARPS) {
     const T* v = v_cache + cache_row(table, p, block_size) * row + (size_t)kvh * D;
-    const float w = logits[p - start];
+    float vr[PER_LANE];
 #pragma unroll
-    for (int j = 0; j < PER_LANE; ++j) {
-      const int i = lane + 32 * j;
-      if (i < D) acc[j] += w * to_f32(v[i]);
+    for (int j = 0; j < PER_LANE; ++j) vr[j] = lane + 32 * j < D ? to_f32(v[lane + 32 * j]) : 0.f;
+#pragma unroll
+    for (int g = 0; g < MAX_GROUP; ++g) {
+      if (g < (int)group) {
+        const float w = logits[g * partition_size + (p - start)];
+#pragma unroll
+        for (int j = 0; j < PER_LANE; ++j) acc[g][j] += w * vr[j];
+      }
     }
   }
 #pragma unroll
-  for (int j = 0; j < PER_LANE; ++j) {
-    const int i = lane + 32 * j;
-    if (i < D) partial[warp * D + i] = acc[j];
+  for (int g = 0; g < MAX_GROUP; ++g) {
+    if (g < (int)group) {
+#pragma unroll
+      for (int j = 0; j < PER_LANE; ++j)
+        if (lane + 32 * j < D) partial[(warp * group + g) * D + lane + 32 * j] = acc[g][j];
+    }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < D; i += blockDim.x) {
+  for (uint32_t idx = threadIdx.x; idx < group * D; idx += blockDim.x) {
+    const uint32_t g = idx / D, i = idx % D, head = kvh * group + g;
     float o = 0.f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) o += partial[w * D + i];
-    o /= s;
+    for (int w = 0; w < WARPS; ++w) o += partial[(w * group + g) * D + i];
+    o /= row_sum[g];
     if (parts == 1) {
-      out[qo + i] = from_f32<T>(o);
+      out[((size_t)seq * heads + head) * D + i] = from_f32<T>(o);
     } else {
       part_out[(((size_t)seq * heads + head) * parts + part) * D + i] = o;
     }
   }
-  if (parts > 1 && threadIdx.x == 0) {
-    part_max[((size_t)seq * heads + head) * parts + part] = m;
-    part_sum[((size_t)seq * heads + head) * parts + part] = s;
+  if (parts > 1 && threadIdx.x < group) {
+    const size_t at = ((size_t)seq * heads + kvh * group + threadIdx.x) * parts + part;
+    part_max[at] = row_max[threadIdx.x];
+    part_sum[at] = row_sum[threadIdx.x];
   }
 }
 
@@ -380,9 +404,9 @@ FOR_EACH_DTYPE(INSTANTIATE_CACHE)
   extern "C" __global__ void __launch_bounds__(DECODE_THREADS) paged_decode_##S##_d##D(                         \
       T* out, float* part_out, float* part_max, float* part_sum, const T* q, const T* k_cache,                 \
       const T* v_cache, const uint32_t* block_tables, const uint32_t* context_lens, uint32_t max_blocks,       \
-      uint32_t block_size, uint32_t kv_heads, float scale, uint32_t partition_size) {                          \
+      uint32_t block_size, uint32_t heads, float scale, uint32_t partition_size) {                             \
     paged_decode<T, D>(out, part_out, part_max, part_sum, q, k_cache, v_cache, block_tables, context_lens,     \
-                       max_blocks, block_size, kv_heads, scale, partition_size);                               \
+                       max_blocks, block_size, heads, scale, partition_size);                                  \
   }                                                                                                            \
   extern "C" __global__ void __launch_bounds__(DECODE_THREADS) paged_decode_reduce_##S##_d##D(                  \
       T* out, const float* part_out, const float* part_max, const float* part_sum,                             \

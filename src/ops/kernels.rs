@@ -40,6 +40,10 @@ pub const HEAD_DIMS: [usize; 6] = [8, 16, 24, 64, 80, 128];
 pub const DECODE_PARTITION: usize = 512;
 
 const DECODE_THREADS: u32 = 128;
+/// Query heads per KV head the decode kernel serves (kernels/attention.cu's MAX_GROUP).
+const MAX_GROUP: usize = 8;
+/// Shared memory a block may take without opting in to more.
+const MAX_SHARED: usize = 48 * 1024;
 const TILE_ROWS: usize = 16;
 const TILE_THREADS: u32 = 128;
 
@@ -329,14 +333,23 @@ impl PagedBatch {
     }
 }
 
-/// One query row per sequence (q: seqs, heads, head_dim) over the paged cache; `split` runs the
-/// split-K variant with partitions of `DECODE_PARTITION` positions.
+/// One query row per sequence (q: seqs, heads, head_dim) over the paged cache, a block per
+/// (KV head, sequence) serving the query heads that share it; `split` runs the split-K variant
+/// with partitions of `DECODE_PARTITION` positions (also chosen when one partition would not fit
+/// the block's shared memory).
 pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &PagedBatch, split: bool) -> Result<Tensor> {
     let q = q.to_dtype(k_cache.dtype())?.contiguous()?;
     let (seqs, heads, dim) = q.dims3()?;
     let (_, block_size, kv_heads, _) = k_cache.dims4()?;
+    let group = heads / kv_heads;
+    if group > MAX_GROUP {
+        bail!("the paged decode kernel serves up to {MAX_GROUP} query heads per KV head, not {group}");
+    }
     let dev = cuda_device(&q)?;
     let out = output_like(&q)?;
+    let warps = DECODE_THREADS as usize / 32;
+    let shared = |partition: usize| (group * (dim + warps * dim + partition) + 32) * 4;
+    let split = split || shared(batch.max_context.max(1)) > MAX_SHARED;
     let (parts, partition) = if split {
         (batch.max_context.div_ceil(DECODE_PARTITION).max(1), DECODE_PARTITION)
     } else {
@@ -352,18 +365,11 @@ pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Page
     } else {
         None
     };
-    let warps = DECODE_THREADS as usize / 32;
     let cfg = LaunchConfig {
-        grid_dim: (heads as u32, seqs as u32, parts as u32),
+        grid_dim: (kv_heads as u32, seqs as u32, parts as u32),
         block_dim: (DECODE_THREADS, 1, 1),
-        shared_mem_bytes: ((dim + 32 + warps * dim + partition) * 4) as u32,
+        shared_mem_bytes: shared(partition) as u32,
     };
-    if cfg.shared_mem_bytes > 48 * 1024 {
-        bail!(
-            "paged decode over {} positions needs the split-K variant",
-            batch.max_context
-        );
-    }
     let dt = suffix(q.dtype())?;
     let (po, pm, ps) = match &scratch {
         Some((o, m, s)) => (ptr(o)?, ptr(m)?, ptr(s)?),
@@ -386,7 +392,7 @@ pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Page
             ptr(&batch.context_lens)?,
             Arg::U32(batch.max_blocks as u32),
             Arg::U32(block_size as u32),
-            Arg::U32(kv_heads as u32),
+            Arg::U32(heads as u32),
             Arg::F32(1.0 / (dim as f32).sqrt()),
             Arg::U32(partition as u32),
         ],

@@ -214,7 +214,7 @@ void paged(const char* tag, double tol,
                           uint32_t, uint32_t, uint32_t, float, uint32_t),
            void (*reduce)(T*, const float*, const float*, const float*, const uint32_t*, uint32_t, uint32_t),
            decltype(prefill) prefill_mma) {
-  const unsigned heads = 4, kv_heads = 2, block_size = 16, seqs = 3, row = kv_heads * D;
+  const unsigned heads = 14, kv_heads = 2, block_size = 16, seqs = 3, row = kv_heads * D;  // Qwen's group of 7
   std::uniform_int_distribution<unsigned> total_len(20, 70);
   std::vector<unsigned> total(seqs), cached(seqs);
   unsigned blocks_needed = 0;
@@ -313,12 +313,13 @@ void paged(const char* tag, double tol,
     const unsigned parts = (max_ctx + partition - 1) / partition;
     auto dout = Buf<T>::output(dq.dev.size());
     std::vector<float> part_out(size_t(seqs) * heads * parts * D), part_max(seqs * heads * parts), part_sum(seqs * heads * parts);
-    const size_t shared = (D + 32 + 4 * D + partition) * sizeof(float);
+    const unsigned group = heads / kv_heads;
+    const size_t shared = (group * (D + 4 * D + partition) + 32) * sizeof(float);
     const bool split = parts > 1;
-    cuda_on_cpu::launch({heads, seqs, parts}, {128}, shared, [&] {
+    cuda_on_cpu::launch({kv_heads, seqs, parts}, {128}, shared, [&] {
       decode(dout.dev.data(), split ? part_out.data() : nullptr, split ? part_max.data() : nullptr,
              split ? part_sum.data() : nullptr, dq.dev.data(), k_cache.dev.data(), v_cache.dev.data(), tables.data(),
-             ctx.data(), max_blocks, block_size, kv_heads, scale, partition);
+             ctx.data(), max_blocks, block_size, heads, scale, partition);
     });
     if (split)
       cuda_on_cpu::launch({heads, seqs, 1}, {128}, 0, [&] {

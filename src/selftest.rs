@@ -277,7 +277,7 @@ mod kernel_checks {
     /// steps; contexts up to `longest` (over 1024 the decode runs split-K).
     fn paged(device: &Device, dt: DType, tol: f64, dim: usize, longest: usize, tag: &str) -> Result<Vec<Check>> {
         let mut rng = rand::rng();
-        let (heads, kv_heads, block_size) = (8, 2, 16);
+        let (heads, kv_heads, block_size) = (14, 2, 16); // Qwen2.5-VL-7B's GQA group of 7
         let lens: Vec<(usize, usize)> = (0..3)
             .map(|_| {
                 let total = rng.random_range(longest / 2..longest);

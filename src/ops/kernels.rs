@@ -47,16 +47,28 @@ const MAX_SHARED: usize = 48 * 1024;
 const TILE_ROWS: usize = 16;
 const TILE_THREADS: u32 = 128;
 
-/// The tiled attention kernel for a dtype and head dim: the tensor-core (wmma) variant, one warp
-/// per 16 rows, for 16-bit dtypes and head dims that are multiples of 16; the CUDA-core one (8
-/// threads per row) otherwise.
-fn tiled(kernel: &str, dtype: DType, dim: usize) -> Result<(String, u32)> {
-    let dt = suffix(dtype)?;
-    Ok(if dtype != DType::F32 && dim.is_multiple_of(16) {
+/// Launches a tiled attention kernel over (tiles of 16 query rows, heads, segments) and returns
+/// its output, the kernel's first argument; `args` are the rest. The tensor-core (wmma) variant,
+/// one warp per tile, serves 16-bit dtypes and head dims that are multiples of 16; the CUDA-core
+/// one (8 threads per row) the others.
+fn launch_tiled(kernel: &str, q: &Tensor, max_rows: usize, segments: usize, args: &[Arg]) -> Result<Tensor> {
+    let (_, heads, dim) = q.dims3()?;
+    let dt = suffix(q.dtype())?;
+    let (name, threads) = if q.dtype() != DType::F32 && dim.is_multiple_of(16) {
         (format!("{kernel}_mma_{dt}_d{dim}"), 32)
     } else {
         (format!("{kernel}_{dt}_d{dim}"), TILE_THREADS)
-    })
+    };
+    let out = output_like(q)?;
+    let cfg = LaunchConfig {
+        grid_dim: (max_rows.div_ceil(TILE_ROWS) as u32, heads as u32, segments as u32),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut all = vec![ptr(&out)?];
+    all.extend_from_slice(args);
+    launch(&cuda_device(q)?, &ATTENTION, &name, cfg, &all)?;
+    Ok(out)
 }
 
 /// Whether the kernels take this tensor: on a CUDA device, in a float dtype they are built for.
@@ -64,6 +76,7 @@ pub fn takes(t: &Tensor) -> bool {
     t.device().is_cuda() && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
 }
 
+#[derive(Clone, Copy)]
 enum Arg {
     Ptr(u64),
     U32(u32),
@@ -145,49 +158,30 @@ fn u32_tensor(values: &[u32], device: &Device) -> Result<Tensor> {
     Tensor::new(values, device)
 }
 
-pub fn silu_and_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    let out = output_like(&gate)?;
-    let n = gate.elem_count();
-    let name = format!("silu_and_mul_{}", suffix(gate.dtype())?);
-    launch(
-        &cuda_device(&gate)?,
-        &ACTIVATION,
-        &name,
-        elementwise(n),
-        &[ptr(&gate)?, ptr(&up)?, ptr(&out)?, Arg::Len(n)],
-    )?;
+/// An elementwise kernel of kernels/activation.cu over `inputs` (one shape), writing a tensor
+/// like the first; `extra` follows the element count.
+fn activation(name: &str, inputs: &[&Tensor], extra: &[Arg]) -> Result<Tensor> {
+    let inputs = inputs.iter().map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
+    let out = output_like(&inputs[0])?;
+    let n = out.elem_count();
+    let mut args = inputs.iter().map(ptr).collect::<Result<Vec<_>>>()?;
+    args.extend([ptr(&out)?, Arg::Len(n)]);
+    args.extend_from_slice(extra);
+    let name = format!("{name}_{}", suffix(out.dtype())?);
+    launch(&cuda_device(&out)?, &ACTIVATION, &name, elementwise(n), &args)?;
     Ok(out)
+}
+
+pub fn silu_and_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    activation("silu_and_mul", &[gate, up], &[])
 }
 
 pub fn relu_squared(x: &Tensor) -> Result<Tensor> {
-    let x = x.contiguous()?;
-    let out = output_like(&x)?;
-    let n = x.elem_count();
-    let name = format!("relu_squared_{}", suffix(x.dtype())?);
-    launch(
-        &cuda_device(&x)?,
-        &ACTIVATION,
-        &name,
-        elementwise(n),
-        &[ptr(&x)?, ptr(&out)?, Arg::Len(n)],
-    )?;
-    Ok(out)
+    activation("relu_squared", &[x], &[])
 }
 
 pub fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
-    let x = x.contiguous()?;
-    let out = output_like(&x)?;
-    let n = x.elem_count();
-    let name = format!("softcap_{}", suffix(x.dtype())?);
-    launch(
-        &cuda_device(&x)?,
-        &ACTIVATION,
-        &name,
-        elementwise(n),
-        &[ptr(&x)?, ptr(&out)?, Arg::Len(n), Arg::F32(cap)],
-    )?;
-    Ok(out)
+    activation("softcap", &[x], &[Arg::F32(cap)])
 }
 
 /// RMSNorm over the last dimension; with `residual`, of `x + residual`, which is returned too.
@@ -428,24 +422,12 @@ pub fn paged_prefill(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Pag
     let q = q.to_dtype(k_cache.dtype())?.contiguous()?;
     let (_, heads, dim) = q.dims3()?;
     let (_, block_size, kv_heads, _) = k_cache.dims4()?;
-    let out = output_like(&q)?;
-    let (name, threads) = tiled("paged_prefill", q.dtype(), dim)?;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            batch.max_rows.div_ceil(TILE_ROWS) as u32,
-            heads as u32,
-            batch.seqs as u32,
-        ),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    launch(
-        &cuda_device(&q)?,
-        &ATTENTION,
-        &name,
-        cfg,
+    launch_tiled(
+        "paged_prefill",
+        &q,
+        batch.max_rows,
+        batch.seqs,
         &[
-            ptr(&out)?,
             ptr(&q)?,
             ptr(k_cache)?,
             ptr(v_cache)?,
@@ -458,8 +440,7 @@ pub fn paged_prefill(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Pag
             Arg::U32(kv_heads as u32),
             Arg::F32(1.0 / (dim as f32).sqrt()),
         ],
-    )?;
-    Ok(out)
+    )
 }
 
 /// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed rows
@@ -467,39 +448,25 @@ pub fn paged_prefill(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Pag
 pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let (_, heads, dim) = q.dims3()?;
-    let kv_heads = k.dim(1)?;
-    let out = output_like(&q)?;
     let max_len = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     if max_len == 0 {
-        return Ok(out);
+        return output_like(&q);
     }
     let cu: Vec<u32> = cu_seqlens.iter().map(|&c| c as u32).collect();
     let cu = u32_tensor(&cu, q.device())?;
-    let (name, threads) = tiled("varlen_attention", q.dtype(), dim)?;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            max_len.div_ceil(TILE_ROWS) as u32,
-            heads as u32,
-            (cu_seqlens.len() - 1) as u32,
-        ),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    launch(
-        &cuda_device(&q)?,
-        &ATTENTION,
-        &name,
-        cfg,
+    launch_tiled(
+        "varlen_attention",
+        &q,
+        max_len,
+        cu_seqlens.len() - 1,
         &[
-            ptr(&out)?,
             ptr(&q)?,
             ptr(&k)?,
             ptr(&v)?,
             ptr(&cu)?,
             Arg::U32(heads as u32),
-            Arg::U32(kv_heads as u32),
+            Arg::U32(k.dim(1)? as u32),
             Arg::F32(1.0 / (dim as f32).sqrt()),
         ],
-    )?;
-    Ok(out)
+    )
 }

@@ -30,10 +30,9 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from make_qwen2_5_vl_fixtures import qwen_processor  # noqa: E402
+from make_qwen2_5_vl_fixtures import ROLMOCR_PROMPT as PROMPT, bench_pages, qwen_processor  # noqa: E402
 from transformers import (  # noqa: E402
     GenerationConfig,
     Qwen2_5_VLConfig,
@@ -43,7 +42,6 @@ from transformers import (  # noqa: E402
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PROMPT = "Return the plain text representation of this document as if you were reading it naturally.\n"
 
 TEXT = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
             num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=128000, eos_token_id=151645,
@@ -87,21 +85,7 @@ def ceilings(device):
     src = torch.randn(1 << (29 if device == "cuda" else 25), device=device)  # 2 GiB on the GPU
     dst = torch.empty_like(src)
     bw = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src), device)  # bytes read and written
-    del a, b, src, dst
-    if device == "cuda":
-        torch.cuda.empty_cache()
     return flops, bw
-
-
-def pages(n, w, h):
-    """The same images as vellum::bench::pages(n, w, h)."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.uint32)
-    out = []
-    for i in range(n):
-        ink = (((x // 9 + y // 17 + i) % 7) == 0).astype(np.uint32)
-        img = np.stack([240 - ink * 200, 238 - ink * 190, ((x + y + i * 31) % 256) // 4 + 180], -1).astype(np.uint8)
-        out.append(Image.fromarray(img, "RGB"))
-    return out
 
 
 def write_model(model_dir, text, vision, device):
@@ -198,6 +182,8 @@ def main():
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)", "torch": torch.__version__}
 
     flops_rate, bw_rate = ceilings(device)
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the ceilings' buffers are gone with the call
     result["ceilings"] = {"bf16_matmul_flops": flops_rate, "copy_bytes_per_second": bw_rate}
     print(f"ceilings: bf16 matmul {flops_rate / 1e12:.0f} TFLOP/s, copy {bw_rate / 1e12:.2f} TB/s", flush=True)
 
@@ -223,7 +209,7 @@ def main():
     result["vellum_wall_seconds_with_load"] = time.time() - start
 
     w, h = workload["image_size"]
-    images = pages(args.pages, w, h)
+    images = bench_pages(args.pages, w, h)
     hf_seconds = hf_generate(model_dir, images, workload["new_tokens"], args.hf_batch, device)
     generated = sum(workload["new_tokens"])
     result["transformers"] = {"seconds": hf_seconds, "batch": args.hf_batch, "pages_per_second": args.pages / hf_seconds,

@@ -19,13 +19,11 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
 import qwen_tokenizer  # noqa: E402
-from make_qwen2_5_vl_fixtures import qwen_processor  # noqa: E402
+from make_qwen2_5_vl_fixtures import ROLMOCR_PROMPT as PROMPT, bench_pages, qwen_processor  # noqa: E402
 from transformers import (  # noqa: E402
     GenerationConfig,
     Qwen2_5_VLConfig,
@@ -34,23 +32,11 @@ from transformers import (  # noqa: E402
 )
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PROMPT = "Return the plain text representation of this document as if you were reading it naturally.\n"
 
 
 def bench_config():
     src = open(os.path.join(ROOT, "src", "bench.rs")).read()
     return json.loads(re.search(r'BENCH_CONFIG: &str = r#"(.*?)"#;', src, re.S).group(1))
-
-
-def pages(n, size):
-    """The same images as vellum::bench::pages."""
-    out = []
-    y, x = np.mgrid[0:size, 0:size].astype(np.uint32)
-    for i in range(n):
-        ink = (((x // 9 + y // 17 + i) % 7) == 0).astype(np.uint32)
-        img = np.stack([240 - ink * 200, 238 - ink * 190, ((x + y + i * 31) % 256) // 4 + 180], -1).astype(np.uint8)
-        out.append(Image.fromarray(img, "RGB"))
-    return out
 
 
 def main():
@@ -88,7 +74,7 @@ def main():
     processor = qwen_processor(os.path.join(model_dir, "tokenizer.json"), Qwen2VLImageProcessor())
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"
-    images = pages(args.requests, 532)
+    images = bench_pages(args.requests, 532, 532)
     chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}], add_generation_prompt=True)
     inputs = processor(text=[chat] * len(images), images=images, return_tensors="pt", padding=True)
     gc = GenerationConfig(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None)

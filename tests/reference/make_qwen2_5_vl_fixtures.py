@@ -70,6 +70,17 @@ def qwen_processor(tokenizer_file, image_processor):
     return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=TEMPLATE)
 
 
+def bench_pages(n, w, h):
+    """The benchmarks' page images: the same as vellum::bench::pages(n, w, h)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.uint32)
+    out = []
+    for i in range(n):
+        ink = (((x // 9 + y // 17 + i) % 7) == 0).astype(np.uint32)
+        img = np.stack([240 - ink * 200, 238 - ink * 190, ((x + y + i * 31) % 256) // 4 + 180], -1).astype(np.uint8)
+        out.append(Image.fromarray(img, "RGB"))
+    return out
+
+
 def synthetic_page(w, h, seed, mode="RGB"):
     """A page-like picture: light background, gradient, dark 'text' bars, some colour blocks."""
     rng = np.random.default_rng(seed)

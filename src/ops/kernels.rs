@@ -154,10 +154,6 @@ fn output_like(t: &Tensor) -> Result<Tensor> {
     unsafe { Tensor::empty(t.shape(), t.dtype(), t.device()) }
 }
 
-fn u32_tensor(values: &[u32], device: &Device) -> Result<Tensor> {
-    Tensor::new(values, device)
-}
-
 /// An elementwise kernel of kernels/activation.cu over `inputs` (one shape), writing a tensor
 /// like the first; `extra` follows the element count.
 fn activation(name: &str, inputs: &[&Tensor], extra: &[Arg]) -> Result<Tensor> {
@@ -316,8 +312,8 @@ impl PagedBatch {
         }
         Ok(Self {
             block_tables: Tensor::from_vec(tables, (seqs.len(), max_blocks), device)?,
-            context_lens: u32_tensor(&contexts, device)?,
-            cu_q: u32_tensor(&cu_q, device)?,
+            context_lens: Tensor::new(contexts.as_slice(), device)?,
+            cu_q: Tensor::new(cu_q.as_slice(), device)?,
             decode,
             max_blocks,
             max_context: seqs.iter().map(|s| s.2 + s.1).max().unwrap_or(0),
@@ -350,7 +346,8 @@ pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Page
         (1, batch.max_context.max(1))
     };
     let scratch = if parts > 1 {
-        let f32s = |n: usize| Tensor::zeros(n, DType::F32, q.device());
+        // SAFETY: the merge reads only the partitions the decode kernel wrote.
+        let f32s = |n: usize| unsafe { Tensor::empty(n, DType::F32, q.device()) };
         Some((
             f32s(seqs * heads * parts * dim)?,
             f32s(seqs * heads * parts)?,
@@ -453,7 +450,7 @@ pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]
         return output_like(&q);
     }
     let cu: Vec<u32> = cu_seqlens.iter().map(|&c| c as u32).collect();
-    let cu = u32_tensor(&cu, q.device())?;
+    let cu = Tensor::new(cu.as_slice(), q.device())?;
     launch_tiled(
         "varlen_attention",
         &q,

@@ -60,16 +60,17 @@ pub fn rotate_reference(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotat
     Tensor::cat(&[&y1, &y2], D::Minus1)?.to_dtype(dtype)
 }
 
-/// `x * cos + rotate_half(x) * sin` in x's dtype, as Qwen's text model computes it, with cos/sin
-/// of shape (tokens, head_dim) broadcast over the heads of `x` (tokens, heads, head_dim). On the
-/// kernels the arithmetic is f32 (one rounding instead of three in bf16).
+/// `x * cos + rotate_half(x) * sin` in x's dtype (the f32 tables cast to it), as Qwen's text
+/// model computes it, with cos/sin of shape (tokens, head_dim) broadcast over the heads of `x`
+/// (tokens, heads, head_dim). On the kernels the arithmetic is f32 (one rounding instead of
+/// three in bf16).
 pub fn apply(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::on_kernels(&[xs]) && !cos.track_op() && !sin.track_op() {
         return super::kernels::rotary(xs, cos, sin, 1.0);
     }
-    let cos = cos.unsqueeze(1)?;
-    let sin = sin.unsqueeze(1)?;
+    let cos = cos.to_dtype(xs.dtype())?.unsqueeze(1)?;
+    let sin = sin.to_dtype(xs.dtype())?.unsqueeze(1)?;
     xs.broadcast_mul(&cos)? + rotate_half(xs)?.broadcast_mul(&sin)?
 }
 

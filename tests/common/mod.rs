@@ -15,22 +15,10 @@ pub fn read_json(path: impl Into<PathBuf>) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// ‖a − b‖₂ / ‖b‖₂ over all elements, in f64.
+/// ‖a − b‖₂ / ‖b‖₂ over all elements, in f64 (the GPU self-test's measure).
 pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let (a, b) = (values(a), values(b));
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| y.powi(2)).sum();
-    (num / den).sqrt()
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    let v: Vec<f32> = t
-        .flatten_all()
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec1())
-        .unwrap();
-    v.into_iter().map(f64::from).collect()
+    vellum::selftest::rel_l2(a, b).unwrap()
 }
 
 pub fn open_rgb(path: &std::path::Path) -> image::RgbImage {

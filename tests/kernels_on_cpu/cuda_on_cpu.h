@@ -94,9 +94,14 @@ inline __half __float2half_rn(float f) {
   std::memcpy(&x.bits, &h, 2);
   return x;
 }
-inline float to_float_on_cpu(float x) { return x; }
-inline float to_float_on_cpu(__nv_bfloat16 x) { return __bfloat162float(x); }
-inline float to_float_on_cpu(__half x) { return __half2float(x); }
+// Conversions for the emulation and its driver.
+inline float to_float(float x) { return x; }
+inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+inline float to_float(__half x) { return __half2float(x); }
+template <typename T> T from_float(float x);
+template <> inline float from_float<float>(float x) { return x; }
+template <> inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> inline __half from_float<__half>(float x) { return __float2half_rn(x); }
 
 // wmma, as its API defines it: a fragment is the whole 16×16 tile (every thread holds a copy;
 // the real layout across lanes is opaque to kernels that only load, multiply and store), loads
@@ -121,7 +126,7 @@ void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const P* p, unsig
   // Element (row, col) of the tile: A is (m, k), B is (k, n).
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c)
-      f.v[r * 16 + c] = to_float_on_cpu(std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r]);
+      f.v[r * 16 + c] = to_float(std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r]);
 }
 
 template <typename T>

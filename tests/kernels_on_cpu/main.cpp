@@ -12,14 +12,6 @@
 using bf16 = __nv_bfloat16;
 using f16 = __half;
 
-inline float to_float(float x) { return x; }
-inline float to_float(bf16 x) { return __bfloat162float(x); }
-inline float to_float(f16 x) { return __half2float(x); }
-template <typename T> T from_float(float x);
-template <> float from_float<float>(float x) { return x; }
-template <> bf16 from_float<bf16>(float x) { return __float2bfloat16_rn(x); }
-template <> f16 from_float<f16>(float x) { return __float2half_rn(x); }
-
 #define ELEMENTWISE(T, S)                                                                                  \
   extern "C" void silu_and_mul_##S(const T*, const T*, T*, size_t);                                        \
   extern "C" void relu_squared_##S(const T*, T*, size_t);                                                  \

@@ -32,13 +32,8 @@ impl MropeEmbedding {
         }
     }
 
-    /// `positions[axis][token]`; the three rows have the same length.
-    pub fn cos_sin(
-        &self,
-        positions: &[Vec<i64>; 3],
-        dtype: DType,
-        device: &candle_core::Device,
-    ) -> Result<(Tensor, Tensor)> {
+    /// f32 cos/sin tables for `positions[axis][token]`; the three rows have the same length.
+    pub fn cos_sin(&self, positions: &[Vec<i64>; 3], device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
         let tokens = positions[0].len();
         let angles: Vec<f32> = (0..tokens)
             .flat_map(|i| {
@@ -48,8 +43,7 @@ impl MropeEmbedding {
                     .map(move |(f, &axis)| positions[axis][i] as f32 * f)
             })
             .collect();
-        let (cos, sin) = rotary::cos_sin(&angles, tokens, device)?;
-        Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
+        rotary::cos_sin(&angles, tokens, device)
     }
 }
 
@@ -216,7 +210,7 @@ impl TextModel {
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
-        let (cos, sin) = self.rope.cos_sin(positions, embeds.dtype(), embeds.device())?;
+        let (cos, sin) = self.rope.cos_sin(positions, embeds.device())?;
         let mut xs = embeds.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &cos, &sin, i, cache)?;

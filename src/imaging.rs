@@ -9,6 +9,7 @@
 //! vertical pass, each rounding and clamping to u8. Matching that, rather than resizing in float,
 //! keeps vellum's pixels within a grey level of the reference.
 
+use candle_core::{DType, Tensor};
 use image::RgbImage;
 
 /// The cubic convolution kernel PyTorch's antialiased path uses (a = -0.5, as Pillow).
@@ -154,41 +155,45 @@ pub fn resize_bicubic_with(img: &RgbImage, width: u32, height: u32, mode: Precis
     RgbImage::from_raw(width, height, out).expect("buffer size matches")
 }
 
-/// Resizes `channels` planes of `in_h` × `in_w` f32 values (channel-major) to `out_h` × `out_w`
-/// with the same antialiased bicubic filter, in floating point (PyTorch's
-/// `interpolate(bicubic, antialias=True)` on float tensors): width first, then height.
-pub fn resize_planes_bicubic(
-    planes: &[f32],
-    channels: usize,
-    (in_h, in_w): (usize, usize),
-    (out_h, out_w): (usize, usize),
-) -> Vec<f32> {
-    let (xs, xw) = float_axis_weights(in_w, out_w);
-    let (ys, yw) = float_axis_weights(in_h, out_h);
-    let mut out = vec![0f32; channels * out_h * out_w];
-    let mut rows = vec![0f32; in_h * out_w];
-    for c in 0..channels {
-        let plane = &planes[c * in_h * in_w..(c + 1) * in_h * in_w];
-        for y in 0..in_h {
-            for x in 0..out_w {
-                rows[y * out_w + x] = xw[x]
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &w)| w as f32 * plane[y * in_w + xs[x] + k])
-                    .sum();
-            }
-        }
-        for y in 0..out_h {
-            for x in 0..out_w {
-                out[(c * out_h + y) * out_w + x] = yw[y]
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &w)| w as f32 * rows[(ys[y] + k) * out_w + x])
-                    .sum();
-            }
+/// The antialiased bicubic filter of one axis as an (out_size, in_size) matrix.
+fn bicubic_matrix(in_size: usize, out_size: usize) -> Vec<f32> {
+    let (starts, weights) = float_axis_weights(in_size, out_size);
+    let mut m = vec![0f32; out_size * in_size];
+    for (i, (start, w)) in starts.iter().zip(weights).enumerate() {
+        for (k, w) in w.into_iter().enumerate() {
+            m[i * in_size + start + k] = w as f32;
         }
     }
-    out
+    m
+}
+
+/// PyTorch's `interpolate(bicubic, antialias=True)` of float planes (C, H, W) to
+/// (C, out_h, out_w): the separable filter as two matrix products (width, then height), in f32,
+/// so that what is resized (learned position embeddings) keeps its gradient.
+pub fn resize_planes_bicubic_tensor(planes: &Tensor, (out_h, out_w): (usize, usize)) -> candle_core::Result<Tensor> {
+    let (_, in_h, in_w) = planes.dims3()?;
+    let dev = planes.device();
+    let wx = Tensor::from_vec(bicubic_matrix(in_w, out_w), (out_w, in_w), dev)?;
+    let wy = Tensor::from_vec(bicubic_matrix(in_h, out_h), (out_h, in_h), dev)?;
+    let dtype = planes.dtype();
+    let rows = planes.to_dtype(DType::F32)?.broadcast_matmul(&wx.t()?)?; // (C, H, out_w)
+    wy.broadcast_matmul(&rows)?.to_dtype(dtype)
+}
+
+/// PyTorch's `interpolate(mode="linear", align_corners=False)` from `in_size` to `out_size`
+/// samples as an (out_size, in_size) matrix.
+pub fn linear_resize_matrix(in_size: usize, out_size: usize) -> Vec<f32> {
+    let scale = in_size as f32 / out_size as f32;
+    let mut m = vec![0f32; out_size * in_size];
+    for i in 0..out_size {
+        let src = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(in_size - 1);
+        let i1 = (i0 + 1).min(in_size - 1);
+        let l = src - i0 as f32;
+        m[i * in_size + i0] += 1.0 - l;
+        m[i * in_size + i1] += l;
+    }
+    m
 }
 
 #[cfg(test)]

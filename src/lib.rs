@@ -26,6 +26,7 @@ pub mod ops;
 pub mod pdf;
 pub mod pipeline;
 pub mod selftest;
+pub mod train;
 pub mod weights;
 
 /// The instruction FinePDFs and the olmOCR bench runner give RolmOCR (after the image).

@@ -5,11 +5,13 @@
 //! the mapped pages stay resident beside the copies until loading ends, so peak memory is twice
 //! the weights; here it stays at the weights' size (plus one tensor in flight).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use memmap2::{Mmap, UncheckedAdvice};
@@ -136,6 +138,155 @@ impl SimpleBackend for MmapWeights {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+}
+
+/// A model's parameters as `Var`s in one store, shared by whoever serves and whoever trains.
+///
+/// The engine's model reads them through views that carry no gradient ([`ParamStore::serving`]):
+/// tensors on the very same storage, so the fused kernels still serve them and no graph is kept.
+/// The trainer builds the same model code over [`ParamStore::training`], whose tensors are the
+/// `Var`s; an optimizer step writes into that storage in place, and the next engine step sees it.
+#[derive(Clone)]
+pub struct ParamStore {
+    vars: Arc<BTreeMap<String, Var>>,
+    requested: Arc<Mutex<BTreeSet<String>>>,
+    /// Bumped by every writer after an update: caches of model outputs (the engine's vision and
+    /// prefix caches, keyed by content hashes) must include it.
+    version: Arc<AtomicU64>,
+}
+
+impl ParamStore {
+    /// Every tensor of the files: floating-point ones in `dtype` on `device`, others (integer
+    /// buffers such as `position_ids`) as they are stored.
+    pub fn load(weights: &MmapWeights, dtype: DType, device: &Device) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for name in weights.names() {
+            let entry = &weights.entries[name];
+            let target = if entry.dtype.is_float() { dtype } else { entry.dtype };
+            tensors.insert(name.to_string(), weights.load(name, target, device)?);
+        }
+        Self::from_tensors(tensors)
+    }
+
+    pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Result<Self> {
+        let vars = tensors
+            .into_iter()
+            .map(|(name, t)| Ok((name, Var::from_tensor(&t)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            vars: Arc::new(vars),
+            requested: Default::default(),
+            version: Default::default(),
+        })
+    }
+
+    /// Tensors without gradient tracking on the store's storage.
+    pub fn serving(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        self.view(Box::new(|_| false), dtype, device)
+    }
+
+    /// The `Var`s themselves, but for those whose names `frozen` accepts: what a model built
+    /// over this view computes carries gradients to its unfrozen parameters.
+    pub fn training(
+        &self,
+        dtype: DType,
+        device: &Device,
+        frozen: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> VarBuilder<'static> {
+        self.view(Box::new(move |name| !frozen(name)), dtype, device)
+    }
+
+    fn view(
+        &self,
+        tracked: Box<dyn Fn(&str) -> bool + Send + Sync>,
+        dtype: DType,
+        device: &Device,
+    ) -> VarBuilder<'static> {
+        let view = StoreView {
+            store: self.clone(),
+            tracked,
+        };
+        VarBuilder::from_backend(Box::new(view), dtype, device.clone())
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Marks the parameters as changed (after an optimizer step wrote them).
+    pub fn bump_version(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn vars(&self) -> &BTreeMap<String, Var> {
+        &self.vars
+    }
+
+    /// The names a model built over a view of this store has read (its parameters; unused
+    /// checkpoint entries such as CLIP's `patch_embedding` are not among them).
+    pub fn requested(&self) -> BTreeSet<String> {
+        self.requested.lock().expect("the name set is never poisoned").clone()
+    }
+
+    /// Writes every tensor, under its checkpoint name, as `path` (safetensors).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: HashMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+struct StoreView {
+    store: ParamStore,
+    tracked: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl SimpleBackend for StoreView {
+    fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, device)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let var = self
+            .store
+            .vars
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+        if var.dtype() != dtype || !var.device().same_device(device) {
+            // A view in another dtype or place would be a copy the optimizer never updates.
+            candle_core::bail!(
+                "{name} is stored as {:?} on {:?}, asked for {dtype:?} on {device:?}",
+                var.dtype(),
+                var.device()
+            );
+        }
+        self.store
+            .requested
+            .lock()
+            .expect("the name set is never poisoned")
+            .insert(name.to_string());
+        Ok(if (self.tracked)(name) {
+            var.as_tensor().clone()
+        } else {
+            var.as_tensor().detach()
+        })
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.store.vars.contains_key(name)
     }
 }
 

@@ -50,6 +50,8 @@ enum Command {
     Bench(BenchArgs),
     /// Turn a nano DeepSeek-OCR trainer checkpoint (step_N.pt) into a model directory.
     Convert(ConvertArgs),
+    /// Train the nano DeepSeek-OCR model (Stage 1 or 2) on the fork's sample format.
+    Train(TrainArgs),
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
     PdfWorker,
@@ -181,6 +183,197 @@ struct ConvertArgs {
     /// Images are padded to this square (1024; 512/640/1280 for the Tiny/Small/Large modes).
     #[arg(long, default_value_t = 1024)]
     base_size: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Cosine,
+    Step,
+    Constant,
+    Linear,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// The model directory to start from (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, required_unless_present = "init_config")]
+    model: Option<PathBuf>,
+    /// Start from fresh weights (nanochat's init) for this config.json; tokenizer.json beside it.
+    #[arg(long, conflicts_with = "model")]
+    init_config: Option<PathBuf>,
+    /// A directory with train.json / val.json in the fork's format.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where step_N/, best/ and final/ go.
+    #[arg(long)]
+    out: PathBuf,
+    /// 1: everything trains; 2: SAM (net_2/net_3 included) frozen.
+    #[arg(long, default_value_t = 1)]
+    stage: u8,
+    #[arg(long)]
+    steps: usize,
+    /// Samples per micro-batch; a step is batch-size × grad-accum samples.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Token budget of a micro-batch (sequence + each image's encoder cost, (base/16)²).
+    #[arg(long)]
+    batch_tokens: Option<usize>,
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 10)]
+    warmup_steps: usize,
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    schedule: ScheduleArg,
+    /// StepLR: decay every this many steps after warmup.
+    #[arg(long, default_value_t = 2000)]
+    lr_decay_step: usize,
+    #[arg(long, default_value_t = 0.1)]
+    lr_decay_gamma: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Global gradient-norm limit (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    #[arg(long, default_value_t = 4096)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Samples in train.json's order, as a DataLoader with shuffle=False, drop_last=True.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Write a resumable step_N/ every N steps (0: only final/).
+    #[arg(long, default_value_t = 0)]
+    save_every: usize,
+    /// Continue from the newest complete step_N/ under --out.
+    #[arg(long)]
+    resume: bool,
+    /// Validation loss every N steps (0: never); the best model is kept in <out>/best/.
+    #[arg(long, default_value_t = 50)]
+    eval_every: usize,
+    /// Stop after K evaluations without a lower validation loss.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Also generate on K validation images through the engine (live weights) and report CER/WER.
+    #[arg(long, default_value_t = 0)]
+    eval_generate: usize,
+    /// Stage 2: fraction of steps on text alone, from --text-data (JSONL of {"text"}).
+    #[arg(long, default_value_t = 0.0)]
+    text_ratio: f64,
+    #[arg(long)]
+    text_data: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// One JSON line per optimizer step: {"step", "loss", "lr", "grad_norm", "tokens"}.
+    #[arg(long)]
+    log_json: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> vellum::train::TrainConfig {
+        use vellum::train::optim::{AdamWConfig, Schedule};
+        let warmup = self.warmup_steps;
+        vellum::train::TrainConfig {
+            data: self.data.clone(),
+            out: self.out.clone(),
+            stage: self.stage,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            batch_tokens: self.batch_tokens,
+            lr: self.lr,
+            schedule: match self.schedule {
+                ScheduleArg::Cosine => Schedule::Cosine {
+                    warmup,
+                    steps: self.steps,
+                },
+                ScheduleArg::Step => Schedule::Step {
+                    warmup,
+                    decay_step: self.lr_decay_step,
+                    gamma: self.lr_decay_gamma,
+                },
+                ScheduleArg::Constant => Schedule::Constant { warmup },
+                ScheduleArg::Linear => Schedule::Linear {
+                    warmup,
+                    steps: self.steps,
+                },
+            },
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+            grad_clip: self.grad_clip,
+            seq_len: self.seq_len,
+            seed: self.seed,
+            shuffle: !self.no_shuffle,
+            save_every: self.save_every,
+            eval_every: self.eval_every,
+            patience: self.patience,
+            eval_generate: self.eval_generate,
+            text_ratio: self.text_ratio,
+            text_data: self.text_data.clone(),
+            log_json: self.log_json.clone(),
+        }
+    }
+}
+
+fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    use vellum::train::trainer::Event;
+    let device = vellum::device::parse(&args.device)?;
+    if let Some(dtype) = args.dtype.map(DType::from) {
+        if dtype != DType::F32 {
+            anyhow::bail!(
+                "--dtype {dtype:?}: training runs in f32 for now (bf16 with f32 master weights is not built)"
+            );
+        }
+    }
+    let started = Instant::now();
+    let start = match (&args.model, &args.init_config) {
+        (Some(dir), _) => vellum::train::trainer::Start::Model(dir.clone()),
+        (None, Some(config)) => vellum::train::trainer::Start::Fresh {
+            config: config.clone(),
+            seed: args.seed,
+        },
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let summary = vellum::train::trainer::run(&start, &device, args.config(), args.resume, |event| match event {
+        Event::Resumed { from, step } => eprintln!("resuming from {} (step {step})", from.display()),
+        Event::Step(s) => eprintln!(
+            "step {:>5}/{} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {} tokens | {:.1}s",
+            s.step + 1,
+            args.steps,
+            s.loss,
+            s.lr,
+            s.grad_norm,
+            s.tokens,
+            started.elapsed().as_secs_f64()
+        ),
+        Event::Eval(e) => {
+            let gen = match (e.cer, e.wer) {
+                (Some(c), Some(w)) => format!(" | CER {:.3} | WER {:.3} ({} samples)", c, w, e.samples.len()),
+                _ => String::new(),
+            };
+            eprintln!("eval at step {} | val loss {:.4}{gen}", e.step, e.val_loss)
+        }
+        Event::Saved(p) => eprintln!("saved {}", p.display()),
+    })?;
+    eprintln!(
+        "done: {} steps{}, best val loss {}, {} samples truncated at --seq-len {}, final model in {}",
+        summary.steps,
+        if summary.stopped_early {
+            " (stopped early: no improvement)"
+        } else {
+            ""
+        },
+        summary.best_val_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
+        summary.truncated_samples,
+        args.seq_len,
+        summary.final_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -735,6 +928,7 @@ fn main() -> ExitCode {
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
         Command::Selftest(args) => run_selftest(args),
+        Command::Train(args) => run_train(args),
         Command::Convert(args) => vellum::models::deepseek_ocr::convert::convert_checkpoint(
             &args.checkpoint,
             &args.out_dir,

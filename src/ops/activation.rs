@@ -52,3 +52,14 @@ pub fn softcap(xs: &Tensor, cap: f64) -> Result<Tensor> {
 pub fn softcap_reference(xs: &Tensor, cap: f64) -> Result<Tensor> {
     (xs / cap)?.tanh()? * cap
 }
+
+/// Softmax over the last dimension. candle's fused op has no backward pass, so a tensor that
+/// carries a gradient takes the same arithmetic in plain ops (max-shifted, as the fused one).
+pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if !xs.track_op() {
+        return candle_nn::ops::softmax_last_dim(xs);
+    }
+    let max = xs.max_keepdim(candle_core::D::Minus1)?.detach();
+    let exp = xs.broadcast_sub(&max)?.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(candle_core::D::Minus1)?)
+}

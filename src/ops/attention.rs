@@ -84,7 +84,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     } else {
         scores
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+    let probs = super::activation::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
     probs
         .matmul(v)? // (kv_heads, group*tokens, hd)
         .reshape((heads, tokens, head_dim))?
@@ -121,7 +121,7 @@ pub fn varlen_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens
         let ks = k.narrow(1, start, len)?;
         let vs = v.narrow(1, start, len)?;
         let scores = (qs.matmul(&ks.t()?)? * scale)?.to_dtype(DType::F32)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(vs.dtype())?;
+        let probs = super::activation::softmax_last_dim(&scores)?.to_dtype(vs.dtype())?;
         outputs.push(probs.matmul(&vs)?);
     }
     Tensor::cat(&outputs, 1)?.transpose(0, 1)?.contiguous()

@@ -1,5 +1,5 @@
 //! RMSNorm as the references compute it: statistics in f32, the normalised row cast back to the
-//! input dtype before the learned scale (Qwen); nanochat's has no scale.
+//! input dtype before the learned scale (Qwen); nanochat's has no scale. LayerNorm (SAM, CLIP).
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -64,5 +64,42 @@ pub fn rms_norm_reference(xs: &Tensor, weight: Option<&Tensor>, eps: f64) -> Res
     match weight {
         Some(w) => normed.broadcast_mul(w),
         None => Ok(normed),
+    }
+}
+
+/// LayerNorm over the last dimension with a learned scale and shift (PyTorch's `nn.LayerNorm`).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    /// candle's fused layer norm has no backward pass: tensors that carry a gradient take the
+    /// same arithmetic in plain ops.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.is_contiguous() && !xs.track_op() && !self.weight.track_op() {
+            return candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32);
+        }
+        let dtype = xs.dtype();
+        let xs = xs.to_dtype(DType::F32)?;
+        let centered = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        centered
+            .broadcast_div(&(variance + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }

@@ -4,10 +4,12 @@
 //! The checkpoint's own `patch_embedding` and `position_ids` are unused.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::imaging::resize_planes_bicubic;
+use crate::imaging::resize_planes_bicubic_tensor;
+use crate::ops::activation;
+use crate::ops::norm::LayerNorm;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipConfig {
@@ -31,16 +33,10 @@ struct Layer {
 
 impl Layer {
     fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
-        let (h, ln) = (
-            cfg.hidden_size,
-            LayerNormConfig {
-                eps: 1e-5,
-                ..Default::default()
-            },
-        );
+        let h = cfg.hidden_size;
         Ok(Self {
-            layer_norm1: layer_norm(h, ln, vb.pp("layer_norm1"))?,
-            layer_norm2: layer_norm(h, ln, vb.pp("layer_norm2"))?,
+            layer_norm1: LayerNorm::new(h, 1e-5, vb.pp("layer_norm1"))?,
+            layer_norm2: LayerNorm::new(h, 1e-5, vb.pp("layer_norm2"))?,
             qkv_proj: linear(h, 3 * h, vb.pp("self_attn.qkv_proj"))?,
             out_proj: linear(h, h, vb.pp("self_attn.out_proj"))?,
             fc1: linear(h, cfg.ffn_hidden_size, vb.pp("mlp.fc1"))?,
@@ -63,7 +59,7 @@ impl Layer {
             qkv.i(2)?.contiguous()?,
         );
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let out = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let out = activation::softmax_last_dim(&scores)?.matmul(&v)?;
         self.out_proj.forward(&out.permute((0, 2, 1, 3))?.reshape((b, t, c))?)
     }
 
@@ -88,14 +84,7 @@ impl Clip {
         Ok(Self {
             class_embedding: emb.get(cfg.hidden_size, "class_embedding")?,
             position_embedding: embedding(cfg.num_positions, cfg.hidden_size, emb.pp("position_embedding"))?,
-            pre_layrnorm: layer_norm(
-                cfg.hidden_size,
-                LayerNormConfig {
-                    eps: 1e-5,
-                    ..Default::default()
-                },
-                vb.pp("pre_layrnorm"),
-            )?,
+            pre_layrnorm: LayerNorm::new(cfg.hidden_size, 1e-5, vb.pp("pre_layrnorm"))?,
             layers: (0..cfg.num_layers)
                 .map(|i| Layer::new(cfg, vb.pp(format!("transformer.layers.{i}"))))
                 .collect::<Result<_>>()?,
@@ -118,16 +107,12 @@ impl Clip {
         let pos = if grid == target {
             pos.clone()
         } else {
-            let planes: Vec<f32> = pos
-                .narrow(0, 1, grid * grid)?
-                .to_dtype(candle_core::DType::F32)?
-                .t()?
-                .flatten_all()?
-                .to_vec1()?;
-            let resized = resize_planes_bicubic(&planes, c, (grid, grid), (target, target));
-            let grid_rows = Tensor::from_vec(resized, (c, target * target), sam_features.device())?
-                .t()?
-                .to_dtype(pos.dtype())?;
+            // (grid², C) → (C, grid, grid), resized, back to rows: in tensor ops, so the
+            // position embedding keeps its gradient.
+            let planes = pos.narrow(0, 1, grid * grid)?.t()?.reshape((c, grid, grid))?;
+            let grid_rows = resize_planes_bicubic_tensor(&planes, (target, target))?
+                .reshape((c, target * target))?
+                .t()?;
             Tensor::cat(&[&pos.narrow(0, 0, 1)?, &grid_rows], 0)?
         };
         let mut x = self.pre_layrnorm.forward(&x.broadcast_add(&pos.unsqueeze(0)?)?)?;

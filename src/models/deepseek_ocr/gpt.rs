@@ -10,8 +10,9 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::attention::{AttentionCache, ContiguousKvCache};
 use crate::ops::rotary::{self, Rotation};
-use crate::ops::{activation, attention::AttentionCache, norm};
+use crate::ops::{activation, norm};
 
 const ROPE_BASE: f32 = 10_000.0;
 const SOFTCAP: f64 = 15.0;
@@ -150,5 +151,27 @@ impl Gpt {
         let rows = x.index_select(&Tensor::new(logit_rows, x.device())?, 0)?;
         let logits = self.lm_head.forward(&norm(&rows)?)?.to_dtype(DType::F32)?;
         activation::softcap(&logits, SOFTCAP)
+    }
+
+    /// The full sequence `embeds` (tokens, n_embd) from position 0, as in training: the sum of
+    /// the cross-entropies of the rows whose `targets` entry is not −1, and how many there are.
+    pub fn loss_sum(&self, embeds: &Tensor, targets: &[i64]) -> Result<(Tensor, usize)> {
+        let positions: Vec<i64> = (0..embeds.dim(0)? as i64).collect();
+        let rows: Vec<u32> = (0..targets.len() as u32)
+            .filter(|&i| targets[i as usize] >= 0)
+            .collect();
+        if rows.is_empty() {
+            return Ok((Tensor::zeros((), DType::F32, embeds.device())?, 0));
+        }
+        let wanted: Vec<u32> = rows.iter().map(|&i| targets[i as usize] as u32).collect();
+        let mut cache = ContiguousKvCache::new(self.blocks.len());
+        let logits = self.forward(embeds, &positions, &mut cache, &rows)?;
+        // log-softmax with the max shift detached (it cancels exactly; tracking it adds noise).
+        let max = logits.max_keepdim(1)?.detach();
+        let shifted = logits.broadcast_sub(&max)?;
+        let log_z = shifted.exp()?.sum_keepdim(1)?.log()?;
+        let picked = shifted.gather(&Tensor::new(wanted.as_slice(), logits.device())?.unsqueeze(1)?, 1)?;
+        let nll = (log_z - picked)?.sum_all()?;
+        Ok((nll, rows.len()))
     }
 }

@@ -12,6 +12,7 @@
 pub mod clip;
 pub mod convert;
 pub mod gpt;
+pub mod init;
 pub mod sam;
 
 use std::hash::{Hash, Hasher};
@@ -26,8 +27,9 @@ use tokenizers::Tokenizer;
 use crate::hub::ModelFiles;
 use crate::imaging::{resize_bicubic_with, Precision};
 use crate::models::qwen2_5_vl::processor::round_half_even;
-use crate::models::{ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
+use crate::models::{embed_rows, ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
+use crate::weights::ParamStore;
 
 pub const ARCHITECTURE: &str = "NanoDeepseekOCR";
 
@@ -43,6 +45,16 @@ pub struct Config {
     pub sam: sam::SamConfig,
     pub clip: clip::ClipConfig,
     pub gpt: gpt::GptConfig,
+}
+
+/// A training sequence: token ids with the image placeholders expanded, the next-token target
+/// of each position (−1 where the loss is masked: prompt and image), and the preprocessed image
+/// (none for text-only sequences).
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    pub targets: Vec<i64>,
+    pub pixels: Option<Tensor>,
 }
 
 /// The instruction for each kind of page.
@@ -98,6 +110,8 @@ pub fn preprocess(image: &DynamicImage, base: usize, device: &Device) -> Result<
 pub struct Model {
     pub config: Config,
     pub tokenizer: Tokenizer,
+    /// The parameters, shared with every other view of this model (a trainer's included).
+    params: ParamStore,
     sam: sam::Sam,
     vision_model: clip::Clip,
     projector: Linear,
@@ -117,11 +131,34 @@ impl Model {
         let tokenizer_path = files.path("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| anyhow::anyhow!("loading {}: {e}", tokenizer_path.display()))?;
-        let vb = files.weights()?.into_var_builder(dtype, device);
-        Self::new(config, tokenizer, vb).with_context(|| format!("loading the weights of {}", files.dir.display()))
+        let params = ParamStore::load(&files.weights()?, dtype, device)
+            .with_context(|| format!("loading the weights of {}", files.dir.display()))?;
+        let vb = params.serving(dtype, device);
+        Self::new(config, tokenizer, params, vb)
+            .with_context(|| format!("loading the weights of {}", files.dir.display()))
     }
 
-    pub fn new(config: Config, tokenizer: Tokenizer, vb: VarBuilder) -> Result<Self> {
+    /// A new model of `config` with fresh weights ([`init::fresh`]).
+    pub fn fresh(config: Config, tokenizer: Tokenizer, seed: u64, device: &Device) -> Result<Self> {
+        let params = init::fresh(&config, seed, device)?;
+        let vb = params.serving(DType::F32, device);
+        Self::new(config, tokenizer, params, vb)
+    }
+
+    /// The same model over the same parameter storage, its tensors tracking gradients, except
+    /// those whose names `frozen` accepts (they are read without tracking, so nothing upstream
+    /// of them is differentiated: a frozen encoder costs no backward pass at all).
+    pub fn training_view(&self, frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Result<Self> {
+        let vb = self.params.training(self.dtype, &self.device, frozen);
+        Self::new(self.config.clone(), self.tokenizer.clone(), self.params.clone(), vb)
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// `vb` reads `params` (serving or training view).
+    pub fn new(config: Config, tokenizer: Tokenizer, params: ParamStore, vb: VarBuilder) -> Result<Self> {
         let n_embd = config.gpt.n_embd;
         let features = config.clip.hidden_size + config.sam.net_3_chans;
         let info = ModelInfo {
@@ -148,9 +185,58 @@ impl Model {
             device: vb.device().clone(),
             dtype: vb.dtype(),
             tokenizer,
+            params,
             config,
             info,
         })
+    }
+
+    /// The sum of the cross-entropies of `examples`' unmasked targets and their count (the fork's
+    /// mean loss is the sum over a batch divided by the count). Images are encoded as one batch.
+    pub fn loss_sum(&self, examples: &[&Example]) -> Result<(Tensor, usize)> {
+        let pixels: Vec<&Tensor> = examples.iter().filter_map(|e| e.pixels.as_ref()).collect();
+        let vision = if pixels.is_empty() {
+            None
+        } else {
+            Some(self.encode_pixels(&Tensor::stack(&pixels, 0)?)?)
+        };
+        let mut total: Option<Tensor> = None;
+        let mut count = 0;
+        let mut next_image = 0;
+        for (i, ex) in examples.iter().enumerate() {
+            let embeds = match (&vision, &ex.pixels) {
+                (Some(vision), Some(_)) => {
+                    let image = vision.get(next_image)?;
+                    next_image += 1;
+                    let id = self.config.image_token_id;
+                    let start = ex.input_ids.iter().position(|&t| t == id).unwrap_or(0);
+                    let span = (start, start + image.dim(0)?);
+                    if ex
+                        .input_ids
+                        .get(span.0..span.1)
+                        .is_none_or(|s| s.iter().any(|&t| t != id))
+                    {
+                        bail!(
+                            "example {i}: the image placeholders are not {} consecutive tokens",
+                            span.1 - span.0
+                        );
+                    }
+                    embed_rows(self, |j| ex.input_ids[j], 0, ex.input_ids.len(), span, Some(&image))?
+                }
+                _ => self.embed_tokens(&ex.input_ids)?,
+            };
+            let (sum, n) = self.gpt.loss_sum(&embeds, &ex.targets)?;
+            count += n;
+            total = Some(match total {
+                Some(t) => (t + sum)?,
+                None => sum,
+            });
+        }
+        let total = match total {
+            Some(t) => t,
+            None => Tensor::zeros((), DType::F32, &self.device)?,
+        };
+        Ok((total, count))
     }
 
     /// DeepEncoder over a batch of padded images (B, 3, S, S): (B, (n+1)·n+1, n_embd) with
@@ -190,7 +276,9 @@ impl VisionLanguageModel for Model {
         let base = self.config.base_size;
         let (padded, pixels) = preprocess(image, base, &self.device)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (base, padded.as_raw()).hash(&mut h);
+        // The weights' version too: after a training step, cached vision outputs and KV blocks of
+        // this image are stale.
+        (base, padded.as_raw(), self.params.version()).hash(&mut h);
         let num_tokens = num_image_tokens(base);
         let text = self
             .tokenizer

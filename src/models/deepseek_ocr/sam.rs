@@ -8,12 +8,12 @@
 //! as the reference does.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::{
-    conv2d, conv2d_no_bias, layer_norm, linear, Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, Linear, VarBuilder,
-};
+use candle_nn::{conv2d, conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::imaging::resize_planes_bicubic;
+use crate::imaging::{linear_resize_matrix, resize_planes_bicubic_tensor};
+use crate::ops::activation;
+use crate::ops::norm::LayerNorm;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamConfig {
@@ -30,20 +30,12 @@ pub struct SamConfig {
     pub net_3_chans: usize,
 }
 
-/// F.interpolate(mode="linear", align_corners=False) of a (rows, dim) table to `rows_out` rows.
+/// F.interpolate(mode="linear", align_corners=False) of a (rows, dim) table to `rows_out` rows,
+/// as a matrix product so that the table keeps its gradient.
 fn resize_rows_linear(table: &Tensor, rows_out: usize) -> Result<Tensor> {
-    let (rows, dim) = table.dims2()?;
-    let data: Vec<f32> = table.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-    let scale = rows as f32 / rows_out as f32;
-    let mut out = Vec::with_capacity(rows_out * dim);
-    for i in 0..rows_out {
-        let src = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
-        let i0 = (src.floor() as usize).min(rows - 1);
-        let i1 = (i0 + 1).min(rows - 1);
-        let l = src - i0 as f32;
-        out.extend((0..dim).map(|c| (1.0 - l) * data[i0 * dim + c] + l * data[i1 * dim + c]));
-    }
-    Tensor::from_vec(out, (rows_out, dim), table.device())?.to_dtype(table.dtype())
+    let rows = table.dim(0)?;
+    let m = Tensor::from_vec(linear_resize_matrix(rows, rows_out), (rows_out, rows), table.device())?;
+    m.to_dtype(table.dtype())?.matmul(table)
 }
 
 /// Relative-position embeddings for every (query, key) pair along one axis of `size`:
@@ -121,7 +113,7 @@ impl Attention {
             .broadcast_add(&rel_w.unsqueeze(3)?)?
             .reshape((bn, t, t))?;
         let scores = ((q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))? + bias)?;
-        let out = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let out = activation::softmax_last_dim(&scores)?.matmul(&v)?;
         let out = out
             .reshape((b, nh, h, w, hd))?
             .permute((0, 2, 3, 1, 4))?
@@ -142,10 +134,6 @@ struct Block {
 impl Block {
     fn new(cfg: &SamConfig, global: bool, vb: VarBuilder) -> Result<Self> {
         let d = cfg.embed_dim;
-        let ln = LayerNormConfig {
-            eps: 1e-6,
-            ..Default::default()
-        };
         let window = if global { 0 } else { cfg.window_size };
         let rel_size = if global {
             cfg.img_size / cfg.patch_size
@@ -153,8 +141,8 @@ impl Block {
             cfg.window_size
         };
         Ok(Self {
-            norm1: layer_norm(d, ln, vb.pp("norm1"))?,
-            norm2: layer_norm(d, ln, vb.pp("norm2"))?,
+            norm1: LayerNorm::new(d, 1e-6, vb.pp("norm1"))?,
+            norm2: LayerNorm::new(d, 1e-6, vb.pp("norm2"))?,
             attn: Attention::new(d, cfg.num_heads, rel_size, vb.pp("attn"))?,
             lin1: linear(d, d * 4, vb.pp("mlp.lin1"))?,
             lin2: linear(d * 4, d, vb.pp("mlp.lin2"))?,
@@ -265,20 +253,15 @@ impl Sam {
     /// pixels (B, 3, S, S) → features (B, net_3_chans, S/64, S/64).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.patch_embed.forward(pixels)?.permute((0, 2, 3, 1))?;
-        let (_, h, _, c) = x.dims4()?;
+        let (_, h, _, _) = x.dims4()?;
         let grid = self.pos_embed.dim(1)?;
         let pos = if h == grid {
             self.pos_embed.clone()
         } else {
-            let planes: Vec<f32> = self
-                .pos_embed
-                .to_dtype(candle_core::DType::F32)?
-                .permute((0, 3, 1, 2))?
-                .flatten_all()?
-                .to_vec1()?;
-            let resized = resize_planes_bicubic(&planes, c, (grid, grid), (h, h));
-            Tensor::from_vec(resized, (1, c, h, h), pixels.device())?
-                .permute((0, 2, 3, 1))?
+            let planes = self.pos_embed.get(0)?.permute((2, 0, 1))?; // (C, grid, grid)
+            resize_planes_bicubic_tensor(&planes, (h, h))?
+                .permute((1, 2, 0))?
+                .unsqueeze(0)?
                 .to_dtype(x.dtype())?
         };
         let mut x = x.broadcast_add(&pos)?;

@@ -1,0 +1,16 @@
+//! The in-process trainer of the vision-tokenizer model (nano DeepSeek-OCR), in step with the
+//! nanochat fork's PyTorch scripts (`vis_tok_train.py` = Stage 1, `vis_mid_train.py` = Stage 2):
+//! - [`data`]: the fork's sample format, tokenized as its dataloader does (plus an end token),
+//!   the data order, token-budget micro-batches;
+//! - [`optim`]: AdamW, gradient clipping and schedules with PyTorch's semantics;
+//! - [`trainer`]: the loop over the engine's own parameter store;
+//! - [`checkpoint`]: model directories plus resumable trainer state;
+//! - [`metrics`]: CER / WER of generated answers.
+
+pub mod checkpoint;
+pub mod data;
+pub mod metrics;
+pub mod optim;
+pub mod trainer;
+
+pub use trainer::{StepLog, TrainConfig, Trainer};

@@ -1,0 +1,544 @@
+//! The training loop: draw a step's samples, run the model's own code forward and backward in
+//! micro-batches under a token budget, clip, AdamW, then evaluate and checkpoint on schedule.
+//! The model is a training view over the store the engine serves from; each optimizer step
+//! writes the shared tensors in place, between engine steps, never during one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::DType;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, TrainerState};
+use super::data::{self, Cursor, Dataset, Encoder, Order};
+use super::metrics;
+use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
+use crate::engine::sampler::SamplingParams;
+use crate::engine::{Engine, EngineConfig};
+use crate::models::deepseek_ocr::{Example, Model};
+use crate::models::VisionLanguageModel;
+
+/// Stage 1 trains everything; Stage 2 freezes SAM (`sam_model.*`, net_2/net_3 included).
+pub fn frozen(stage: u8) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+    move |name: &str| stage == 2 && name.starts_with("sam_model.")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub stage: u8,
+    pub steps: usize,
+    /// Samples per micro-batch (the whole step's samples are `batch_size × grad_accum`).
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Token budget of a micro-batch (sequence tokens + each image's encoder cost).
+    pub batch_tokens: Option<usize>,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm limit (≤ 0: none).
+    pub grad_clip: f64,
+    pub seq_len: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    /// Write `step_N/` every this many steps (0: only `final/`).
+    pub save_every: usize,
+    /// Validation loss every this many steps (0: never).
+    pub eval_every: usize,
+    /// Stop after this many evaluations without a better validation loss.
+    pub patience: Option<usize>,
+    /// Validation images generated through the engine at each evaluation (CER/WER).
+    pub eval_generate: usize,
+    /// Fraction of steps that train on text alone (Stage 2), from `text_data`.
+    pub text_ratio: f64,
+    pub text_data: Option<PathBuf>,
+    pub log_json: Option<PathBuf>,
+}
+
+/// One optimizer step, as `--log-json` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    /// Mean cross-entropy over the step's target tokens.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global L2 norm of the gradients before clipping.
+    pub grad_norm: f64,
+    pub tokens: usize,
+}
+
+/// An evaluation's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalLog {
+    pub step: usize,
+    pub val_loss: f64,
+    pub samples: Vec<EvalSample>,
+    pub cer: Option<f64>,
+    pub wer: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSample {
+    pub image: PathBuf,
+    pub reference: String,
+    pub output: String,
+    pub cer: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    /// The model the engine serves (views without gradients over the same store).
+    serving: Arc<Model>,
+    model: Model,
+    opt: AdamW,
+    train: Dataset,
+    val: Option<Dataset>,
+    texts: Vec<String>,
+    order: Order,
+    pub state: TrainerState,
+    engine: Option<Engine>,
+    log: Option<std::fs::File>,
+}
+
+impl Trainer {
+    /// A trainer over `serving`'s parameters. With `resume`, the optimizer and data position
+    /// continue from that checkpoint (whose weights `serving` must have been loaded from).
+    pub fn new(serving: Arc<Model>, config: TrainConfig, resume: Option<&Path>) -> Result<Self> {
+        if serving.info().dtype != DType::F32 {
+            bail!(
+                "training runs in f32 (the model was loaded as {:?}); bf16 compute with f32 master weights is not built yet",
+                serving.info().dtype
+            );
+        }
+        if config.stage != 1 && config.stage != 2 {
+            bail!("--stage is 1 or 2, not {}", config.stage);
+        }
+        if config.batch_size == 0 || config.grad_accum == 0 || config.steps == 0 {
+            bail!("--batch-size, --grad-accum and --steps must be positive");
+        }
+        let train = Dataset::open(&config.data, "train")?;
+        let val = Dataset::open(&config.data, "val").ok();
+        let texts = match (&config.text_data, config.text_ratio > 0.0) {
+            (Some(path), true) => read_texts(path)?,
+            (None, true) => bail!("--text-ratio needs --text-data (a JSONL file of {{\"text\"}} lines)"),
+            _ => Vec::new(),
+        };
+        let model = serving.training_view(frozen(config.stage))?;
+        let used = serving.params().requested();
+        let is_frozen = frozen(config.stage);
+        let params: Vec<_> = serving
+            .params()
+            .vars()
+            .iter()
+            .filter(|(name, var)| used.contains(*name) && !is_frozen(name) && var.dtype().is_float())
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let mut opt = AdamW::new(params, config.adamw)?;
+        let mut state = TrainerState {
+            step: 0,
+            cursor: Cursor::default(),
+            best_val_loss: None,
+            evals_without_improvement: 0,
+            truncated_samples: 0,
+        };
+        if let Some(dir) = resume {
+            let (_, saved) = checkpoint::latest(dir.parent().unwrap_or(dir))?
+                .filter(|(p, _)| p == dir)
+                .with_context(|| format!("{} is not a complete checkpoint", dir.display()))?;
+            let moments = checkpoint::load_moments(dir, &serving.info().device)?;
+            opt.load_state(saved.step as u64, |name| {
+                moments
+                    .get(name)
+                    .cloned()
+                    .with_context(|| format!("{} lacks {name}", dir.display()))
+            })?;
+            state = saved;
+        }
+        let order = Order::new(train.len(), config.shuffle, config.seed, state.cursor);
+        let log = match &config.log_json {
+            Some(path) => Some(open_log(path, state.step)?),
+            None => None,
+        };
+        std::fs::create_dir_all(&config.out).with_context(|| format!("creating {}", config.out.display()))?;
+        Ok(Self {
+            config,
+            serving,
+            model,
+            opt,
+            train,
+            val,
+            texts,
+            order,
+            state,
+            engine: None,
+            log,
+        })
+    }
+
+    pub fn trainable_parameters(&self) -> usize {
+        self.opt.params().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    pub fn done(&self) -> bool {
+        self.state.step >= self.config.steps
+    }
+
+    /// Whether step `step` trains on text alone: a draw that depends only on (seed, step).
+    fn text_step(&self, step: usize) -> bool {
+        self.config.text_ratio > 0.0
+            && rand::rngs::StdRng::seed_from_u64(self.config.seed.wrapping_add(0x7E57 ^ step as u64)).random::<f64>()
+                < self.config.text_ratio
+    }
+
+    fn examples(&mut self, step: usize) -> Result<Vec<Example>> {
+        let n = self.config.batch_size * self.config.grad_accum;
+        let encoder = Encoder::new(&self.serving)?;
+        let image_cost = data::image_cost(self.serving.config.base_size);
+        // A sample longer than the budget alone is cut to fit it.
+        let seq_len = match self.config.batch_tokens {
+            Some(budget) => self.config.seq_len.min(budget.saturating_sub(image_cost).max(1)),
+            None => self.config.seq_len,
+        };
+        if self.text_step(step) {
+            let bos = self
+                .serving
+                .tokenizer
+                .token_to_id("<|bos|>")
+                .context("the tokenizer has no <|bos|>")?;
+            return (0..n)
+                .map(|i| {
+                    let text = &self.texts[(step * n + i) % self.texts.len()];
+                    let mut ids = vec![bos];
+                    ids.extend(encoder.tokenize("", text, usize::MAX)?.input_ids);
+                    ids.truncate(seq_len + 1);
+                    Ok(Example {
+                        input_ids: ids[..ids.len() - 1].to_vec(),
+                        targets: ids[1..].iter().map(|&t| t as i64).collect(),
+                        pixels: None,
+                    })
+                })
+                .collect();
+        }
+        let picks = self.order.next(n)?;
+        picks
+            .into_iter()
+            .map(|i| {
+                let (ex, truncated) = encoder.example(&self.train, i, seq_len)?;
+                if truncated > 0 {
+                    self.state.truncated_samples += 1;
+                    tracing::warn!(sample = %self.train.samples[i].id, truncated, "sample cut at the sequence length");
+                }
+                Ok(ex)
+            })
+            .collect()
+    }
+
+    /// One optimizer step.
+    pub fn step(&mut self) -> Result<StepLog> {
+        let step = self.state.step;
+        let lr = self.config.schedule.lr(self.config.lr, step);
+        let examples = self.examples(step)?;
+        let tokens: usize = examples
+            .iter()
+            .map(|e| e.targets.iter().filter(|&&t| t >= 0).count())
+            .sum();
+        if tokens == 0 {
+            bail!("step {step}: no target tokens (every answer cut off by the sequence length?)");
+        }
+        let image_cost = data::image_cost(self.serving.config.base_size);
+        let costs: Vec<usize> = examples
+            .iter()
+            .map(|e| e.input_ids.len() + if e.pixels.is_some() { image_cost } else { 0 })
+            .collect();
+        let mut grads: Option<GradStore> = None;
+        let mut loss = 0f64;
+        for range in data::micro_batches(&costs, self.config.batch_size, self.config.batch_tokens) {
+            let batch: Vec<&Example> = examples[range].iter().collect();
+            let (sum, _) = self.model.loss_sum(&batch)?;
+            // Each micro-batch's share of the step's mean: the sum over the step's token count.
+            let part = (sum / tokens as f64)?;
+            loss += part.to_scalar::<f32>()? as f64;
+            let g = part.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for (_, var) in self.opt.params() {
+                        if let Some(new) = g.get(var.as_tensor()) {
+                            let sum = match acc.get(var.as_tensor()) {
+                                Some(old) => (old + new)?,
+                                None => new.clone(),
+                            };
+                            acc.insert(var.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        let mut grads = grads.expect("a step has at least one micro-batch");
+        let grad_norm = clip_grad_norm(&mut grads, self.opt.params(), self.config.grad_clip)?;
+        if !grad_norm.is_finite() || !loss.is_finite() {
+            bail!("step {step}: the loss ({loss}) or gradient norm ({grad_norm}) is not finite");
+        }
+        self.opt.step(&grads, lr)?;
+        self.serving.params().bump_version();
+        self.state.step += 1;
+        self.state.cursor = self.order.cursor;
+        let entry = StepLog {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+        };
+        if let Some(f) = &mut self.log {
+            writeln!(f, "{}", serde_json::to_string(&entry)?)?;
+            f.flush()?;
+        }
+        Ok(entry)
+    }
+
+    /// Mean cross-entropy over the validation split's targets (the serving view: no graph).
+    pub fn val_loss(&self) -> Result<Option<f64>> {
+        let Some(val) = &self.val else { return Ok(None) };
+        let encoder = Encoder::new(&self.serving)?;
+        let (mut sum, mut count) = (0f64, 0usize);
+        for chunk in (0..val.len()).collect::<Vec<_>>().chunks(self.config.batch_size) {
+            let examples = chunk
+                .iter()
+                .map(|&i| Ok(encoder.example(val, i, self.config.seq_len)?.0))
+                .collect::<Result<Vec<_>>>()?;
+            let (s, n) = self.serving.loss_sum(&examples.iter().collect::<Vec<_>>())?;
+            sum += s.to_scalar::<f32>()? as f64;
+            count += n;
+        }
+        Ok((count > 0).then(|| sum / count as f64))
+    }
+
+    /// Validation loss, and with `eval_generate` > 0 generations through the engine on the live
+    /// weights; keeps `best/` and counts evaluations without improvement.
+    pub fn evaluate(&mut self) -> Result<Option<EvalLog>> {
+        let Some(val_loss) = self.val_loss()? else {
+            return Ok(None);
+        };
+        let samples = self.generate_samples()?;
+        let mean = |f: fn(&EvalSample) -> f64| {
+            (!samples.is_empty()).then(|| samples.iter().map(f).sum::<f64>() / samples.len() as f64)
+        };
+        let cer = mean(|s| s.cer);
+        let wer = (!samples.is_empty()).then(|| {
+            samples
+                .iter()
+                .map(|s| metrics::wer(&s.output, &s.reference))
+                .sum::<f64>()
+                / samples.len() as f64
+        });
+        if self.state.best_val_loss.is_none_or(|b| val_loss < b) {
+            self.state.best_val_loss = Some(val_loss);
+            self.state.evals_without_improvement = 0;
+            checkpoint::save(&self.config.out, "best", &self.serving, None)?;
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        Ok(Some(EvalLog {
+            step: self.state.step,
+            val_loss,
+            samples,
+            cer,
+            wer,
+        }))
+    }
+
+    fn generate_samples(&mut self) -> Result<Vec<EvalSample>> {
+        let Some(val) = &self.val else { return Ok(Vec::new()) };
+        let k = self.config.eval_generate.min(val.len());
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        if self.engine.is_none() {
+            let model: Arc<dyn VisionLanguageModel> = self.serving.clone();
+            self.engine = Some(Engine::new(model, EngineConfig::default())?);
+        }
+        let engine = self.engine.as_ref().expect("just made");
+        let mut out = Vec::with_capacity(k);
+        for i in 0..k {
+            let s = &val.samples[i];
+            let path = val.image_path(i);
+            let image = image::open(&path).with_context(|| format!("reading {}", path.display()))?;
+            let instruction = s.prompt.replace("<image>", "");
+            let params = SamplingParams {
+                max_new_tokens: Some(self.config.seq_len.min(1024)),
+                ..Default::default()
+            };
+            let g = engine.generate(&image, instruction.trim_start_matches('\n'), params)?;
+            out.push(EvalSample {
+                image: path,
+                reference: s.answer.clone(),
+                cer: metrics::cer(&g.text, &s.answer),
+                output: g.text,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `step_N/` with the optimizer state, for `--resume`.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        checkpoint::save(
+            &self.config.out,
+            &format!("step_{}", self.state.step),
+            &self.serving,
+            Some((&self.state, self.opt.state())),
+        )
+    }
+
+    pub fn save_final(&self) -> Result<PathBuf> {
+        checkpoint::save(&self.config.out, "final", &self.serving, None)
+    }
+
+    /// Whether patience has run out.
+    pub fn should_stop_early(&self) -> bool {
+        self.config
+            .patience
+            .is_some_and(|p| self.state.evals_without_improvement >= p)
+    }
+}
+
+fn read_texts(path: &Path) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Line {
+        text: String,
+    }
+    let body = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let texts = body
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            Ok(serde_json::from_str::<Line>(l)
+                .with_context(|| format!("{} line {}: not {{\"text\": ...}}", path.display(), i + 1))?
+                .text)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if texts.is_empty() {
+        bail!("{} has no text lines", path.display());
+    }
+    Ok(texts)
+}
+
+/// The step log, cut to the steps before `step` (a resumed run rewrites what came after).
+fn open_log(path: &Path, step: usize) -> Result<std::fs::File> {
+    let kept: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| serde_json::from_str::<StepLog>(l).is_ok_and(|e| e.step < step))
+        .map(str::to_string)
+        .collect();
+    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    for line in kept {
+        writeln!(f, "{line}")?;
+    }
+    Ok(f)
+}
+
+/// What a run starts from.
+pub enum Start {
+    /// A model directory.
+    Model(PathBuf),
+    /// Fresh weights for the config.json at this path (tokenizer.json beside it).
+    Fresh { config: PathBuf, seed: u64 },
+}
+
+/// What a run reports as it goes.
+pub enum Event<'a> {
+    Resumed { from: &'a Path, step: usize },
+    Step(&'a StepLog),
+    Eval(&'a EvalLog),
+    Saved(&'a Path),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub steps: usize,
+    pub final_dir: PathBuf,
+    pub best_val_loss: Option<f64>,
+    pub stopped_early: bool,
+    pub truncated_samples: usize,
+    pub evals: Vec<EvalLog>,
+}
+
+/// A whole run: load the model (or, with `resume`, the newest checkpoint under the output
+/// directory), train to `config.steps` with evaluations and checkpoints on schedule, write
+/// `final/`.
+pub fn run(
+    start: &Start,
+    device: &candle_core::Device,
+    config: TrainConfig,
+    resume: bool,
+    mut on_event: impl FnMut(Event),
+) -> Result<Summary> {
+    let checkpoint = if resume { checkpoint::latest(&config.out)? } else { None };
+    let model = match (&checkpoint, start) {
+        (Some((dir, _)), _) | (None, Start::Model(dir)) => {
+            Model::load(&crate::hub::ModelFiles::from_dir(dir)?, DType::F32, device)?
+        }
+        (None, Start::Fresh { config: path, seed }) => {
+            let cfg = serde_json::from_str(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not a nano DeepSeek-OCR config", path.display()))?;
+            let tok_path = path.with_file_name("tokenizer.json");
+            let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| {
+                anyhow::anyhow!(
+                    "loading {} (a fresh model takes the tokenizer beside its config): {e}",
+                    tok_path.display()
+                )
+            })?;
+            Model::fresh(cfg, tokenizer, *seed, device)?
+        }
+    };
+    let model = Arc::new(model);
+    let mut trainer = Trainer::new(model, config, checkpoint.as_ref().map(|(p, _)| p.as_path()))?;
+    if let Some((path, state)) = &checkpoint {
+        on_event(Event::Resumed {
+            from: path,
+            step: state.step,
+        });
+    }
+    let mut evals = Vec::new();
+    let mut stopped_early = false;
+    while !trainer.done() {
+        let entry = trainer.step()?;
+        on_event(Event::Step(&entry));
+        let step = trainer.state.step;
+        let c = &trainer.config;
+        if c.eval_every > 0 && (step % c.eval_every == 0 || step == c.steps) {
+            if let Some(e) = trainer.evaluate()? {
+                on_event(Event::Eval(&e));
+                evals.push(e);
+            }
+        }
+        if trainer.config.save_every > 0 && step % trainer.config.save_every == 0 {
+            on_event(Event::Saved(&trainer.save_checkpoint()?));
+        }
+        if trainer.should_stop_early() {
+            stopped_early = true;
+            break;
+        }
+    }
+    let final_dir = trainer.save_final()?;
+    on_event(Event::Saved(&final_dir));
+    Ok(Summary {
+        steps: trainer.state.step,
+        final_dir,
+        best_val_loss: trainer.state.best_val_loss,
+        stopped_early,
+        truncated_samples: trainer.state.truncated_samples,
+        evals,
+    })
+}

@@ -1,0 +1,294 @@
+//! The trainer against the fork's own PyTorch training (tests/reference/make_train_fixtures.py):
+//! the same batches, step 0's gradient of every parameter, and six AdamW steps (loss, gradient
+//! norm, learning rate, every tensor's total update), Stage 1 at base sizes 1024 and 512 and
+//! Stage 2 (SAM frozen) at 512.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use common::{read_json, rel_l2};
+use vellum::hub::ModelFiles;
+use vellum::models::deepseek_ocr::Model;
+use vellum::train::data::{Dataset, Encoder};
+use vellum::train::optim::{AdamWConfig, Schedule};
+use vellum::train::trainer::frozen;
+use vellum::train::{TrainConfig, Trainer};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The gqa fixture model with the case's base size, in a temporary directory.
+fn model_dir(case: &serde_json::Value, tmp: &Path) -> PathBuf {
+    let src = fixtures().join("deepseek_ocr/gqa");
+    let dir = tmp.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut config = read_json(src.join("config.json"));
+    config["base_size"] = case["base_size"].clone();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+fn train_config(case: &serde_json::Value, out: &Path) -> TrainConfig {
+    let u = |k: &str| case[k].as_u64().unwrap() as usize;
+    let f = |k: &str| case[k].as_f64().unwrap();
+    TrainConfig {
+        data: fixtures().join("train/data"),
+        out: out.to_path_buf(),
+        stage: u("stage") as u8,
+        steps: u("steps"),
+        batch_size: u("batch_size"),
+        grad_accum: 1,
+        batch_tokens: None,
+        lr: f("lr"),
+        schedule: match case["schedule"].as_str().unwrap() {
+            "cosine" => Schedule::Cosine {
+                warmup: u("warmup_steps"),
+                steps: u("steps"),
+            },
+            _ => Schedule::Step {
+                warmup: u("warmup_steps"),
+                decay_step: u("lr_decay_step"),
+                gamma: f("lr_decay_gamma"),
+            },
+        },
+        adamw: AdamWConfig {
+            weight_decay: f("weight_decay"),
+            ..Default::default()
+        },
+        grad_clip: f("grad_clip"),
+        seq_len: u("seq_len"),
+        seed: 0,
+        shuffle: false,
+        save_every: 0,
+        eval_every: 0,
+        patience: None,
+        eval_generate: 0,
+        text_ratio: 0.0,
+        text_data: None,
+        log_json: None,
+    }
+}
+
+/// A tensor the fixture stores in full, or as its L2 norm and 512 strided samples.
+fn compare(expected: &BTreeMap<String, Tensor>, kind: &str, name: &str, got: &Tensor, tol: f64) -> f64 {
+    let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    if let Some(want) = expected.get(&format!("{kind}.{name}")) {
+        return rel_l2(&got, &want.flatten_all().unwrap());
+    }
+    let norm = expected[&format!("norm.{kind}.{name}")]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0] as f64;
+    let sample = &expected[&format!("sample.{kind}.{name}")];
+    let n = got.dim(0).unwrap();
+    let stride = n / 512;
+    let idx: Vec<u32> = (0..sample.elem_count()).map(|i| (i * stride) as u32).collect();
+    let picked = got
+        .index_select(&Tensor::new(idx.as_slice(), &Device::Cpu).unwrap(), 0)
+        .unwrap();
+    let got_norm = got
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let norm_err = (got_norm - norm).abs() / norm.max(1e-30);
+    assert!(norm_err < tol, "{kind} {name}: norm {got_norm} vs {norm}");
+    rel_l2(&picked, &sample.flatten_all().unwrap())
+}
+
+fn check_case(name: &str) {
+    let dir = fixtures().join("train").join(name);
+    let case = read_json(dir.join("case.json"));
+    let expected: BTreeMap<String, Tensor> =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = ModelFiles::from_dir(&model_dir(&case, tmp.path())).unwrap();
+    let model = Arc::new(Model::load(&files, DType::F32, &Device::Cpu).unwrap());
+    let config = train_config(&case, &tmp.path().join("out"));
+    let stage = config.stage;
+
+    // The same batches, token for token.
+    let data = Dataset::open(&config.data, "train").unwrap();
+    let encoder = Encoder::new(&model).unwrap();
+    let batches = case["batches"].as_array().unwrap();
+    let mut first = Vec::new();
+    for (step, batch) in batches.iter().enumerate() {
+        for (row, i) in batch.as_array().unwrap().iter().enumerate() {
+            let (ex, _) = encoder
+                .example(&data, i.as_u64().unwrap() as usize, config.seq_len)
+                .unwrap();
+            assert_eq!(
+                ex.input_ids,
+                common::u32s(&case["inputs"][step][row]),
+                "{name}: inputs of step {step} row {row}"
+            );
+            let targets: Vec<i64> = case["targets"][step][row]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap())
+                .collect();
+            assert_eq!(ex.targets, targets, "{name}: targets of step {step} row {row}");
+            if step == 0 {
+                first.push(ex);
+            }
+        }
+    }
+
+    // Step 0's gradients, before clipping.
+    let view = model.training_view(frozen(stage)).unwrap();
+    let (sum, count) = view.loss_sum(&first.iter().collect::<Vec<_>>()).unwrap();
+    let loss = (sum / count as f64).unwrap();
+    let grads = loss.backward().unwrap();
+    let mut worst = (0f64, String::new());
+    for (pname, var) in model.params().vars() {
+        let Some(g) = grads.get(var.as_tensor()) else {
+            assert!(
+                !expected.contains_key(&format!("grad.{pname}"))
+                    && !expected.contains_key(&format!("norm.grad.{pname}")),
+                "{name}: {pname} has a reference gradient but none here"
+            );
+            continue;
+        };
+        let err = compare(&expected, "grad", pname, g, 1e-4);
+        if err > worst.0 {
+            worst = (err, pname.clone());
+        }
+    }
+    eprintln!("{name}: worst step-0 gradient rel L2 {:.2e} ({})", worst.0, worst.1);
+    assert!(worst.0 < 1e-4, "{name}: gradient of {} off by {:.2e}", worst.1, worst.0);
+
+    // Six optimizer steps.
+    let before: BTreeMap<String, Tensor> = model
+        .params()
+        .vars()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().detach().copy().unwrap()))
+        .collect();
+    let mut trainer = Trainer::new(model.clone(), config, None).unwrap();
+    for want in case["log"].as_array().unwrap() {
+        let got = trainer.step().unwrap();
+        let rel = |a: f64, k: &str| (a - want[k].as_f64().unwrap()).abs() / want[k].as_f64().unwrap().abs();
+        eprintln!(
+            "{name} step {}: loss {:.6} (rel {:.1e}), grad norm {:.5} (rel {:.1e}), lr {:.4e}",
+            got.step,
+            got.loss,
+            rel(got.loss, "loss"),
+            got.grad_norm,
+            rel(got.grad_norm, "grad_norm"),
+            got.lr
+        );
+        assert_eq!(got.tokens as u64, want["tokens"].as_u64().unwrap());
+        assert!(rel(got.loss, "loss") < 1e-4, "{name} step {}: loss", got.step);
+        assert!(
+            rel(got.grad_norm, "grad_norm") < 1e-4,
+            "{name} step {}: grad norm",
+            got.step
+        );
+        assert!(rel(got.lr, "lr") < 1e-9, "{name} step {}: lr", got.step);
+    }
+    let mut worst = (0f64, String::new());
+    for (pname, var) in model.params().vars() {
+        let update = (var.as_tensor().detach() - &before[pname]).unwrap();
+        // Frozen, integer buffers, and what the loss never reaches (CLIP's unused patch
+        // embedding: AdamW skips it, no decay either) stay exactly as they were.
+        let untouched = case["no_grad"].as_array().unwrap().iter().any(|n| n == pname.as_str());
+        if frozen(stage)(pname) || !var.dtype().is_float() || untouched {
+            let moved = update
+                .to_dtype(DType::F64)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert_eq!(moved, 0.0, "{name}: frozen {pname} moved");
+            continue;
+        }
+        // A key bias adds the same q·b to every score of a row: softmax cancels it, its
+        // gradient is rounding noise (≈1e-9 here, in both implementations), and AdamW's
+        // normalisation turns noise into ±lr steps of random sign. Compare the query and value
+        // thirds; the key third's gradient must be noise-sized.
+        let (update, expected_update) = if pname.ends_with("qkv_proj.bias") || pname.ends_with("attn.qkv.bias") {
+            let third = update.dim(0).unwrap() / 3;
+            let g = grads.get(var.as_tensor()).unwrap();
+            let key = g
+                .narrow(0, third, third)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let query = g
+                .narrow(0, 0, third)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                key < 1e-4 * query.max(1e-3),
+                "{name}: {pname} key-bias gradient {key} is not noise"
+            );
+            let keep = |t: &Tensor| {
+                Tensor::cat(
+                    &[t.narrow(0, 0, third).unwrap(), t.narrow(0, 2 * third, third).unwrap()],
+                    0,
+                )
+                .unwrap()
+            };
+            let mut e = BTreeMap::new();
+            e.insert(format!("update.{pname}"), keep(&expected[&format!("update.{pname}")]));
+            (keep(&update), e)
+        } else {
+            (update, BTreeMap::new())
+        };
+        let source = if expected_update.is_empty() {
+            &expected
+        } else {
+            &expected_update
+        };
+        let err = compare(source, "update", pname, &update, 1e-2);
+        if err > worst.0 {
+            worst = (err, pname.clone());
+        }
+    }
+    eprintln!("{name}: worst total update rel L2 {:.2e} ({})", worst.0, worst.1);
+    assert!(worst.0 < 1e-2, "{name}: update of {} off by {:.2e}", worst.1, worst.0);
+}
+
+#[test]
+fn stage1_base1024_matches_the_fork() {
+    check_case("stage1_b1024");
+}
+
+#[test]
+fn stage1_base512_matches_the_fork() {
+    check_case("stage1_b512");
+}
+
+#[test]
+fn stage2_base512_matches_the_fork_with_sam_frozen() {
+    check_case("stage2_b512");
+}

@@ -52,6 +52,10 @@ enum Command {
     Convert(ConvertArgs),
     /// Train the nano DeepSeek-OCR model (Stage 1 or 2) on the fork's sample format.
     Train(TrainArgs),
+    /// Write synthetic printed pages (words in the standard PDF fonts) as a training set.
+    Synth(SynthArgs),
+    /// olmOCR-mix pages (unpacked: a .md with YAML front matter beside each .pdf) → a training set.
+    Prepare(PrepareArgs),
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
     PdfWorker,
@@ -318,6 +322,47 @@ impl TrainArgs {
             log_json: self.log_json.clone(),
         }
     }
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    num_train: usize,
+    #[arg(long, default_value_t = 100)]
+    num_val: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct PrepareArgs {
+    /// A directory of olmOCR-mix pages in the unpacked layout.
+    input: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 300)]
+    num_train: usize,
+    #[arg(long, default_value_t = 10)]
+    num_val: usize,
+}
+
+fn run_prepare(args: PrepareArgs) -> Result<ExitCode> {
+    let report = vellum::train::prepare::prepare(&args.input, &args.out, args.num_train, args.num_val)?;
+    for (id, reason) in &report.skipped {
+        eprintln!("skipped {id}: {reason}");
+    }
+    eprintln!(
+        "{} train + {} val samples in {} ({}); {} rows skipped; report in {}",
+        report.train,
+        report.val,
+        args.out.display(),
+        report.types.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
+        report.skipped.len(),
+        args.out.join("report.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_train(args: TrainArgs) -> Result<ExitCode> {
@@ -929,6 +974,18 @@ fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
         Command::Selftest(args) => run_selftest(args),
         Command::Train(args) => run_train(args),
+        Command::Prepare(args) => run_prepare(args),
+        Command::Synth(args) => vellum::train::synth::generate(
+            &args.out,
+            args.num_train,
+            args.num_val,
+            args.seed,
+            &Default::default(),
+        )
+        .map(|()| {
+            eprintln!("{} train and {} val pages in {}", args.num_train, args.num_val, args.out.display());
+            ExitCode::SUCCESS
+        }),
         Command::Convert(args) => vellum::models::deepseek_ocr::convert::convert_checkpoint(
             &args.checkpoint,
             &args.out_dir,

@@ -5,12 +5,16 @@
 //! - [`optim`]: AdamW, gradient clipping and schedules with PyTorch's semantics;
 //! - [`trainer`]: the loop over the engine's own parameter store;
 //! - [`checkpoint`]: model directories plus resumable trainer state;
-//! - [`metrics`]: CER / WER of generated answers.
+//! - [`metrics`]: CER / WER of generated answers;
+//! - [`prepare`]: olmOCR-mix pages into that format, as the fork's prepare_olmocr.py;
+//! - [`synth`]: synthetic printed pages for a from-scratch run.
 
 pub mod checkpoint;
 pub mod data;
 pub mod metrics;
 pub mod optim;
+pub mod prepare;
+pub mod synth;
 pub mod trainer;
 
 pub use trainer::{StepLog, TrainConfig, Trainer};

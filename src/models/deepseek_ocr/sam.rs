@@ -8,7 +8,7 @@
 //! as the reference does.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::{conv2d, conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::imaging::{linear_resize_matrix, resize_planes_bicubic_tensor};
@@ -207,8 +207,41 @@ impl Module for LayerNorm2d {
     }
 }
 
+/// `patch_embed.proj`: a convolution whose kernel equals its stride, computed as what it is, a
+/// linear map of each flattened patch (candle's conv backward on the CPU costs more than the
+/// rest of SAM's step together; the matmul's is cheap).
+struct PatchEmbed {
+    weight: Tensor,
+    bias: Tensor,
+    patch: usize,
+}
+
+impl PatchEmbed {
+    fn new(in_chans: usize, dim: usize, patch: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((dim, in_chans, patch, patch), "weight")?,
+            bias: vb.get(dim, "bias")?,
+            patch,
+        })
+    }
+
+    /// (B, C, H, W) → (B, H/p, W/p, dim).
+    fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = pixels.dims4()?;
+        let p = self.patch;
+        let (gh, gw) = (h / p, w / p);
+        let patches = pixels
+            .reshape((b, c, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))? // (B, gh, gw, C, p, p): the kernel's layout
+            .reshape((b * gh * gw, c * p * p))?;
+        let dim = self.weight.dim(0)?;
+        let w = self.weight.reshape((dim, c * p * p))?;
+        patches.matmul(&w.t()?)?.broadcast_add(&self.bias)?.reshape((b, gh, gw, dim))
+    }
+}
+
 pub struct Sam {
-    patch_embed: Conv2d,
+    patch_embed: PatchEmbed,
     pos_embed: Tensor,
     blocks: Vec<Block>,
     neck: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d),
@@ -219,10 +252,6 @@ pub struct Sam {
 impl Sam {
     pub fn new(cfg: &SamConfig, vb: VarBuilder) -> Result<Self> {
         let grid = cfg.img_size / cfg.patch_size;
-        let patch = Conv2dConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
         let same3 = Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -234,7 +263,7 @@ impl Sam {
         };
         let neck = vb.pp("neck");
         Ok(Self {
-            patch_embed: conv2d(3, cfg.embed_dim, cfg.patch_size, patch, vb.pp("patch_embed.proj"))?,
+            patch_embed: PatchEmbed::new(3, cfg.embed_dim, cfg.patch_size, vb.pp("patch_embed.proj"))?,
             pos_embed: vb.get((1, grid, grid, cfg.embed_dim), "pos_embed")?,
             blocks: (0..cfg.depth)
                 .map(|i| Block::new(cfg, cfg.global_attn_indexes.contains(&i), vb.pp(format!("blocks.{i}"))))
@@ -252,7 +281,7 @@ impl Sam {
 
     /// pixels (B, 3, S, S) → features (B, net_3_chans, S/64, S/64).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        let x = self.patch_embed.forward(pixels)?.permute((0, 2, 3, 1))?;
+        let x = self.patch_embed.forward(pixels)?;
         let (_, h, _, _) = x.dims4()?;
         let grid = self.pos_embed.dim(1)?;
         let pos = if h == grid {

@@ -1,0 +1,164 @@
+//! olmOCR-mix → the fork's sample format, as `scripts/prepare_olmocr.py` makes it: English pages
+//! with a valid rotation and 50 < len(natural_text) < 10,000 characters, the first page rendered
+//! at 150 DPI (through vellum's pdf workers, so a PDF that crashes pdfium costs one row) and
+//! saved as JPEG quality 90, with the prompt chosen by content type ("OCR this document." /
+//! "Convert this table to HTML." / "Describe this diagram."). The first `num_train` kept rows
+//! are the train split, the next `num_val` the val split.
+//!
+//! Input: the unpacked layout (a `.md` with YAML front matter beside each `.pdf`, searched
+//! recursively, in path order). Rows that cannot be used are skipped and listed, with the
+//! reason, in `<out>/report.json`, never a crash.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::data::Sample;
+use crate::models::deepseek_ocr::{DIAGRAM_INSTRUCTION, DOCUMENT_INSTRUCTION, TABLE_INSTRUCTION};
+use crate::pdf::worker::{Worker, WorkerCommand};
+use crate::pdf::RenderMode;
+
+/// One page of olmOCR-mix: its front matter and natural text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Row {
+    pub id: String,
+    pub pdf: PathBuf,
+    pub primary_language: Option<String>,
+    pub is_rotation_valid: bool,
+    pub is_table: bool,
+    pub is_diagram: bool,
+    pub natural_text: String,
+}
+
+/// A `.md` of the unpacked layout: `---`, `key: value` lines, `---`, then the text.
+pub fn parse_markdown(md: &str) -> Result<(BTreeMap<String, String>, String)> {
+    let rest = md.strip_prefix("---\n").context("no YAML front matter (the file does not start with ---)")?;
+    let end = rest.find("\n---").context("the front matter is not closed by ---")?;
+    let fields = rest[..end]
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect();
+    let text = rest[end + 4..].strip_prefix('\n').unwrap_or(&rest[end + 4..]);
+    Ok((fields, text.to_string()))
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn rows(dir: &Path) -> Result<Vec<Result<Row, (String, String)>>> {
+    let mut mds: Vec<PathBuf> = glob::glob(&format!("{}/**/*.md", glob::Pattern::escape(&dir.display().to_string())))?
+        .filter_map(|p| p.ok())
+        .collect();
+    mds.sort();
+    Ok(mds
+        .into_iter()
+        .map(|md| {
+            let id = md.strip_prefix(dir).unwrap_or(&md).with_extension("").display().to_string();
+            let pdf = md.with_extension("pdf");
+            let text = std::fs::read_to_string(&md).map_err(|e| (id.clone(), format!("reading {}: {e}", md.display())))?;
+            let (fields, natural_text) = parse_markdown(&text).map_err(|e| (id.clone(), format!("{}: {e}", md.display())))?;
+            if !pdf.exists() {
+                return Err((id, format!("no PDF beside {}", md.display())));
+            }
+            Ok(Row {
+                id,
+                pdf,
+                primary_language: fields.get("primary_language").cloned(),
+                is_rotation_valid: fields.get("is_rotation_valid").is_none_or(|v| v.eq_ignore_ascii_case("true")),
+                is_table: truthy(fields.get("is_table")),
+                is_diagram: truthy(fields.get("is_diagram")),
+                natural_text,
+            })
+        })
+        .collect())
+}
+
+/// Why a row is left out, or None when prepare_olmocr.py's filters keep it.
+pub fn filter(row: &Row) -> Option<String> {
+    let len = row.natural_text.chars().count();
+    if row.primary_language.as_deref() != Some("en") {
+        Some(format!("primary_language is {:?}, not en", row.primary_language))
+    } else if !row.is_rotation_valid {
+        Some("is_rotation_valid is false".into())
+    } else if len <= 50 || len >= 10_000 {
+        Some(format!("natural_text has {len} characters (kept: 51..9,999)"))
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub kept: usize,
+    pub train: usize,
+    pub val: usize,
+    /// Kept samples by type (document / table / diagram).
+    pub types: BTreeMap<String, usize>,
+    /// (row id, reason) for every row left out.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Writes `<out>/train.json`, `<out>/val.json`, `<out>/images/*.jpg` and `<out>/report.json`.
+pub fn prepare(input: &Path, out: &Path, num_train: usize, num_val: usize) -> Result<Report> {
+    let images = out.join("images");
+    std::fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
+    let mut worker = Worker::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
+    let mut report = Report::default();
+    let mut samples = Vec::new();
+    for row in rows(input)? {
+        if samples.len() >= num_train + num_val {
+            break;
+        }
+        let row = match row {
+            Ok(row) => row,
+            Err(skip) => {
+                report.skipped.push(skip);
+                continue;
+            }
+        };
+        if let Some(reason) = filter(&row) {
+            report.skipped.push((row.id, reason));
+            continue;
+        }
+        let image = match worker.render(&row.pdf, None, 1, RenderMode::Dpi { dpi: 150.0 }) {
+            Ok(image) => image,
+            Err(e) => {
+                report.skipped.push((row.id, e.to_string()));
+                continue;
+            }
+        };
+        let id = format!("olm_{:05}", samples.len());
+        let name = format!("images/{id}.jpg");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(out.join(&name))?);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 90)
+            .encode_image(&image)
+            .with_context(|| format!("writing {name}"))?;
+        let (kind, instruction) = if row.is_table {
+            ("table", TABLE_INSTRUCTION)
+        } else if row.is_diagram {
+            ("diagram", DIAGRAM_INSTRUCTION)
+        } else {
+            ("document", DOCUMENT_INSTRUCTION)
+        };
+        *report.types.entry(kind.into()).or_default() += 1;
+        samples.push(Sample {
+            id,
+            kind: kind.into(),
+            prompt: format!("<image>\n{instruction}"),
+            answer: row.natural_text.trim().to_string(),
+            image: name,
+        });
+    }
+    report.kept = samples.len();
+    let val = samples.split_off(num_train.min(samples.len()));
+    report.train = samples.len();
+    report.val = val.len();
+    std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&samples)?)?;
+    std::fs::write(out.join("val.json"), serde_json::to_string_pretty(&val)?)?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}

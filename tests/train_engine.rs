@@ -1,0 +1,92 @@
+//! The trainer and the engine share one parameter store: an engine serving the model generates
+//! between optimizer steps and sees each update at its next step, with no save or reload.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use vellum::engine::sampler::SamplingParams;
+use vellum::engine::{Engine, EngineConfig, Generation};
+use vellum::hub::ModelFiles;
+use vellum::models::deepseek_ocr::Model;
+use vellum::models::VisionLanguageModel;
+use vellum::train::optim::{AdamWConfig, Schedule};
+use vellum::train::{TrainConfig, Trainer};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn greedy(engine: &Engine, image: &image::DynamicImage) -> Generation {
+    let params = SamplingParams {
+        max_new_tokens: Some(6),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    engine.generate(image, "OCR this document.", params).unwrap()
+}
+
+#[test]
+fn the_engine_serves_each_update_of_the_shared_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("deepseek_ocr/gqa");
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut config = common::read_json(src.join("config.json"));
+    config["base_size"] = 512.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+
+    let model = Arc::new(Model::load(&ModelFiles::from_dir(&dir).unwrap(), DType::F32, &Device::Cpu).unwrap());
+    let served: Arc<dyn VisionLanguageModel> = model.clone();
+    let engine = Engine::new(served, EngineConfig::default()).unwrap();
+    let image = image::open(fixtures().join("train/data/images/receipt.png")).unwrap();
+    let before = greedy(&engine, &image);
+
+    let config = TrainConfig {
+        data: fixtures().join("train/data"),
+        out: tmp.path().join("out"),
+        stage: 1,
+        steps: 2,
+        batch_size: 2,
+        grad_accum: 1,
+        batch_tokens: None,
+        lr: 1e-2,
+        schedule: Schedule::Constant { warmup: 0 },
+        adamw: AdamWConfig::default(),
+        grad_clip: 1.0,
+        seq_len: 116,
+        seed: 0,
+        shuffle: false,
+        save_every: 0,
+        eval_every: 0,
+        patience: None,
+        eval_generate: 0,
+        text_ratio: 0.0,
+        text_data: None,
+        log_json: None,
+    };
+    let mut trainer = Trainer::new(model.clone(), config, None).unwrap();
+    let mut last = before.clone();
+    for _ in 0..2 {
+        trainer.step().unwrap();
+        // The same engine, no reload: its next step runs on the updated tensors (the vision
+        // and prefix caches are keyed by the weights' version, so nothing stale is reused).
+        let now = greedy(&engine, &image);
+        assert_ne!(now.logprobs, last.logprobs, "the engine did not see the optimizer step");
+        last = now;
+    }
+
+    // What it served is exactly the saved model's output, loaded from disk afresh.
+    let saved = trainer.save_final().unwrap();
+    let reloaded = Model::load(&ModelFiles::from_dir(&saved).unwrap(), DType::F32, &Device::Cpu).unwrap();
+    let fresh = Engine::new(Arc::new(reloaded), EngineConfig::default()).unwrap();
+    let check = greedy(&fresh, &image);
+    assert_eq!(check.tokens, last.tokens);
+    assert_eq!(check.logprobs, last.logprobs);
+
+}

@@ -6,6 +6,7 @@
 //! - [`trainer`]: the loop over the engine's own parameter store;
 //! - [`checkpoint`]: model directories plus resumable trainer state;
 //! - [`metrics`]: CER / WER of generated answers;
+//! - [`report`]: the HTML report (curves, evaluated samples);
 //! - [`prepare`]: olmOCR-mix pages into that format, as the fork's prepare_olmocr.py;
 //! - [`synth`]: synthetic printed pages for a from-scratch run.
 
@@ -14,6 +15,7 @@ pub mod data;
 pub mod metrics;
 pub mod optim;
 pub mod prepare;
+pub mod report;
 pub mod synth;
 pub mod trainer;
 

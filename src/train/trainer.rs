@@ -511,16 +511,19 @@ pub fn run(
         });
     }
     let mut evals = Vec::new();
+    let mut steps = Vec::new();
     let mut stopped_early = false;
     while !trainer.done() {
         let entry = trainer.step()?;
         on_event(Event::Step(&entry));
+        steps.push(entry);
         let step = trainer.state.step;
         let c = &trainer.config;
         if c.eval_every > 0 && (step % c.eval_every == 0 || step == c.steps) {
             if let Some(e) = trainer.evaluate()? {
                 on_event(Event::Eval(&e));
                 evals.push(e);
+                super::report::write(&trainer.config.out, &steps, &evals)?;
             }
         }
         if trainer.config.save_every > 0 && step % trainer.config.save_every == 0 {
@@ -533,6 +536,7 @@ pub fn run(
     }
     let final_dir = trainer.save_final()?;
     on_event(Event::Saved(&final_dir));
+    super::report::write(&trainer.config.out, &steps, &evals)?;
     Ok(Summary {
         steps: trainer.state.step,
         final_dir,

@@ -182,12 +182,9 @@ impl Config {
                 text.head_dim()
             );
         }
-        let vision: VisionConfig = serde_json::from_value(
-            root.get("vision_config")
-                .cloned()
-                .context("config.json has no vision_config")?,
-        )
-        .context("vision_config")?;
+        let mut vision = root.get("vision_config").cloned().context("config.json has no vision_config")?;
+        fold_aliases(&mut vision, "vision_config", &[("in_chans", "in_channels")])?;
+        let vision: VisionConfig = serde_json::from_value(vision).context("vision_config")?;
         let id = |name: &str| -> Result<u32> {
             root.get(name)
                 .or_else(|| root.get("text_config").and_then(|t| t.get(name)))
@@ -207,6 +204,24 @@ impl Config {
             vision,
         })
     }
+}
+
+/// transformers ≥ 5.24 writes some fields under both names (`in_chans` and `in_channels`),
+/// which serde's `alias` rejects as a duplicate: keep the first name, after checking that the
+/// two agree.
+fn fold_aliases(section: &mut Value, what: &str, pairs: &[(&str, &str)]) -> Result<()> {
+    let Some(map) = section.as_object_mut() else {
+        bail!("{what} is not an object");
+    };
+    for &(name, alias) in pairs {
+        if let (Some(a), Some(b)) = (map.get(name), map.get(alias)) {
+            if a != b {
+                bail!("{what}: {name} = {a} but {alias} = {b}");
+            }
+            map.remove(alias);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -259,6 +274,22 @@ mod tests {
         let c = Config::from_json(&json).unwrap();
         check_rolmocr(&c);
         assert_eq!(c.eos_token_ids, vec![151645, 151643]);
+    }
+
+    #[test]
+    fn accepts_aliases_side_by_side() {
+        let json = format!(
+            r#"{{"architectures": ["Qwen2_5_VLForConditionalGeneration"], "vocab_size": 152064,
+            "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06,
+            "rope_theta": 1000000.0, "rope_scaling": {{"type": "mrope", "mrope_section": [16, 24, 24]}},
+            "image_token_id": 151655, "vision_start_token_id": 151652, {}}}"#,
+            VISION.replace(r#""in_chans": 3,"#, r#""in_chans": 3, "in_channels": 3,"#)
+        );
+        check_rolmocr(&Config::from_json(&json).unwrap());
+        let clash = json.replace(r#""in_channels": 3"#, r#""in_channels": 4"#);
+        let err = Config::from_json(&clash).unwrap_err();
+        assert!(format!("{err:#}").contains("in_channels = 4"), "{err:#}");
     }
 
     #[test]

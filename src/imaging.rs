@@ -12,6 +12,16 @@
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
+/// Python's `round()` for non-negative values: halves go to the even neighbour.
+pub fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
 /// The cubic convolution kernel PyTorch's antialiased path uses (a = -0.5, as Pillow).
 fn cubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -199,6 +209,21 @@ pub fn linear_resize_matrix(in_size: usize, out_size: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_is_half_to_even() {
+        for (x, want) in [
+            (0.5, 0.0),
+            (1.5, 2.0),
+            (2.5, 2.0),
+            (3.5, 4.0),
+            (2.4999, 2.0),
+            (2.5001, 3.0),
+            (7.0, 7.0),
+        ] {
+            assert_eq!(round_half_even(x), want, "round({x})");
+        }
+    }
 
     #[test]
     fn same_size_is_identity() {

@@ -21,7 +21,6 @@ pub mod engine;
 pub mod hub;
 pub mod imaging;
 pub mod models;
-pub mod ocr;
 pub mod ops;
 pub mod pdf;
 pub mod pipeline;

@@ -88,5 +88,4 @@ fn the_engine_serves_each_update_of_the_shared_weights() {
     let check = greedy(&fresh, &image);
     assert_eq!(check.tokens, last.tokens);
     assert_eq!(check.logprobs, last.logprobs);
-
 }

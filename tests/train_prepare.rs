@@ -10,15 +10,28 @@ fn olmocr_pages_become_training_samples() {
     let tmp = tempfile::tempdir().unwrap();
     // A row whose PDF is missing and a row that is not English: skipped, with reasons.
     std::fs::copy(input.join("edgar.md"), tmp.path().join("orphan.md")).unwrap();
-    let french = std::fs::read_to_string(input.join("edgar.md")).unwrap().replace("primary_language: en", "primary_language: fr");
+    let french = std::fs::read_to_string(input.join("edgar.md"))
+        .unwrap()
+        .replace("primary_language: en", "primary_language: fr");
     std::fs::write(tmp.path().join("french.md"), french).unwrap();
     std::fs::copy(input.join("edgar.pdf"), tmp.path().join("french.pdf")).unwrap();
     // A document page of reasonable length (untable's own text is over the 10,000 limit).
     let untable = std::fs::read_to_string(input.join("untable.md")).unwrap();
-    let short: String = untable.replace("is_table: True", "is_table: False").chars().take(600).collect();
+    let short: String = untable
+        .replace("is_table: True", "is_table: False")
+        .chars()
+        .take(600)
+        .collect();
     std::fs::write(tmp.path().join("short.md"), short).unwrap();
     std::fs::copy(input.join("untable.pdf"), tmp.path().join("short.pdf")).unwrap();
-    for f in ["edgar.md", "edgar.pdf", "untable.md", "untable.pdf", "blanktext.md", "blanktext.pdf"] {
+    for f in [
+        "edgar.md",
+        "edgar.pdf",
+        "untable.md",
+        "untable.pdf",
+        "blanktext.md",
+        "blanktext.pdf",
+    ] {
         std::fs::copy(input.join(f), tmp.path().join(f)).unwrap();
     }
     let out = tmp.path().join("out");
@@ -31,7 +44,8 @@ fn olmocr_pages_become_training_samples() {
         .status()
         .unwrap();
     assert!(status.success());
-    let read = |f: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
+    let read =
+        |f: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
     let (train, val, report) = (read("train.json"), read("val.json"), read("report.json"));
     // edgar is a table page (is_table: True in its front matter), short a document.
     assert_eq!(train[0]["prompt"], "<image>\nConvert this table to HTML.");
@@ -41,7 +55,13 @@ fn olmocr_pages_become_training_samples() {
     assert_eq!(val[0]["prompt"], "<image>\nOCR this document.");
     // 150 DPI: a Letter page is 1275 × 1650 pixels.
     let image = image::open(out.join(train[0]["image"].as_str().unwrap())).unwrap();
-    assert_eq!(image.width().max(image.height()), 1650, "{}x{}", image.width(), image.height());
+    assert_eq!(
+        image.width().max(image.height()),
+        1650,
+        "{}x{}",
+        image.width(),
+        image.height()
+    );
     let skipped: Vec<String> = report["skipped"]
         .as_array()
         .unwrap()
@@ -49,8 +69,17 @@ fn olmocr_pages_become_training_samples() {
         .map(|s| format!("{}: {}", s[0].as_str().unwrap(), s[1].as_str().unwrap()))
         .collect();
     assert_eq!(skipped.len(), 4, "{skipped:?}");
-    assert!(skipped.iter().any(|s| s.starts_with("untable: natural_text has 21626")), "{skipped:?}");
-    assert!(skipped.iter().any(|s| s.starts_with("blanktext: natural_text has")), "{skipped:?}");
-    assert!(skipped.iter().any(|s| s.starts_with("french: primary_language")), "{skipped:?}");
+    assert!(
+        skipped.iter().any(|s| s.starts_with("untable: natural_text has 21626")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|s| s.starts_with("blanktext: natural_text has")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|s| s.starts_with("french: primary_language")),
+        "{skipped:?}"
+    );
     assert!(skipped.iter().any(|s| s.starts_with("orphan: no PDF")), "{skipped:?}");
 }

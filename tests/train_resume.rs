@@ -33,8 +33,26 @@ fn train(model: &Path, out: &Path, extra: &[&str]) -> Command {
         .arg(fixtures().join("train/data"))
         .arg("--out")
         .arg(out)
-        .args(["--steps", "8", "--batch-size", "2", "--lr", "1e-3", "--warmup-steps", "2"])
-        .args(["--seq-len", "116", "--save-every", "1", "--eval-every", "0", "--seed", "7"])
+        .args([
+            "--steps",
+            "8",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-3",
+            "--warmup-steps",
+            "2",
+        ])
+        .args([
+            "--seq-len",
+            "116",
+            "--save-every",
+            "1",
+            "--eval-every",
+            "0",
+            "--seed",
+            "7",
+        ])
         .arg("--log-json")
         .arg(out.with_extension("jsonl"))
         .args(extra)
@@ -56,7 +74,10 @@ fn a_killed_run_resumes_bit_identical() {
     let started = Instant::now();
     while !killed.join("step_3/trainer_state.json").exists() {
         assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL

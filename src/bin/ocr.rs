@@ -16,12 +16,12 @@ use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
 use vellum::models::qwen2_5_vl::Model;
 use vellum::models::VisionLanguageModel;
-use vellum::ocr::{DocumentResult, OcrOptions, Recognizer};
 use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::xgboost::XgbModel;
 use vellum::pdf::RenderMode;
 use vellum::pipeline;
+use vellum::pipeline::document::{DocumentResult, OcrOptions, Recognizer};
 use vellum::pipeline::run::{RunObserver, RunOptions, RunStats};
 use vellum::pipeline::shard::Shard;
 
@@ -358,7 +358,12 @@ fn run_prepare(args: PrepareArgs) -> Result<ExitCode> {
         report.train,
         report.val,
         args.out.display(),
-        report.types.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
+        report
+            .types
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         report.skipped.len(),
         args.out.join("report.json").display()
     );
@@ -975,17 +980,19 @@ fn main() -> ExitCode {
         Command::Selftest(args) => run_selftest(args),
         Command::Train(args) => run_train(args),
         Command::Prepare(args) => run_prepare(args),
-        Command::Synth(args) => vellum::train::synth::generate(
-            &args.out,
-            args.num_train,
-            args.num_val,
-            args.seed,
-            &Default::default(),
-        )
-        .map(|()| {
-            eprintln!("{} train and {} val pages in {}", args.num_train, args.num_val, args.out.display());
-            ExitCode::SUCCESS
-        }),
+        Command::Synth(args) => {
+            vellum::train::synth::generate(&args.out, args.num_train, args.num_val, args.seed, &Default::default()).map(
+                |()| {
+                    eprintln!(
+                        "{} train and {} val pages in {}",
+                        args.num_train,
+                        args.num_val,
+                        args.out.display()
+                    );
+                    ExitCode::SUCCESS
+                },
+            )
+        }
         Command::Convert(args) => vellum::models::deepseek_ocr::convert::convert_checkpoint(
             &args.checkpoint,
             &args.out_dir,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-pub type BlockId = u32;
+pub use crate::ops::paged_attention::BlockId;
 pub type BlockHash = u64;
 
 pub struct BlockPool {

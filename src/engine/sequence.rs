@@ -64,11 +64,6 @@ impl Sequence {
         }
     }
 
-    pub fn is_image_token(&self, i: usize) -> bool {
-        let (s, e) = self.prompt.image_span();
-        (s..e).contains(&i)
-    }
-
     /// The prompt and output so far (what penalties look at).
     pub fn history(&self) -> Vec<u32> {
         let mut h = self.prompt.input_ids.clone();

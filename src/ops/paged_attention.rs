@@ -12,7 +12,9 @@ use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use super::attention::AttentionCache;
-use crate::engine::block_pool::BlockId;
+
+/// A block of the paged cache, by index.
+pub type BlockId = u32;
 
 /// Key/value storage for every layer, `[block][slot][kv_head][head_dim]`.
 pub struct PagedKv {

@@ -8,11 +8,35 @@ use image::RgbImage;
 use pdfium_render::prelude::{PdfPage, PdfRenderConfig};
 
 use super::RenderMode;
-use crate::models::qwen2_5_vl::processor::finepdfs_box;
+use crate::imaging::round_half_even;
 
 /// Largest image vellum renders (pixels): a page that would exceed it is refused with an error
 /// instead of allocating gigabytes (a 200×200-inch page at 150 DPI is 900 Mpx).
 pub const MAX_RENDER_PIXELS: u64 = 64_000_000;
+
+/// FinePDFs' page box (datatrove's `render_page_to_base64png_pymupdf` with
+/// resize_longest_side_pixels = 1280, max_visual_tokens = 2048) for a page of `width` × `height`
+/// points: scale up (never down) so the longest side reaches 1280, round each side to the
+/// 28-grid, and shrink to at most 2048 merged tokens. The page is then rendered at
+/// zoom = min(box_w / width, box_h / height), so only one side lands on the box.
+pub fn finepdfs_box(width: f64, height: f64) -> (usize, usize) {
+    const LONGEST: f64 = 1280.0;
+    const MAX_PIXELS: f64 = 2048.0 * 28.0 * 28.0;
+    let scale = LONGEST / width.max(height);
+    let (w, h) = if scale > 1.0 {
+        (width * scale, height * scale)
+    } else {
+        (width, height)
+    };
+    let grid = |x: f64| (round_half_even(x / 28.0) * 28.0).max(28.0);
+    let (mut bw, mut bh) = (grid(w), grid(h));
+    if bw * bh > MAX_PIXELS {
+        let s = (MAX_PIXELS / (bw * bh)).sqrt();
+        bw = ((bw * s / 28.0).floor() * 28.0).max(28.0);
+        bh = ((bh * s / 28.0).floor() * 28.0).max(28.0);
+    }
+    (bw as usize, bh as usize)
+}
 
 /// The zoom (pixels per point) for a page of `width` × `height` points.
 pub fn zoom(width: f64, height: f64, mode: RenderMode) -> f64 {
@@ -65,6 +89,12 @@ pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finepdfs_box_for_a4_and_letter() {
+        assert_eq!(finepdfs_box(595.0, 842.0), (896, 1288));
+        assert_eq!(finepdfs_box(612.0, 792.0), (980, 1288));
+    }
 
     #[test]
     fn finepdfs_a4_lands_one_side_on_the_box() {

@@ -1,7 +1,8 @@
-//! OCR at corpus scale: the inputs of a run, the share of them this rank owns, page quality
-//! checks, and chunked output that resumes after any kill without losing or repeating a
-//! document.
+//! OCR at corpus scale: the document runner (routing, rendering, retries, fallback), the
+//! inputs of a run, the share of them this rank owns, page quality checks, and chunked output
+//! that resumes after any kill without losing or repeating a document.
 
+pub mod document;
 pub mod quality;
 pub mod run;
 pub mod shard;

@@ -12,10 +12,10 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::document::{ocr_documents, DocumentResult, OcrOptions, PageSource, Recognizer};
 use super::shard::Shard;
 use super::sources::{self, Source};
 use super::writer::ChunkWriter;
-use crate::ocr::{ocr_documents, DocumentResult, OcrOptions, PageSource, Recognizer};
 
 pub struct RunOptions {
     /// Files, folders, globs and manifests (see [`sources`]).

@@ -34,7 +34,9 @@ pub struct Row {
 
 /// A `.md` of the unpacked layout: `---`, `key: value` lines, `---`, then the text.
 pub fn parse_markdown(md: &str) -> Result<(BTreeMap<String, String>, String)> {
-    let rest = md.strip_prefix("---\n").context("no YAML front matter (the file does not start with ---)")?;
+    let rest = md
+        .strip_prefix("---\n")
+        .context("no YAML front matter (the file does not start with ---)")?;
     let end = rest.find("\n---").context("the front matter is not closed by ---")?;
     let fields = rest[..end]
         .lines()
@@ -50,17 +52,27 @@ fn truthy(v: Option<&String>) -> bool {
 }
 
 fn rows(dir: &Path) -> Result<Vec<Result<Row, (String, String)>>> {
-    let mut mds: Vec<PathBuf> = glob::glob(&format!("{}/**/*.md", glob::Pattern::escape(&dir.display().to_string())))?
-        .filter_map(|p| p.ok())
-        .collect();
+    let mut mds: Vec<PathBuf> = glob::glob(&format!(
+        "{}/**/*.md",
+        glob::Pattern::escape(&dir.display().to_string())
+    ))?
+    .filter_map(|p| p.ok())
+    .collect();
     mds.sort();
     Ok(mds
         .into_iter()
         .map(|md| {
-            let id = md.strip_prefix(dir).unwrap_or(&md).with_extension("").display().to_string();
+            let id = md
+                .strip_prefix(dir)
+                .unwrap_or(&md)
+                .with_extension("")
+                .display()
+                .to_string();
             let pdf = md.with_extension("pdf");
-            let text = std::fs::read_to_string(&md).map_err(|e| (id.clone(), format!("reading {}: {e}", md.display())))?;
-            let (fields, natural_text) = parse_markdown(&text).map_err(|e| (id.clone(), format!("{}: {e}", md.display())))?;
+            let text =
+                std::fs::read_to_string(&md).map_err(|e| (id.clone(), format!("reading {}: {e}", md.display())))?;
+            let (fields, natural_text) =
+                parse_markdown(&text).map_err(|e| (id.clone(), format!("{}: {e}", md.display())))?;
             if !pdf.exists() {
                 return Err((id, format!("no PDF beside {}", md.display())));
             }
@@ -68,7 +80,9 @@ fn rows(dir: &Path) -> Result<Vec<Result<Row, (String, String)>>> {
                 id,
                 pdf,
                 primary_language: fields.get("primary_language").cloned(),
-                is_rotation_valid: fields.get("is_rotation_valid").is_none_or(|v| v.eq_ignore_ascii_case("true")),
+                is_rotation_valid: fields
+                    .get("is_rotation_valid")
+                    .is_none_or(|v| v.eq_ignore_ascii_case("true")),
                 is_table: truthy(fields.get("is_table")),
                 is_diagram: truthy(fields.get("is_diagram")),
                 natural_text,

@@ -19,8 +19,12 @@ fn chart(title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
     if all.is_empty() {
         return String::new();
     }
-    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x0, x1) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let sx = |x: f64| pad + (x - x0) / (x1 - x0).max(1e-12) * (w - 2.0 * pad);
     let sy = |y: f64| h - pad - (y - y0) / (y1 - y0).max(1e-12) * (h - 2.0 * pad);
     let mut svg = format!(
@@ -34,7 +38,10 @@ fn chart(title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
         h - 8.0
     );
     for (i, (label, colour, points)) in series.iter().enumerate() {
-        let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
         let _ = write!(
             svg,
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\
@@ -57,13 +64,25 @@ pub fn write(out: &Path, steps: &[StepLog], evals: &[EvalLog]) -> Result<()> {
     html += &chart(
         "Loss",
         &[
-            ("train loss", "#1f77b4", steps.iter().map(|s| (s.step as f64 + 1.0, s.loss)).collect()),
-            ("val loss", "#d62728", evals.iter().map(|e| (e.step as f64, e.val_loss)).collect()),
+            (
+                "train loss",
+                "#1f77b4",
+                steps.iter().map(|s| (s.step as f64 + 1.0, s.loss)).collect(),
+            ),
+            (
+                "val loss",
+                "#d62728",
+                evals.iter().map(|e| (e.step as f64, e.val_loss)).collect(),
+            ),
         ],
     );
     html += &chart(
         "Learning rate",
-        &[("lr", "#2ca02c", steps.iter().map(|s| (s.step as f64 + 1.0, s.lr)).collect())],
+        &[(
+            "lr",
+            "#2ca02c",
+            steps.iter().map(|s| (s.step as f64 + 1.0, s.lr)).collect(),
+        )],
     );
     let cer: Vec<(f64, f64)> = evals.iter().filter_map(|e| Some((e.step as f64, e.cer?))).collect();
     if !cer.is_empty() {

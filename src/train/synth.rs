@@ -89,7 +89,11 @@ fn page_pdf(lines: &[String], font: &str, size: f32, (w, h): (f32, f32)) -> Vec<
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }
@@ -108,7 +112,10 @@ pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config:
             let lines: Vec<String> = (0..rng.random_range(config.lines.clone()))
                 .map(|_| {
                     let n = rng.random_range(config.words_per_line.clone());
-                    (0..n).map(|_| *words.choose(&mut rng).expect("words")).collect::<Vec<_>>().join(" ")
+                    (0..n)
+                        .map(|_| *words.choose(&mut rng).expect("words"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 })
                 .collect();
             let font = FONTS.choose(&mut rng).expect("fonts");
@@ -127,7 +134,10 @@ pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config:
                 image: name,
             });
         }
-        std::fs::write(out.join(format!("{split}.json")), serde_json::to_string_pretty(&samples)?)?;
+        std::fs::write(
+            out.join(format!("{split}.json")),
+            serde_json::to_string_pretty(&samples)?,
+        )?;
     }
     let _ = std::fs::remove_file(&scratch);
     Ok(())

@@ -25,8 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::hub::ModelFiles;
-use crate::imaging::{resize_bicubic_with, Precision};
-use crate::models::qwen2_5_vl::processor::round_half_even;
+use crate::imaging::{resize_bicubic_with, round_half_even, Precision};
 use crate::models::{embed_rows, ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
 use crate::weights::ParamStore;

@@ -236,7 +236,10 @@ impl PatchEmbed {
             .reshape((b * gh * gw, c * p * p))?;
         let dim = self.weight.dim(0)?;
         let w = self.weight.reshape((dim, c * p * p))?;
-        patches.matmul(&w.t()?)?.broadcast_add(&self.bias)?.reshape((b, gh, gw, dim))
+        patches
+            .matmul(&w.t()?)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, gh, gw, dim))
     }
 }
 

@@ -71,7 +71,6 @@ pub struct Config {
     pub text: TextConfig,
     pub vision: VisionConfig,
     pub image_token_id: u32,
-    pub vision_start_token_id: u32,
     /// End tokens named by config.json (generation_config.json may add more).
     pub eos_token_ids: Vec<u32>,
 }
@@ -182,7 +181,10 @@ impl Config {
                 text.head_dim()
             );
         }
-        let mut vision = root.get("vision_config").cloned().context("config.json has no vision_config")?;
+        let mut vision = root
+            .get("vision_config")
+            .cloned()
+            .context("config.json has no vision_config")?;
         fold_aliases(&mut vision, "vision_config", &[("in_chans", "in_channels")])?;
         let vision: VisionConfig = serde_json::from_value(vision).context("vision_config")?;
         let id = |name: &str| -> Result<u32> {
@@ -194,7 +196,6 @@ impl Config {
         };
         Ok(Config {
             image_token_id: id("image_token_id")?,
-            vision_start_token_id: id("vision_start_token_id")?,
             eos_token_ids: top
                 .eos_token_id
                 .or(nested.eos_token_id)
@@ -242,7 +243,6 @@ mod tests {
         assert_eq!(c.text.rope_theta, 1e6);
         assert_eq!(c.vision.fullatt_block_indexes, vec![7, 15, 23, 31]);
         assert_eq!(c.image_token_id, 151655);
-        assert_eq!(c.vision_start_token_id, 151652);
     }
 
     #[test]

@@ -142,21 +142,8 @@ impl Model {
         })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
     pub fn num_layers(&self) -> usize {
         self.text.num_layers()
-    }
-
-    /// End-of-generation tokens: generation_config.json's and config.json's.
-    pub fn stop_token_ids(&self) -> &[u32] {
-        &self.info.stop_token_ids
     }
 
     /// Chat-templated prompt with the image first, tokenised, placeholders expanded.

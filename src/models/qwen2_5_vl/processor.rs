@@ -10,17 +10,7 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, RgbImage};
 use serde::Deserialize;
 
-use crate::imaging::resize_bicubic;
-
-/// Python's `round()` for non-negative values: halves go to the even neighbour.
-pub fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - x.signum()
-    } else {
-        r
-    }
-}
+use crate::imaging::{resize_bicubic, round_half_even};
 
 /// transformers' `smart_resize`: the (height, width) on the `factor` grid closest to the
 /// input, scaled to stay within [min_pixels, max_pixels].
@@ -51,30 +41,6 @@ pub fn smart_resize(
         w_bar = (w * beta / f).ceil() * f;
     }
     Ok((h_bar as usize, w_bar as usize))
-}
-
-/// FinePDFs' page box (datatrove's `render_page_to_base64png_pymupdf` with
-/// resize_longest_side_pixels = 1280, max_visual_tokens = 2048) for a page of `width` × `height`
-/// points: scale up (never down) so the longest side reaches 1280, round each side to the
-/// 28-grid, and shrink to at most 2048 merged tokens. The page is then rendered at
-/// zoom = min(box_w / width, box_h / height), so only one side lands on the box.
-pub fn finepdfs_box(width: f64, height: f64) -> (usize, usize) {
-    const LONGEST: f64 = 1280.0;
-    const MAX_PIXELS: f64 = 2048.0 * 28.0 * 28.0;
-    let scale = LONGEST / width.max(height);
-    let (w, h) = if scale > 1.0 {
-        (width * scale, height * scale)
-    } else {
-        (width, height)
-    };
-    let grid = |x: f64| (round_half_even(x / 28.0) * 28.0).max(28.0);
-    let (mut bw, mut bh) = (grid(w), grid(h));
-    if bw * bh > MAX_PIXELS {
-        let s = (MAX_PIXELS / (bw * bh)).sqrt();
-        bw = ((bw * s / 28.0).floor() * 28.0).max(28.0);
-        bh = ((bh * s / 28.0).floor() * 28.0).max(28.0);
-    }
-    (bw as usize, bh as usize)
 }
 
 /// The Qwen processor refuses images more elongated than this.
@@ -338,33 +304,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounding_is_half_to_even() {
-        for (x, want) in [
-            (0.5, 0.0),
-            (1.5, 2.0),
-            (2.5, 2.0),
-            (3.5, 4.0),
-            (2.4999, 2.0),
-            (2.5001, 3.0),
-            (7.0, 7.0),
-        ] {
-            assert_eq!(round_half_even(x), want, "round({x})");
-        }
-    }
-
-    #[test]
     fn smart_resize_matches_python_at_ties() {
         // 70/28 = 2.5 rounds to 2 in Python (f64::round would give 3).
         assert_eq!(smart_resize(70, 2000, 28, 3136, 1003520).unwrap(), (56, 1988));
         // 42/28 = 1.5 → 2; 98/28 = 3.5 → 4.
         assert_eq!(smart_resize(42, 98, 28, 0, 1 << 30).unwrap(), (56, 112));
         assert!(smart_resize(10, 2500, 28, 3136, 1003520).is_err());
-    }
-
-    #[test]
-    fn finepdfs_box_for_a4_and_letter() {
-        assert_eq!(finepdfs_box(595.0, 842.0), (896, 1288));
-        assert_eq!(finepdfs_box(612.0, 792.0), (980, 1288));
     }
 
     #[test]

@@ -20,13 +20,13 @@ use std::time::Instant;
 use image::{DynamicImage, RgbImage};
 use serde::Serialize;
 
+use super::quality::find_repetition;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
 use crate::pdf::route::DocumentRoute;
 use crate::pdf::stream::{document_stream, StreamItem};
 use crate::pdf::worker::{Worker, WorkerCommand};
 use crate::pdf::{PdfError, RenderMode};
-use crate::pipeline::quality::find_repetition;
 
 /// olmOCR's temperatures for successive attempts at a bad page.
 pub const TEMPERATURE_LADDER: [f64; 8] = [0.1, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9, 1.0];
@@ -300,15 +300,6 @@ impl DocState {
             .collect();
         self.result
     }
-}
-
-/// OCRs one page image.
-pub fn ocr_image(
-    engine: &Engine,
-    image: &DynamicImage,
-    options: &OcrOptions,
-) -> anyhow::Result<crate::engine::Generation> {
-    engine.generate(image, &options.instruction, options.params.clone())
 }
 
 /// OCRs `files` (PDFs or page images), calling `done` with each document, in input order, as

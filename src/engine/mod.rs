@@ -6,12 +6,12 @@
 //! Each [`Engine`] owns its cache and thread: several can live in one process.
 
 pub mod block_pool;
+pub mod encoder_cache;
 pub mod kv_cache;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,9 @@ use image::DynamicImage;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::models::{embed_rows, PreparedPrompt, VisionLanguageModel};
+use crate::models::{embed_rows, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::paged_attention::{PagedAttention, SeqRows};
+use encoder_cache::EncoderCache;
 use kv_cache::{block_hashes, CacheBudget, CacheShape, KvCache, SeqId};
 use sampler::SamplingParams;
 use scheduler::{Scheduled, Scheduler, SchedulerConfig};
@@ -179,12 +180,11 @@ impl Engine {
             model: model.clone(),
             kv: KvCache::new(shape, num_blocks)?,
             sched: Scheduler::default(),
-            encoder_cache: HashMap::new(),
+            encoder_cache: EncoderCache::new(config.encoder_cache_entries),
             stats: stats.clone(),
             counters: EngineStats::default(),
             config: config.clone(),
             next_id: 0,
-            tick: 0,
             outbox: Vec::new(),
         };
         let thread = std::thread::Builder::new()
@@ -294,12 +294,11 @@ struct Core {
     model: Arc<dyn VisionLanguageModel>,
     kv: KvCache,
     sched: Scheduler,
-    encoder_cache: HashMap<u64, (Tensor, u64)>,
+    encoder_cache: EncoderCache,
     stats: Arc<Mutex<EngineStats>>,
     counters: EngineStats,
     config: EngineConfig,
     next_id: SeqId,
-    tick: u64,
     /// Results of this step, sent once its stats are published (so a caller who just got a
     /// result sees counters that include it).
     outbox: Vec<(Sender<RequestResult>, RequestResult)>,
@@ -320,7 +319,7 @@ impl Core {
             self.reap();
             if let Err(e) = self.step() {
                 // A failed step fails the requests it ran; the rest go on.
-                let ids: Vec<SeqId> = self.sched.running.iter().map(|s| s.id).collect();
+                let ids: Vec<SeqId> = self.sched.running_ids();
                 for id in ids {
                     if let Some(seq) = self.sched.remove(id) {
                         self.kv.free(seq.id);
@@ -359,7 +358,7 @@ impl Core {
             deadline: s.deadline,
         };
         self.next_id += 1;
-        self.sched.waiting.push_back(seq);
+        self.sched.add(seq);
     }
 
     /// Finishes cancelled and expired requests, freeing their blocks at once.
@@ -367,9 +366,7 @@ impl Core {
         let now = Instant::now();
         let ids: Vec<(SeqId, FinishReason)> = self
             .sched
-            .running
-            .iter()
-            .chain(&self.sched.waiting)
+            .sequences()
             .filter_map(|s| {
                 if s.cancelled() {
                     Some((s.id, FinishReason::Cancelled))
@@ -409,8 +406,9 @@ impl Core {
     /// Runs the vision tower, in one batch, for scheduled sequences whose chunk reaches image
     /// tokens and whose image is not in the encoder cache.
     fn encode_images(&mut self, scheduled: &[Scheduled]) -> anyhow::Result<()> {
-        self.tick += 1;
-        let mut missing: Vec<SeqId> = Vec::new();
+        let _span = tracing::debug_span!("vision").entered();
+        self.encoder_cache.next_step();
+        let mut missing: Vec<(SeqId, PreparedImage)> = Vec::new();
         for s in scheduled {
             let seq = self.sched.get_mut(s.id).expect("scheduled sequences run");
             let (a, b) = seq.prompt.image_span();
@@ -418,68 +416,54 @@ impl Core {
             if !reaches_image || seq.image_embeds.is_some() {
                 continue;
             }
-            if let Some((rows, used)) = self.encoder_cache.get_mut(&seq.prompt.image.hash) {
-                *used = self.tick;
-                seq.image_embeds = Some(rows.clone());
+            if let Some(rows) = self.encoder_cache.get(seq.prompt.image.hash) {
+                seq.image_embeds = Some(rows);
                 self.counters.encoder_cache_hits += 1;
             } else {
-                missing.push(s.id);
+                missing.push((s.id, seq.prompt.image.clone()));
             }
         }
         if missing.is_empty() {
             return Ok(());
         }
-        let images: Vec<_> = missing
-            .iter()
-            .map(|id| {
-                self.sched
-                    .running
-                    .iter()
-                    .find(|s| s.id == *id)
-                    .expect("running")
-                    .prompt
-                    .image
-                    .clone()
-            })
-            .collect();
-        let outputs = self.model.encode_images(&images.iter().collect::<Vec<_>>())?;
-        self.counters.images_encoded += images.len() as u64;
-        for ((id, image), rows) in missing.iter().zip(&images).zip(outputs) {
-            if self.encoder_cache.len() >= self.config.encoder_cache_entries {
-                let oldest = self
-                    .encoder_cache
-                    .iter()
-                    .min_by_key(|(_, (_, used))| *used)
-                    .map(|(h, _)| *h);
-                oldest.map(|h| self.encoder_cache.remove(&h));
-            }
-            if self.config.encoder_cache_entries > 0 {
-                self.encoder_cache.insert(image.hash, (rows.clone(), self.tick));
-            }
-            self.sched.get_mut(*id).expect("running").image_embeds = Some(rows);
+        let outputs = self
+            .model
+            .encode_images(&missing.iter().map(|(_, image)| image).collect::<Vec<_>>())?;
+        self.counters.images_encoded += missing.len() as u64;
+        for ((id, image), rows) in missing.into_iter().zip(outputs) {
+            self.encoder_cache.insert(image.hash, rows.clone());
+            self.sched.get_mut(id).expect("running").image_embeds = Some(rows);
         }
         Ok(())
     }
 
+    /// One engine step: schedule → execute → update.
     fn step(&mut self) -> anyhow::Result<()> {
-        let scheduled = self.sched.schedule(&self.config.scheduler, &mut self.kv);
+        let scheduled = {
+            let _span = tracing::debug_span!("schedule").entered();
+            self.sched.schedule(&self.config.scheduler, &mut self.kv)
+        };
         if scheduled.is_empty() {
             return Ok(());
         }
         self.encode_images(&scheduled)?;
+        let (logits, sampled) = self.execute(&scheduled)?;
+        self.update_from_output(&scheduled, &sampled, &logits)
+    }
+
+    /// The model over this step's flat batch: each scheduled chunk's embeddings and positions,
+    /// attending through the paged cache. Returns the logits of the rows that sample and the
+    /// sequences they belong to.
+    fn execute(&mut self, scheduled: &[Scheduled]) -> anyhow::Result<(Tensor, Vec<SeqId>)> {
+        let _span = tracing::debug_span!("forward", sequences = scheduled.len()).entered();
         let mut pieces = Vec::new();
         let mut positions: [Vec<i64>; 3] = Default::default();
         let mut rows = Vec::new();
         let mut logit_rows = Vec::new();
         let mut sampled = Vec::new();
         let mut start = 0;
-        for s in &scheduled {
-            let seq = self
-                .sched
-                .running
-                .iter()
-                .find(|q| q.id == s.id)
-                .expect("scheduled sequences run");
+        for s in scheduled {
+            let seq = self.sched.get(s.id).expect("scheduled sequences run");
             let (from, to) = (seq.num_computed, seq.num_computed + s.tokens);
             pieces.push(embed_rows(
                 self.model.as_ref(),
@@ -514,8 +498,20 @@ impl Core {
             .collect();
         let mut attention = PagedAttention::new(&mut self.kv.storage, seqs);
         let logits = self.model.forward(&embeds, &positions, &mut attention, &logit_rows)?;
+        Ok((logits, sampled))
+    }
 
-        for s in &scheduled {
+    /// Applies a step's output: advance the computed prefix (registering full blocks for
+    /// prefix sharing), sample a token for each sequence that reached its end, and finish the
+    /// sequences that stop.
+    fn update_from_output(
+        &mut self,
+        scheduled: &[Scheduled],
+        sampled: &[SeqId],
+        logits: &Tensor,
+    ) -> anyhow::Result<()> {
+        let _span = tracing::debug_span!("sample", sequences = sampled.len()).entered();
+        for s in scheduled {
             let seq = self.sched.get_mut(s.id).expect("running");
             let prompt_len = seq.prompt.input_ids.len();
             self.counters.prompt_tokens_computed += (seq.num_computed + s.tokens)
@@ -534,22 +530,7 @@ impl Core {
             seq.output.push(token);
             seq.logprobs.push(logprob);
             self.counters.generated_tokens += 1;
-            let stop = !seq.params.ignore_eos && (stops.contains(&token) || seq.params.stop_token_ids.contains(&token));
-            let reason = if stop {
-                Some(FinishReason::Stop)
-            } else if seq.output.len() >= seq.max_new_tokens {
-                Some(FinishReason::Length)
-            } else if seq
-                .params
-                .degeneration_stop
-                .as_ref()
-                .is_some_and(|d| sampler::is_degenerate(&seq.output, d))
-            {
-                Some(FinishReason::Repetition)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
+            if let Some(reason) = check_stop(seq, token, &stops) {
                 let seq = self.sched.remove(*id).expect("running");
                 self.finish(seq, reason);
             }
@@ -565,9 +546,28 @@ impl Core {
             cached_prompt_tokens: self.sched.cached_tokens as u64,
             free_blocks: self.kv.num_free_blocks(),
             total_blocks: self.kv.num_blocks(),
-            running: self.sched.running.len(),
-            waiting: self.sched.waiting.len(),
+            running: self.sched.num_running(),
+            waiting: self.sched.num_waiting(),
             ..self.counters.clone()
         };
+    }
+}
+
+/// Why `seq` ends after emitting `token`, if it does: an end token (unless told to ignore
+/// them), its token budget, or degenerate repetition.
+fn check_stop(seq: &Sequence, token: u32, stops: &[u32]) -> Option<FinishReason> {
+    let p = &seq.params;
+    if !p.ignore_eos && (stops.contains(&token) || p.stop_token_ids.contains(&token)) {
+        Some(FinishReason::Stop)
+    } else if seq.output.len() >= seq.max_new_tokens {
+        Some(FinishReason::Length)
+    } else if p
+        .degeneration_stop
+        .as_ref()
+        .is_some_and(|d| sampler::is_degenerate(&seq.output, d))
+    {
+        Some(FinishReason::Repetition)
+    } else {
+        None
     }
 }

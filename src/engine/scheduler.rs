@@ -27,9 +27,9 @@ impl Default for SchedulerConfig {
 
 #[derive(Default)]
 pub struct Scheduler {
-    pub waiting: VecDeque<Sequence>,
+    waiting: VecDeque<Sequence>,
     /// Oldest admitted first.
-    pub running: Vec<Sequence>,
+    running: Vec<Sequence>,
     pub preemptions: usize,
     /// Prompt tokens found in the prefix cache at admission.
     pub cached_tokens: usize,
@@ -89,6 +89,32 @@ impl Scheduler {
             self.running.push(seq);
         }
         out
+    }
+
+    /// Queues a new request.
+    pub fn add(&mut self, seq: Sequence) {
+        self.waiting.push_back(seq);
+    }
+
+    pub fn running_ids(&self) -> Vec<SeqId> {
+        self.running.iter().map(|s| s.id).collect()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Every sequence, running ones first.
+    pub fn sequences(&self) -> impl Iterator<Item = &Sequence> {
+        self.running.iter().chain(&self.waiting)
+    }
+
+    pub fn get(&self, id: SeqId) -> Option<&Sequence> {
+        self.running.iter().find(|s| s.id == id)
     }
 
     pub fn get_mut(&mut self, id: SeqId) -> Option<&mut Sequence> {

@@ -43,7 +43,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -171,6 +170,24 @@ def hub_config(model):
 # --emit: runs inside one release's venv.
 
 
+def write_hub_input(root):
+    for model in MODELS:
+        d = os.path.join(root, "hub_input", model)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(hub_config(model), f, indent=2)
+            f.write("\n")
+
+
+def load_relative(auto, root, rel):
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return auto.from_pretrained(rel)
+    finally:
+        os.chdir(cwd)
+
+
 def build_config(transformers, model, extra_vision):
     major = int(transformers.__version__.split(".")[0])
     cls = getattr(transformers, CONFIG_CLASS[model])
@@ -199,6 +216,8 @@ def emit(out, ref_root, torch_site):
     from transformers.utils import is_torch_available
 
     v = transformers.__version__
+    out, ref_root = os.path.abspath(out), os.path.abspath(ref_root)
+    write_hub_input(ref_root)
     log = {"transformers": v, "python": sys.version.split()[0], "made": [], "skipped": {}}
     for pkg in ("huggingface_hub", "tokenizers", "numpy", "PIL", "torch", "torchvision"):
         try:
@@ -262,15 +281,16 @@ def emit(out, ref_root, torch_site):
         elif src == v:
             note_skip(name, f"this release ({v}) wrote the 4.x source itself")
         else:
-            cfg = AutoConfig.from_pretrained(os.path.join(ref_root, src, model))
-            cfg.save_pretrained(os.path.join(out, f"{model}_resaved_from_4x"))
+            # Loaded by a path relative to the corpus root: old releases write it as `_name_or_path`.
+            load_relative(AutoConfig, ref_root, f"{src}/{model}").save_pretrained(
+                os.path.join(out, f"{model}_resaved_from_4x")
+            )
             made(f"{name} (from {src})")
 
-        with tempfile.TemporaryDirectory() as tmp:
-            with open(os.path.join(tmp, "config.json"), "w") as f:
-                json.dump(hub_config(model), f, indent=2)
-            AutoConfig.from_pretrained(tmp).save_pretrained(os.path.join(out, f"{model}_resaved_from_hub"))
-            made(f"{model}_resaved_from_hub/config.json")
+        load_relative(AutoConfig, ref_root, f"hub_input/{model}").save_pretrained(
+            os.path.join(out, f"{model}_resaved_from_hub")
+        )
+        made(f"{model}_resaved_from_hub/config.json")
 
     with open(os.path.join(out, "emit_log.json"), "w") as f:
         json.dump(log, f, indent=2, sort_keys=True)
@@ -301,6 +321,7 @@ def ensure_venv(v):
 
 def run_all(out, versions, torch_site):
     os.makedirs(out, exist_ok=True)
+    write_hub_input(out)
     failed = {}
     for v in versions:
         try:
@@ -317,12 +338,6 @@ def run_all(out, versions, torch_site):
         r = subprocess.run(cmd)
         if r.returncode != 0:
             failed[v] = f"--emit exited {r.returncode}"
-    for model in MODELS:
-        d = os.path.join(out, "hub_input", model)
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(hub_config(model), f, indent=2)
-            f.write("\n")
     write_readme(out, failed)
     return failed
 
@@ -330,17 +345,19 @@ def run_all(out, versions, torch_site):
 # ---------------------------------------------------------------------------------------------
 # README: what each release writes, read back from the files.
 
+# Same meaning, two names; a strict parser sees both side by side (or has to know both).
 ALIAS_PAIRS = [
     ("in_chans", "in_channels"),
-    ("hidden_size", "embed_dim"),
+    ("patch_size", "spatial_patch_size"),
     ("num_heads", "num_attention_heads"),
     ("depth", "num_hidden_layers"),
-    ("patch_size", "spatial_patch_size"),
     ("torch_dtype", "dtype"),
     ("rope_scaling", "rope_parameters"),
+    ("type", "rope_type"),
     ("min_pixels", "shortest_edge"),
     ("max_pixels", "longest_edge"),
 ]
+VARIANTS = ["", "_in_chans", "_resaved_from_4x", "_resaved_from_hub"]
 
 
 def load(path):
@@ -348,63 +365,114 @@ def load(path):
         return json.load(f)
 
 
+def vkey(s):
+    return [int(x) for x in s.split(".")]
+
+
+def short(val):
+    return json.dumps(val, sort_keys=True, separators=(",", ":"))
+
+
+def side_by_side(sec, where=""):
+    if not isinstance(sec, dict):
+        return []
+    return [f"{where}{a}={short(sec[a])}+{b}={short(sec[b])}" for a, b in ALIAS_PAIRS if a in sec and b in sec]
+
+
 def rope_where(cfg):
     parts = []
-    for where, sec in (("top", cfg), ("text_config", cfg.get("text_config") or {})):
+    for where, sec in (("top", cfg), ("text_config", cfg.get("text_config") or {}), ("vision_config", cfg.get("vision_config") or {})):
         for key in ("rope_scaling", "rope_parameters"):
             if key in sec:
-                val = sec[key]
-                parts.append(f"{where}.{key}=" + (json.dumps(val, sort_keys=True) if val is not None else "null"))
+                parts.append(f"{where}.{key}=" + short(sec[key]))
         if "rope_theta" in sec:
             parts.append(f"{where}.rope_theta")
     return "; ".join(parts) or "-"
 
 
-def side_by_side(sec):
-    return [f"{a}+{b}" for a, b in ALIAS_PAIRS if a in sec and b in sec]
-
-
-def dup_top_text(cfg):
+def text_where(cfg):
     tc = cfg.get("text_config")
-    if not isinstance(tc, dict):
-        return []
-    skip = {"model_type", "transformers_version", "architectures"}
-    return sorted(k for k in tc if k in cfg and k not in skip)
+    at = (["top"] if "num_hidden_layers" in cfg else []) + (["text_config"] if isinstance(tc, dict) and "num_hidden_layers" in tc else [])
+    return " + ".join(at) or "-"
+
+
+def vision_absent(model, vc):
+    need = list(VISION[model])
+    absent = [k for k in need if k not in vc]
+    if "in_chans" not in vc and "in_channels" not in vc:
+        absent.append("in_channels")
+    return absent
+
+
+def conflicts(cfg):
+    """Same field, two different values in one file."""
+    out = []
+    tc = cfg.get("text_config")
+    if isinstance(tc, dict):
+        for k in sorted(tc):
+            if k in cfg and k not in ("model_type", "transformers_version") and cfg[k] != tc[k]:
+                out.append(f"{k}: top={short(cfg[k])} text_config={short(tc[k])}")
+    for where, sec in (("", cfg), ("text_config.", tc or {})):
+        for key in ("rope_scaling", "rope_parameters"):
+            r = sec.get(key)
+            if isinstance(r, dict) and "type" in r and "rope_type" in r and r["type"] != r["rope_type"]:
+                out.append(f"{where}{key}: type={short(r['type'])} rope_type={short(r['rope_type'])}")
+    vc = cfg.get("vision_config") or {}
+    if "in_chans" in vc and "in_channels" in vc and vc["in_chans"] != vc["in_channels"]:
+        out.append(f"vision in_chans={vc['in_chans']} in_channels={vc['in_channels']}")
+    return out
 
 
 def nulls(sec, prefix=""):
     out = []
-    for k, val in sec.items():
+    for k, val in sorted(sec.items()):
         if val is None:
             out.append(prefix + k)
-        elif isinstance(val, dict) and k in ("text_config", "vision_config", "rope_scaling", "rope_parameters", "size"):
+        elif isinstance(val, dict):
             out += nulls(val, prefix + k + ".")
     return out
 
 
-def describe_config(cfg):
+def describe_config(model, cfg):
     vc = cfg.get("vision_config") or {}
     tc = cfg.get("text_config")
-    text_at = []
-    if "hidden_size" in cfg:
-        text_at.append("top")
-    if isinstance(tc, dict) and "hidden_size" in tc:
-        text_at.append("text_config")
+    dup = sorted(k for k in (tc or {}) if k in cfg and k not in ("model_type", "transformers_version"))
     return {
-        "text fields": "+".join(text_at) or "-",
+        "text fields at": text_where(cfg),
         "rope": rope_where(cfg),
-        "vision in_chans/in_channels": "/".join(k for k in ("in_chans", "in_channels") if k in vc) or "-",
-        "vision alias pairs": ", ".join(side_by_side(vc)) or "-",
-        "top alias pairs": ", ".join(side_by_side(cfg)) or "-",
-        "text_config alias pairs": ", ".join(side_by_side(tc)) if isinstance(tc, dict) else "-",
-        "keys both top and text_config": ", ".join(dup_top_text(cfg)) or "-",
-        "vision model_type": str(vc.get("model_type", "-")),
-        "text model_type": str(tc.get("model_type", "-")) if isinstance(tc, dict) else "-",
-        "dtype key": "/".join(
+        "vision in_chans / in_channels": " + ".join(k for k in ("in_chans", "in_channels") if k in vc) or "neither",
+        "vision keys absent (of the 7B set)": ", ".join(vision_absent(model, vc)) or "-",
+        "same field under two names": ", ".join(
+            side_by_side(cfg) + side_by_side(vc, "vision.") + side_by_side(tc, "text.")
+            + side_by_side(cfg.get("rope_scaling"), "rope_scaling.") + side_by_side((tc or {}).get("rope_scaling"), "text.rope_scaling.")
+            + side_by_side((tc or {}).get("rope_parameters"), "text.rope_parameters.")
+        ) or "-",
+        "keys both top and text_config": ", ".join(dup) or "-",
+        "conflicting values": "; ".join(conflicts(cfg)) or "-",
+        "model_type top / text / vision": " / ".join(
+            str(s.get("model_type", "-")) if isinstance(s, dict) else "-" for s in (cfg, tc, vc)
+        ),
+        "dtype key": ", ".join(
             f"{w}.{k}" for w, s in (("top", cfg), ("text_config", tc or {})) for k in ("torch_dtype", "dtype") if k in s
-        )
-        or "-",
+        ) or "-",
         "null values": ", ".join(nulls(cfg)) or "-",
+    }
+
+
+def describe_preprocessor(pp):
+    size = pp.get("size") if isinstance(pp.get("size"), dict) else {}
+    bad = []
+    if "min_pixels" in pp and "shortest_edge" in size and pp["min_pixels"] != size["shortest_edge"]:
+        bad.append(f"min_pixels={pp['min_pixels']} but size.shortest_edge={size['shortest_edge']}")
+    if "max_pixels" in pp and "longest_edge" in size and pp["max_pixels"] != size["longest_edge"]:
+        bad.append(f"max_pixels={pp['max_pixels']} but size.longest_edge={size['longest_edge']}")
+    return {
+        "image_processor_type": pp.get("image_processor_type", "-"),
+        "top min_pixels/max_pixels": f"{pp['min_pixels']}/{pp.get('max_pixels')}" if "min_pixels" in pp else "absent",
+        "size": short(pp["size"]) if "size" in pp else "absent",
+        "conflicting values": "; ".join(bad) or "-",
+        "null values": ", ".join(nulls(pp)) or "-",
+        "all keys": ", ".join(sorted(pp)),
     }
 
 
@@ -415,79 +483,129 @@ def md_table(header, rows):
     return "\n".join(lines)
 
 
+def summary_row(out, v):
+    """One line per release: the layout of its own files."""
+    def cfg(name):
+        p = os.path.join(out, v, name, "config.json")
+        return load(p) if os.path.exists(p) else None
+
+    model = "qwen2_5_vl" if cfg("qwen2_5_vl") else "qwen2_vl"
+    base = cfg(model)
+    if base is None:
+        return None
+    d = describe_config(model, base)
+    pairs = []
+    for m in MODELS:
+        for var in VARIANTS:
+            c = cfg(m + var)
+            if c and "in_chans" in (c.get("vision_config") or {}) and "in_channels" in c["vision_config"]:
+                pairs.append(m + var)
+    rope = []
+    for where, sec in (("top", base), ("text_config", base.get("text_config") or {})):
+        for key in ("rope_scaling", "rope_parameters"):
+            if isinstance(sec.get(key), dict):
+                rope.append(f"{where}.{key}{{{','.join(sorted(sec[key]))}}}")
+        if "rope_theta" in sec:
+            rope.append(f"{where}.rope_theta")
+    vr = (base.get("vision_config") or {}).get("rope_parameters")
+    if vr is not None:
+        rope.append(f"vision_config.rope_parameters={short(vr)}")
+    absent = vision_absent(model, base.get("vision_config") or {})
+    pre = []
+    for sub in ("", "_fast"):
+        p = os.path.join(out, v, model + sub, "preprocessor_config.json")
+        if os.path.exists(p):
+            dp = describe_preprocessor(load(p))
+            size = load(p).get("size", {})
+            pre.append(
+                f"{dp['image_processor_type']}: "
+                + ("min_pixels+max_pixels, " if dp["top min_pixels/max_pixels"] != "absent" else "")
+                + "size{" + ",".join(sorted(size)) + "}"
+                + (" CONFLICT" if dp["conflicting values"] != "-" else "")
+            )
+    return [
+        v,
+        d["text fields at"],
+        "; ".join(rope),
+        "full" if not absent else f"SPARSE (no {', '.join(absent)})",
+        ", ".join(pairs) or "none",
+        d["dtype key"],
+        "<br>".join(pre) or "-",
+    ]
+
+
 def write_readme(out, failed):
-    versions = sorted(
-        (d for d in os.listdir(out) if d[0].isdigit() and os.path.isdir(os.path.join(out, d))),
-        key=lambda s: [int(x) for x in s.split(".")],
-    )
+    versions = sorted((d for d in os.listdir(out) if d[0].isdigit() and os.path.isdir(os.path.join(out, d))), key=vkey)
     L = [
         "# Qwen2.5-VL / Qwen2-VL config files as transformers writes them",
         "",
         "Generated by `tests/reference/make_config_corpus.py --all` (do not edit by hand). Each",
-        "`<version>/` was written by that transformers release itself; `hub_input/` is the hub",
-        "checkpoint layout (written by the script) that `*_resaved_from_hub` re-loads. See the script's",
-        "docstring for what every folder is; `<version>/emit_log.json` lists what was skipped and why.",
+        "`<version>/` was written by that transformers release itself (7B sizes); `hub_input/` is the",
+        "hub checkpoint layout (written by the script) that `*_resaved_from_hub` re-loads. The script's",
+        "docstring says what every folder is; `<version>/emit_log.json` lists what was skipped and why",
+        "and the package versions used.",
+        "",
+        "Reading notes: in Qwen2-VL's vision_config `hidden_size` (the merger's output width, 3584) and",
+        "`embed_dim` (the ViT width, 1280) are two different fields, not aliases; in Qwen2.5-VL's",
+        "vision_config `hidden_size` is the ViT width (1280) and `out_hidden_size` the merger output.",
+        "`vision keys absent` lists keys of the 7B vision config a file leaves out: transformers < 4.51",
+        "writes only the vision fields that differ from the vision config class's defaults.",
         "",
     ]
     if failed:
-        L += ["Releases that failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
+        L += ["Releases that failed: " + "; ".join(f"{k}: {w}" for k, w in failed.items()), ""]
+
+    L += ["## Summary (base folder of each release; in_chans+in_channels over all its folders)", ""]
+    rows = [r for r in (summary_row(out, v) for v in versions) if r]
+    L += [md_table(["transformers", "text fields at", "rope keys", "vision_config", "folders with in_chans AND in_channels",
+                    "dtype key", "preprocessor_config.json (slow; fast)"], rows), ""]
 
     L += ["## Files", ""]
     rows = []
     for v in versions:
-        log = load(os.path.join(out, v, "emit_log.json")) if os.path.exists(os.path.join(out, v, "emit_log.json")) else {}
+        lp = os.path.join(out, v, "emit_log.json")
+        log = load(lp) if os.path.exists(lp) else {}
         folders = sorted(d for d in os.listdir(os.path.join(out, v)) if os.path.isdir(os.path.join(out, v, d)))
         skipped = "; ".join(f"{k}: {w}" for k, w in sorted(log.get("skipped", {}).items())) or "-"
         rows.append([v, ", ".join(folders), skipped])
     L += [md_table(["transformers", "folders", "skipped (why)"], rows), ""]
 
     for model in MODELS:
-        for variant in ("", "_in_chans", "_resaved_from_4x", "_resaved_from_hub"):
+        for variant in VARIANTS:
             name = model + variant
             rows = []
             for v in versions:
                 p = os.path.join(out, v, name, "config.json")
-                if not os.path.exists(p):
-                    continue
-                d = describe_config(load(p))
-                rows.append([v] + list(d.values()))
-            if not rows:
-                continue
-            L += [f"## `{name}/config.json`", ""]
-            L += [md_table(["transformers"] + list(describe_config({}).keys()), rows), ""]
+                if os.path.exists(p):
+                    rows.append([v] + list(describe_config(model, load(p)).values()))
+            if rows:
+                L += [f"## `{name}/config.json`", ""]
+                L += [md_table(["transformers"] + list(describe_config(model, {}).keys()), rows), ""]
 
-    L += ["## preprocessor_config.json (Qwen2VLImageProcessor(min_pixels=56*28*28, max_pixels=2048*28*28))", ""]
+    L += ["## preprocessor_config.json", "",
+          "`<model>/`: Qwen2VLImageProcessor(min_pixels=56*28*28, max_pixels=2048*28*28). In 5.x releases",
+          "whose Qwen2VLImageProcessor is the torchvision backend, a venv without a usable torch falls back",
+          "to Qwen2VLImageProcessorPil, which writes the type name without the `Pil` suffix and has the",
+          "same `__init__` as the torchvision class (read in the source, not run). `<model>_fast/`:",
+          "Qwen2VLImageProcessorFast with the same arguments (deprecated alias in late 5.x). Both models'",
+          "files come from the same class.", ""]
     rows = []
     for v in versions:
         for sub in ("qwen2_5_vl", "qwen2_5_vl_fast", "qwen2_vl", "qwen2_vl_fast"):
             p = os.path.join(out, v, sub, "preprocessor_config.json")
-            if not os.path.exists(p):
-                continue
-            pp = load(p)
-            size = pp.get("size")
-            rows.append(
-                [
-                    v,
-                    sub,
-                    pp.get("image_processor_type", "-"),
-                    "min_pixels" in pp and f"{pp['min_pixels']}/{pp.get('max_pixels')}" or "-",
-                    json.dumps(size, sort_keys=True) if size is not None else "-",
-                    ", ".join(side_by_side(pp) + side_by_side(size if isinstance(size, dict) else {})) or "-",
-                    ", ".join(sorted(pp)),
-                ]
-            )
-    L += [md_table(["transformers", "folder", "image_processor_type", "min/max_pixels", "size", "alias pairs", "all keys"], rows), ""]
+            if os.path.exists(p):
+                rows.append([v, sub] + list(describe_preprocessor(load(p)).values()))
+    L += [md_table(["transformers", "folder"] + list(describe_preprocessor({}).keys()), rows), ""]
 
     L += ["## generation_config.json", ""]
     rows = []
     for v in versions:
-        p = os.path.join(out, v, "qwen2_5_vl", "generation_config.json")
-        if not os.path.exists(p):
-            p = os.path.join(out, v, "qwen2_vl", "generation_config.json")
-        if os.path.exists(p):
-            g = load(p)
-            rows.append([v, ", ".join(sorted(g)), json.dumps(g.get("eos_token_id"))])
-    L += [md_table(["transformers", "keys", "eos_token_id"], rows), ""]
+        for model in MODELS:
+            p = os.path.join(out, v, model, "generation_config.json")
+            if os.path.exists(p):
+                g = load(p)
+                rows.append([v, model, ", ".join(sorted(g)), short(g.get("eos_token_id"))])
+    L += [md_table(["transformers", "model", "keys", "eos_token_id"], rows), ""]
 
     L += ["## Key sets of config.json (base folder)", ""]
     for model in MODELS:

@@ -9,24 +9,57 @@ use candle_nn::Activation;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// `Qwen2_5_VLVisionConfig`. Every field defaults to the class's default, because transformers
+/// 4.45–4.49 saved only the fields that differ from it (a 7B checkpoint's vision_config can be
+/// `{"hidden_size": 1280}` alone).
 #[derive(Debug, Clone, Deserialize)]
 pub struct VisionConfig {
+    #[serde(default = "default_depth")]
     pub depth: usize,
+    #[serde(default = "default_vision_hidden")]
     pub hidden_size: usize,
+    #[serde(default = "default_vision_intermediate")]
     pub intermediate_size: usize,
+    #[serde(default = "default_vision_heads")]
     pub num_heads: usize,
     #[serde(alias = "in_channels", default = "default_in_chans")]
     pub in_chans: usize,
+    #[serde(default = "default_patch_size")]
     pub patch_size: usize,
     #[serde(default = "default_temporal_patch_size")]
     pub temporal_patch_size: usize,
     #[serde(default = "default_spatial_merge_size")]
     pub spatial_merge_size: usize,
+    #[serde(default = "default_window_size")]
     pub window_size: usize,
+    #[serde(default = "default_fullatt")]
     pub fullatt_block_indexes: Vec<usize>,
+    #[serde(default = "default_vision_hidden")]
     pub out_hidden_size: usize,
     #[serde(default = "default_act")]
     pub hidden_act: Activation,
+}
+
+fn default_depth() -> usize {
+    32
+}
+fn default_vision_hidden() -> usize {
+    3584
+}
+fn default_vision_intermediate() -> usize {
+    3420
+}
+fn default_vision_heads() -> usize {
+    16
+}
+fn default_patch_size() -> usize {
+    14
+}
+fn default_window_size() -> usize {
+    112
+}
+fn default_fullatt() -> Vec<usize> {
+    vec![7, 15, 23, 31]
 }
 
 fn default_act() -> Activation {
@@ -128,6 +161,11 @@ impl Config {
         if !arch.is_empty() && arch != "Qwen2_5_VLForConditionalGeneration" {
             bail!("config.json describes {arch}, not Qwen2_5_VLForConditionalGeneration");
         }
+        // Files saved without `architectures` still name their model type.
+        match root.get("model_type").and_then(Value::as_str) {
+            None | Some("qwen2_5_vl") => {}
+            Some(other) => bail!("config.json describes a {other} model, not qwen2_5_vl (Qwen2.5-VL)"),
+        }
         let top: RawText = serde_json::from_value(root.clone())?;
         let nested: RawText = match root.get("text_config") {
             Some(v) => serde_json::from_value(v.clone()).context("text_config")?,
@@ -207,7 +245,7 @@ impl Config {
     }
 }
 
-/// transformers ≥ 5.24 writes some fields under both names (`in_chans` and `in_channels`),
+/// transformers ≥ 4.50 writes some fields under both names (`in_chans` and `in_channels`),
 /// which serde's `alias` rejects as a duplicate: keep the first name, after checking that the
 /// two agree.
 fn fold_aliases(section: &mut Value, what: &str, pairs: &[(&str, &str)]) -> Result<()> {

@@ -64,7 +64,9 @@ pub fn pad_to_aspect(image: RgbImage, max_ratio: f64) -> RgbImage {
 }
 
 /// preprocessor_config.json, in the old (`min_pixels`/`max_pixels`) or new
-/// (`size: {shortest_edge, longest_edge}`, both in pixels) layout.
+/// (`size: {shortest_edge, longest_edge}`, both in pixels) layout. Where a file has both and
+/// they disagree (transformers 4.49's fast processor writes its defaults into `size`),
+/// transformers reads the top-level keys: so does vellum.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageProcessorConfig {
     #[serde(default = "default_patch_size")]
@@ -121,27 +123,21 @@ impl ImageProcessorConfig {
     }
 
     pub fn min_pixels(&self) -> usize {
-        self.size
-            .as_ref()
-            .and_then(|s| s.shortest_edge)
-            .or(self.min_pixels)
+        self.min_pixels
+            .or(self.size.as_ref().and_then(|s| s.shortest_edge))
             .unwrap_or(Self::DEFAULT_MIN_PIXELS)
     }
 
     pub fn max_pixels(&self) -> usize {
-        self.size
-            .as_ref()
-            .and_then(|s| s.longest_edge)
-            .or(self.max_pixels)
+        self.max_pixels
+            .or(self.size.as_ref().and_then(|s| s.longest_edge))
             .unwrap_or(Self::DEFAULT_MAX_PIXELS)
     }
 
     /// The bounds FinePDFs ran RolmOCR with: at most 2048 and at least 56 merged tokens.
     pub fn with_finepdfs_bounds(mut self) -> Self {
-        self.size = Some(SizeField {
-            shortest_edge: Some(56 * 28 * 28),
-            longest_edge: Some(2048 * 28 * 28),
-        });
+        self.min_pixels = Some(56 * 28 * 28);
+        self.max_pixels = Some(2048 * 28 * 28);
         self
     }
 

@@ -13,6 +13,29 @@
 //! println!("{}", out.text);
 //! # Ok(()) }
 //! ```
+//!
+//! # Layout
+//!
+//! Imports go one way, top to bottom (tests/layering.rs fails on any other):
+//!
+//! - `bin/ocr.rs`: the CLI, flags mapped to library calls.
+//! - [`pipeline`]: corpus runs. `document` (route, render, OCR, retry, fall back, per document),
+//!   `run` (the resumable run), `sources`, `shard`, `quality` (repetition checks), `writer`
+//!   (chunked, exactly-once JSONL). [`train`]: the trainer of the nano DeepSeek-OCR model
+//!   (`data`, `optim`, `trainer`, `checkpoint`, `metrics`, `report`, `prepare`, `synth`).
+//!   [`bench`], [`selftest`]: throughput harness and the GPU self-test.
+//! - [`engine`]: continuous batching over a paged KV cache. `block_pool` (blocks, prefix hashes),
+//!   `kv_cache` (block tables), `scheduler` (what runs next, under a token budget),
+//!   `encoder_cache` (vision outputs by image hash), `sampler`, `sequence`; one step is
+//!   schedule → execute → update. [`pdf`]: pdfium in worker processes, rendering rules
+//!   (FinePDFs, olmOCR, DPI), text layers, routing.
+//! - [`models`]: the [`models::VisionLanguageModel`] interface and the two families, each as
+//!   `config` / processor / towers / decoder in the reference's names: `qwen2_5_vl`
+//!   (RolmOCR), `deepseek_ocr` (SAM, CLIP, nanochat GPT, `.pt` conversion, fresh init).
+//! - [`hub`] (model directories, HF cache, download), [`chat_template`].
+//! - [`ops`] (attention, paged attention, rotary, norms, activations: CPU twins with backward
+//!   passes, CUDA kernels), [`imaging`] (reference-exact resampling, Python rounding),
+//!   [`weights`] (mmap loading; the shared parameter store), [`device`].
 
 pub mod bench;
 pub mod chat_template;

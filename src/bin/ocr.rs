@@ -969,7 +969,21 @@ fn run_render(args: RenderArgs) -> Result<()> {
     Ok(())
 }
 
+/// `VELLUM_LOG=debug` (any tracing filter) prints the engine's and the pipeline's phases with
+/// their durations on stderr; off by default.
+fn init_tracing() {
+    let Ok(filter) = std::env::var("VELLUM_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
+    init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),

@@ -55,12 +55,14 @@ pub fn document_stream(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
+            let route_span = tracing::debug_span!("route", doc).entered();
             let result = route_document(&mut worker, &Router::Rules, path, None).map(|route| {
                 let texts = (1..=route.info.pages)
                     .map(|p| worker.text(path, None, p).map(|t| t.text).unwrap_or_default())
                     .collect();
                 (route, texts)
             });
+            drop(route_span);
             let pages = match &result {
                 Ok((route, _)) if render(route) => route.info.pages,
                 _ => 0,
@@ -69,7 +71,10 @@ pub fn document_stream(
                 break;
             }
             for page in 1..=pages {
-                let image = worker.render(path, None, page, mode);
+                let image = {
+                    let _span = tracing::debug_span!("render", doc, page).entered();
+                    worker.render(path, None, page, mode)
+                };
                 counter.fetch_add(1, Ordering::SeqCst);
                 if tx.send(StreamItem::Page { doc, page, image }).is_err() {
                     return worker;

@@ -177,6 +177,7 @@ impl ChunkWriter {
         if self.open.documents.is_empty() {
             return Ok(());
         }
+        let _span = tracing::debug_span!("write", documents = self.open.documents.len()).entered();
         let name = self.name(self.next_chunk);
         let open = std::mem::replace(
             &mut self.open,

@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vellum::engine::kv_cache::CacheBudget;
 use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
-use vellum::models::qwen2_5_vl::Model;
 use vellum::models::VisionLanguageModel;
 use vellum::pdf::route::{route_document, Router};
 use vellum::pdf::worker::{Worker, WorkerCommand};
@@ -547,22 +545,13 @@ impl EngineArgs {
     }
 }
 
-/// The model a directory or hub id holds, by the architecture its config.json names.
 fn load_model(
     spec: &str,
     dtype: Option<DTypeArg>,
     device: &str,
     finepdfs: bool,
 ) -> Result<Arc<dyn VisionLanguageModel>> {
-    let device = vellum::device::parse(device)?;
-    let dtype = dtype.map_or_else(|| vellum::device::default_dtype(&device), DType::from);
-    let files = vellum::hub::resolve(spec)?;
-    if finepdfs {
-        let mut model = Model::load(&files, dtype, &device).context("--finepdfs applies to Qwen2.5-VL models")?;
-        model.image_processor = model.image_processor.clone().with_finepdfs_bounds();
-        return Ok(Arc::new(model));
-    }
-    vellum::models::load(&files, dtype, &device)
+    vellum::models::open(spec, &vellum::device::parse(device)?, dtype.map(DType::from), finepdfs)
 }
 
 #[derive(serde::Deserialize)]
@@ -673,23 +662,11 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     })
 }
 
-/// Set by SIGINT/SIGTERM: finish the current chunk and stop.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 /// Exit status of a run stopped by a signal (rerun the same command to continue).
 const EXIT_INTERRUPTED: u8 = 3;
 
 fn run_run(args: RunArgs) -> Result<ExitCode> {
     let shard = Shard::resolve(args.rank, args.world_size)?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
-    }
     let recognizer = match load_model(&args.model, args.dtype, &args.device, false)
         .and_then(|m| Engine::new(m, args.engine.config()))
     {
@@ -709,19 +686,12 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
     ocr.mode = args.mode;
     ocr.params.max_new_tokens = args.max_new_tokens;
     ocr.max_retries = args.max_retries;
-    // The signal handler can only touch a static; hand its flag to the run.
-    let (stop, finished) = (ocr.stop.clone(), Arc::new(AtomicBool::new(false)));
-    let watcher = {
-        let finished = finished.clone();
-        std::thread::spawn(move || {
-            while !finished.load(Ordering::Relaxed) {
-                if STOP.load(Ordering::Relaxed) {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        })
-    };
+    // SIGINT/SIGTERM set the run's stop flag (finish the current chunk, then exit 3); a second
+    // one exits at once, which the chunk ledger makes safe.
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED as i32, ocr.stop.clone())?;
+        signal_hook::flag::register(signal, ocr.stop.clone())?;
+    }
     let options = RunOptions {
         inputs: args.inputs,
         out: args.out,
@@ -733,10 +703,7 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
         max_bad_page_rate: args.max_bad_page_rate,
     };
     let mut progress = Progress::new();
-    let result = pipeline::run::run(&options, &recognizer, &ocr, &mut progress);
-    finished.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
-    let stats = result?;
+    let stats = pipeline::run::run(&options, &recognizer, &ocr, &mut progress)?;
     progress.finish();
     eprintln!(
         "rank {}: {} documents written ({} to failed/), {} pages: {} text layer, {} OCR ({} fell back, {} retried); {:.2} pages/s{}",

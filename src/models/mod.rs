@@ -65,6 +65,25 @@ impl PreparedPrompt {
     }
 }
 
+/// Opens the model a directory or hub id (`org/name[@revision]`) holds, on `device` in `dtype`
+/// (the device's default when None). `finepdfs_bounds` gives a Qwen2.5-VL model the image
+/// bounds FinePDFs ran RolmOCR with (at most 2048 merged tokens a page).
+pub fn open(
+    spec: &str,
+    device: &Device,
+    dtype: Option<DType>,
+    finepdfs_bounds: bool,
+) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
+    let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
+    let files = crate::hub::resolve(spec)?;
+    if finepdfs_bounds {
+        let model = qwen2_5_vl::Model::load(&files, dtype, device)
+            .map_err(|e| anyhow::anyhow!("FinePDFs bounds apply to Qwen2.5-VL models: {e:#}"))?;
+        return Ok(std::sync::Arc::new(model.with_finepdfs_bounds()));
+    }
+    load(&files, dtype, device)
+}
+
 /// Opens the model a directory holds, by the architecture its config.json names.
 pub fn load(
     files: &crate::hub::ModelFiles,

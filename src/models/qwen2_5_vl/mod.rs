@@ -142,6 +142,12 @@ impl Model {
         })
     }
 
+    /// The image bounds FinePDFs ran RolmOCR with (56 to 2048 merged tokens a page).
+    pub fn with_finepdfs_bounds(mut self) -> Self {
+        self.image_processor = self.image_processor.with_finepdfs_bounds();
+        self
+    }
+
     pub fn num_layers(&self) -> usize {
         self.text.num_layers()
     }

@@ -12,8 +12,11 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// One SVG chart of several (label, colour, points) series on shared axes.
-fn chart(title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+/// A curve: its label, colour and (x, y) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// One SVG chart of several series on shared axes.
+fn chart(title: &str, series: &[Series]) -> String {
     let (w, h, pad) = (640.0, 280.0, 40.0);
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.2.iter().copied()).collect();
     if all.is_empty() {

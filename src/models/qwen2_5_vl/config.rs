@@ -163,7 +163,8 @@ impl Config {
         }
         // Files saved without `architectures` still name their model type.
         match root.get("model_type").and_then(Value::as_str) {
-            None | Some("qwen2_5_vl") => {}
+            None => {}
+            Some(t) if t.starts_with("qwen2_5_vl") => {}
             Some(other) => bail!("config.json describes a {other} model, not qwen2_5_vl (Qwen2.5-VL)"),
         }
         let top: RawText = serde_json::from_value(root.clone())?;

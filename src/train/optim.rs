@@ -3,7 +3,7 @@
 //! `clip_grad_norm_` and the fork's `get_lr` functions, so that a run is in step with theirs.
 
 use anyhow::{bail, Result};
-use candle_core::{backprop::GradStore, DType, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -57,9 +57,10 @@ impl AdamW {
         &self.params
     }
 
-    /// One update at `lr` with `grads` (already clipped). A parameter without a gradient (not
-    /// reached by the loss) is left alone, as PyTorch skips parameters whose `.grad` is None.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+    /// One update at `lr` with `grads` (already clipped), one per parameter in order. A
+    /// parameter without a gradient (not reached by the loss) is left alone, as PyTorch skips
+    /// parameters whose `.grad` is None.
+    pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
         self.steps += 1;
         let c = self.config;
         let t = self.steps as i32;
@@ -67,8 +68,8 @@ impl AdamW {
         let bias_correction2 = 1.0 - c.beta2.powi(t);
         let step_size = lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.sqrt();
-        for ((_, var), (m, v)) in self.params.iter().zip(self.moments.iter_mut()) {
-            let Some(grad) = grads.get(var.as_tensor()) else {
+        for (((_, var), (m, v)), grad) in self.params.iter().zip(self.moments.iter_mut()).zip(grads) {
+            let Some(grad) = grad else {
                 continue;
             };
             let grad = grad.to_dtype(DType::F32)?;
@@ -123,21 +124,17 @@ impl AdamW {
 /// `torch.nn.utils.clip_grad_norm_`: the L2 norm of the per-parameter gradient norms; every
 /// gradient is multiplied by `min(1, max_norm / (norm + 1e-6))` (always, as PyTorch's foreach
 /// path does). Returns the norm before clipping. `max_norm <= 0` only measures.
-pub fn clip_grad_norm(grads: &mut GradStore, params: &[(String, Var)], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
     let mut sq = 0f64;
-    for (_, var) in params {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let n = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
-            sq += n * n;
-        }
+    for g in grads.iter().flatten() {
+        let n = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
+        sq += n * n;
     }
     let norm = sq.sqrt();
     if max_norm > 0.0 {
         let coef = (max_norm / (norm + 1e-6)).min(1.0);
-        for (_, var) in params {
-            if let Some(g) = grads.remove(var.as_tensor()) {
-                grads.insert(var.as_tensor(), (g * coef)?);
-            }
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * coef)?;
         }
     }
     Ok(norm)

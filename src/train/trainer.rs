@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::backprop::GradStore;
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -255,7 +254,10 @@ impl Trainer {
             .iter()
             .map(|e| e.input_ids.len() + if e.pixels.is_some() { image_cost } else { 0 })
             .collect();
-        let mut grads: Option<GradStore> = None;
+        // One gradient per parameter, summed over micro-batches. Only these are kept: candle's
+        // backward also returns the gradient of every intermediate tensor, which would hold a
+        // second copy of the activations until the store is dropped.
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.params().len()];
         let mut loss = 0f64;
         for range in data::micro_batches(&costs, self.config.batch_size, self.config.batch_tokens) {
             let batch: Vec<&Example> = examples[range].iter().collect();
@@ -263,25 +265,18 @@ impl Trainer {
             // Each micro-batch's share of the step's mean: the sum over the step's token count.
             let part = (sum / tokens as f64)?;
             loss += part.to_scalar::<f32>()? as f64;
-            let g = part.backward()?;
-            grads = Some(match grads {
-                None => g,
-                Some(mut acc) => {
-                    for (_, var) in self.opt.params() {
-                        if let Some(new) = g.get(var.as_tensor()) {
-                            let sum = match acc.get(var.as_tensor()) {
-                                Some(old) => (old + new)?,
-                                None => new.clone(),
-                            };
-                            acc.insert(var.as_tensor(), sum);
-                        }
-                    }
-                    acc
+            let mut store = part.backward()?;
+            drop(part);
+            for ((_, var), acc) in self.opt.params().iter().zip(grads.iter_mut()) {
+                if let Some(g) = store.remove(var.as_tensor()) {
+                    *acc = Some(match acc.take() {
+                        Some(old) => (old + g)?,
+                        None => g,
+                    });
                 }
-            });
+            }
         }
-        let mut grads = grads.expect("a step has at least one micro-batch");
-        let grad_norm = clip_grad_norm(&mut grads, self.opt.params(), self.config.grad_clip)?;
+        let grad_norm = clip_grad_norm(&mut grads, self.config.grad_clip)?;
         if !grad_norm.is_finite() || !loss.is_finite() {
             bail!("step {step}: the loss ({loss}) or gradient norm ({grad_norm}) is not finite");
         }

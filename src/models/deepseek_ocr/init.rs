@@ -37,16 +37,16 @@ pub fn fresh(config: &Config, seed: u64, device: &Device) -> Result<ParamStore> 
     )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = BTreeMap::new();
-    let mut vars: Vec<(String, Tensor)> = varmap
+    let mut shapes: Vec<(String, Vec<usize>)> = varmap
         .data()
         .lock()
         .expect("the var map is never poisoned")
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
         .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, t) in vars {
-        let dims = t.dims().to_vec();
+    drop(varmap);
+    shapes.sort();
+    for (name, dims) in shapes {
         let zeros = || Tensor::zeros(dims.as_slice(), DType::F32, device);
         let ones = || Tensor::ones(dims.as_slice(), DType::F32, device);
         let value = if name.ends_with("lm_head.weight") || name.ends_with("c_proj.weight") && name.starts_with("gpt.") {

@@ -1,4 +1,5 @@
-//! `ocr prepare` on olmOCR-mix pages in the unpacked layout (allenai/olmocr's sample dataset):
+//! `ocr prepare` on olmOCR-mix pages, in the unpacked layout (allenai/olmocr's sample dataset)
+//! and as the hub lays it out (tests/reference/make_olmocr_mix_fixture.py: parquet + tarballs):
 //! the fork's filters, 150-DPI renders, type-specific prompts, skipped rows reported.
 
 use std::path::PathBuf;
@@ -82,4 +83,35 @@ fn olmocr_pages_become_training_samples() {
         "{skipped:?}"
     );
     assert!(skipped.iter().any(|s| s.starts_with("orphan: no PDF")), "{skipped:?}");
+}
+
+#[test]
+fn the_hub_layout_reads_parquet_rows_and_tarball_members() {
+    let input = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-mix");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["prepare"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--subset", "00_documents", "--num-train", "1", "--num-val", "3"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read =
+        |f: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
+    let (train, val, report) = (read("train.json"), read("val.json"), read("report.json"));
+    assert_eq!(train.as_array().unwrap().len(), 1);
+    assert_eq!(train[0]["type"], "table");
+    assert!(train[0]["answer"].as_str().unwrap().starts_with("Edgar (or Eadgar;"));
+    assert_eq!(val.as_array().unwrap().len(), 1, "the other rows are skipped");
+    assert_eq!(val[0]["type"], "document");
+    assert!(out.join(val[0]["image"].as_str().unwrap()).exists());
+    let skipped = report["skipped"].to_string();
+    assert!(skipped.contains("missing_p1.pdf is not in"), "{skipped}");
+    assert!(
+        skipped.contains("blanktext_p1") && skipped.contains("0 characters"),
+        "{skipped}"
+    );
 }

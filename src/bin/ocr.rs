@@ -52,7 +52,7 @@ enum Command {
     Train(TrainArgs),
     /// Write synthetic printed pages (words in the standard PDF fonts) as a training set.
     Synth(SynthArgs),
-    /// olmOCR-mix pages (unpacked: a .md with YAML front matter beside each .pdf) → a training set.
+    /// olmOCR-mix pages (the hub's parquet + tarballs, or unpacked) → a training set.
     Prepare(PrepareArgs),
     /// The pdfium worker process (started by vellum itself).
     #[command(name = vellum::pdf::worker::WORKER_SUBCOMMAND, hide = true)]
@@ -336,8 +336,12 @@ struct SynthArgs {
 
 #[derive(clap::Args)]
 struct PrepareArgs {
-    /// A directory of olmOCR-mix pages in the unpacked layout.
+    /// olmOCR-mix as the hub lays it out (<subset>_train.parquet + pdf_tarballs/), or unpacked
+    /// (a .md with YAML front matter beside each .pdf).
     input: PathBuf,
+    /// The hub layout's subset.
+    #[arg(long, default_value = "00_documents")]
+    subset: String,
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 300)]
@@ -347,7 +351,7 @@ struct PrepareArgs {
 }
 
 fn run_prepare(args: PrepareArgs) -> Result<ExitCode> {
-    let report = vellum::train::prepare::prepare(&args.input, &args.out, args.num_train, args.num_val)?;
+    let report = vellum::train::prepare::prepare(&args.input, &args.out, &args.subset, args.num_train, args.num_val)?;
     for (id, reason) in &report.skipped {
         eprintln!("skipped {id}: {reason}");
     }

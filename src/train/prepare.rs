@@ -5,9 +5,16 @@
 //! "Convert this table to HTML." / "Describe this diagram."). The first `num_train` kept rows
 //! are the train split, the next `num_val` the val split.
 //!
-//! Input: the unpacked layout (a `.md` with YAML front matter beside each `.pdf`, searched
-//! recursively, in path order). Rows that cannot be used are skipped and listed, with the
-//! reason, in `<out>/report.json`, never a crash.
+//! Input, either layout olmOCR-mix comes in:
+//! - as the hub has it: `<subset>_train.parquet` (columns id, url, page_number, pdf_relpath,
+//!   primary_language, is_rotation_valid, rotation_correction, is_table, is_diagram,
+//!   natural_text; others ignored) with `pdf_relpath` = `pdf_tarballs/<chunk>.tar.gz:<member>`;
+//!   each tarball is read once, for the members the kept rows need;
+//! - unpacked: a `.md` with YAML front matter beside each `.pdf`, searched recursively, in path
+//!   order.
+//!
+//! Rows that cannot be used are skipped and listed, with the reason, in `<out>/report.json`,
+//! never a crash.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,14 +123,111 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
 }
 
-/// Writes `<out>/train.json`, `<out>/val.json`, `<out>/images/*.jpg` and `<out>/report.json`.
-pub fn prepare(input: &Path, out: &Path, num_train: usize, num_val: usize) -> Result<Report> {
+/// The rows of `<dir>/<subset>_train.parquet`, their PDFs taken out of the tarballs into
+/// `scratch`; reading stops once `wanted` rows pass the filters.
+fn hub_rows(dir: &Path, subset: &str, scratch: &Path, wanted: usize) -> Result<Vec<Result<Row, (String, String)>>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let path = dir.join(format!("{subset}_train.parquet"));
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let reader =
+        SerializedFileReader::new(file).with_context(|| format!("{} is not a parquet file", path.display()))?;
+    let mut rows = Vec::new();
+    let mut kept = 0;
+    // (tarball, member) of each row that needs its PDF.
+    let mut members: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (i, record) in reader.get_row_iter(None)?.enumerate() {
+        if kept >= wanted {
+            break;
+        }
+        let record = record.with_context(|| format!("{}: row {i}", path.display()))?;
+        let mut row = Row {
+            is_rotation_valid: true,
+            ..Default::default()
+        };
+        let mut relpath = String::new();
+        for (name, field) in record.get_column_iter() {
+            match (name.as_str(), field) {
+                ("id", Field::Str(v)) => row.id = v.clone(),
+                ("pdf_relpath", Field::Str(v)) => relpath = v.clone(),
+                ("primary_language", Field::Str(v)) => row.primary_language = Some(v.clone()),
+                ("is_rotation_valid", Field::Bool(v)) => row.is_rotation_valid = *v,
+                ("is_table", Field::Bool(v)) => row.is_table = *v,
+                ("is_diagram", Field::Bool(v)) => row.is_diagram = *v,
+                ("natural_text", Field::Str(v)) => row.natural_text = v.clone(),
+                _ => {}
+            }
+        }
+        if row.id.is_empty() {
+            row.id = format!("row {i}");
+        }
+        let Some((tarball, member)) = relpath.split_once(".tar.gz:") else {
+            rows.push(Err((
+                row.id,
+                format!("pdf_relpath {relpath:?} does not name a tarball member"),
+            )));
+            continue;
+        };
+        if filter(&row).is_none() {
+            kept += 1;
+            members
+                .entry(format!("{tarball}.tar.gz"))
+                .or_default()
+                .push((rows.len(), member.to_string()));
+        }
+        row.pdf = scratch.join(format!("{}.pdf", rows.len()));
+        rows.push(Ok(row));
+    }
+    for (tarball, wanted) in members {
+        let path = dir.join(&tarball);
+        let mut found = vec![false; wanted.len()];
+        let opened = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()));
+        if let Ok(file) = opened {
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+            for entry in archive
+                .entries()
+                .with_context(|| format!("reading {}", path.display()))?
+            {
+                let mut entry = entry.with_context(|| format!("reading {}", path.display()))?;
+                let name = entry.path()?.to_string_lossy().into_owned();
+                for (k, (row, member)) in wanted.iter().enumerate() {
+                    if *member == name {
+                        let target = scratch.join(format!("{row}.pdf"));
+                        let mut out = std::fs::File::create(&target)?;
+                        std::io::copy(&mut entry, &mut out)?;
+                        found[k] = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for ((row, member), found) in wanted.iter().zip(found) {
+            if !found {
+                let id = rows[*row].as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                rows[*row] = Err((id, format!("{member} is not in {}", path.display())));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes `<out>/train.json`, `<out>/val.json`, `<out>/images/*.jpg` and `<out>/report.json`
+/// from `subset` (hub layout; the unpacked layout has no subsets).
+pub fn prepare(input: &Path, out: &Path, subset: &str, num_train: usize, num_val: usize) -> Result<Report> {
     let images = out.join("images");
     std::fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
     let mut worker = Worker::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
     let mut report = Report::default();
     let mut samples = Vec::new();
-    for row in rows(input)? {
+    let scratch = tempfile::tempdir_in(out)?;
+    let wanted = num_train + num_val;
+    let rows = if input.join(format!("{subset}_train.parquet")).exists() {
+        // As prepare_olmocr.py: half as many rows again as wanted, for rows that fail later.
+        hub_rows(input, subset, scratch.path(), wanted + wanted / 2 + 1)?
+    } else {
+        rows(input)?
+    };
+    for row in rows {
         if samples.len() >= num_train + num_val {
             break;
         }

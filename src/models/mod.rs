@@ -156,5 +156,11 @@ pub trait VisionLanguageModel: Send + Sync {
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor>;
-    fn decode(&self, tokens: &[u32]) -> Result<String>;
+    fn tokenizer(&self) -> &tokenizers::Tokenizer;
+    /// Generated tokens as text, special tokens left out.
+    fn decode(&self, tokens: &[u32]) -> Result<String> {
+        self.tokenizer()
+            .decode(tokens, true)
+            .map_err(|e| anyhow::anyhow!("decoding the output: {e}"))
+    }
 }

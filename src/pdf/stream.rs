@@ -16,10 +16,10 @@ use super::{PdfError, RenderMode};
 
 pub enum StreamItem {
     /// Document `doc` (index into the input list) opened and routed, with every page's text
-    /// layer; or why it could not be.
+    /// layer (or why that page's could not be read); or why the document could not be.
     Document {
         doc: usize,
-        result: Result<(DocumentRoute, Vec<String>), PdfError>,
+        result: Result<(DocumentRoute, Vec<Result<String, PdfError>>), PdfError>,
     },
     /// Page `page` (1-based) of a document selected for rendering; follows its `Document`.
     Page {
@@ -58,7 +58,7 @@ pub fn document_stream(
             let route_span = tracing::debug_span!("route", doc).entered();
             let result = route_document(&mut worker, &Router::Rules, path, None).map(|route| {
                 let texts = (1..=route.info.pages)
-                    .map(|p| worker.text(path, None, p).map(|t| t.text).unwrap_or_default())
+                    .map(|p| worker.text(path, None, p).map(|t| t.text))
                     .collect();
                 (route, texts)
             });

@@ -387,7 +387,7 @@ pub fn ocr_documents(
 
 fn new_doc_state(
     source: PathBuf,
-    routed: Result<(DocumentRoute, Vec<String>), PdfError>,
+    routed: Result<(DocumentRoute, Vec<Result<String, PdfError>>), PdfError>,
     recognizer: &Recognizer,
 ) -> DocState {
     let (route, texts) = match routed {
@@ -412,6 +412,11 @@ fn new_doc_state(
         .into_iter()
         .enumerate()
         .map(|(i, text)| {
+            // A page whose text layer cannot be read says so (OCR may still replace it).
+            let (text, error) = match text {
+                Ok(text) => (text, None),
+                Err(e) => (String::new(), Some(format!("text layer: {e}"))),
+            };
             let page = PageResult {
                 page: i + 1,
                 route: PageSource::TextLayer,
@@ -421,7 +426,7 @@ fn new_doc_state(
                 generated_tokens: 0,
                 attempts: 0,
                 fallback: false,
-                error: None,
+                error,
                 seconds: 0.0,
             };
             Pending::Done(match (needs_ocr, recognizer) {

@@ -275,9 +275,7 @@ impl VisionLanguageModel for Model {
         Ok(self.gpt.forward(embeds, &positions[0], cache, logit_rows)?)
     }
 
-    fn decode(&self, tokens: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(tokens, true)
-            .map_err(|e| anyhow::anyhow!("decoding the output: {e}"))
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 }

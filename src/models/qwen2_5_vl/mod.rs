@@ -243,10 +243,8 @@ impl VisionLanguageModel for Model {
         Ok(self.text.forward(embeds, positions, cache, logit_rows)?)
     }
 
-    fn decode(&self, tokens: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(tokens, true)
-            .map_err(|e| anyhow::anyhow!("decoding the output: {e}"))
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 }
 

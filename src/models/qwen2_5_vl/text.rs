@@ -101,7 +101,9 @@ impl Attention {
     }
 }
 
-struct Mlp {
+/// The gated MLP of the decoder (`Qwen2MLP`, no biases) and of the vision blocks
+/// (`Qwen2_5_VLMLP`, with biases).
+pub(super) struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
@@ -109,13 +111,14 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    pub(super) fn new(hidden: usize, intermediate: usize, act: Activation, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (hidden, intermediate);
+        let lin = |a, b, name: &str| candle_nn::linear_b(a, b, bias, vb.pp(name));
         Ok(Self {
-            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
-            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
-            act: cfg.hidden_act,
+            gate_proj: lin(h, i, "gate_proj")?,
+            up_proj: lin(h, i, "up_proj")?,
+            down_proj: lin(i, h, "down_proj")?,
+            act,
         })
     }
 }
@@ -138,7 +141,13 @@ impl DecoderLayer {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            mlp: Mlp::new(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.hidden_act,
+                false,
+                vb.pp("mlp"),
+            )?,
             input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: RmsNorm::new(
                 cfg.hidden_size,

@@ -7,11 +7,12 @@
 //! raster order at the end. Several images go through in one call, packed along the rows.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Activation, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 
 use super::config::VisionConfig;
+use super::text::Mlp;
 use crate::ops::rotary::{self, Rotation};
-use crate::ops::{activation::gated, attention::varlen_attention, norm::RmsNorm};
+use crate::ops::{attention::varlen_attention, norm::RmsNorm};
 
 const NORM_EPS: f64 = 1e-6;
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
@@ -66,37 +67,11 @@ impl VisionAttention {
     }
 }
 
-struct VisionMlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-    act: Activation,
-}
-
-impl VisionMlp {
-    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            gate_proj: linear(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear(h, i, vb.pp("up_proj"))?,
-            down_proj: linear(i, h, vb.pp("down_proj"))?,
-            act: cfg.hidden_act,
-        })
-    }
-}
-
-impl Module for VisionMlp {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let hidden = gated(self.act, &self.gate_proj.forward(xs)?, &self.up_proj.forward(xs)?)?;
-        self.down_proj.forward(&hidden)
-    }
-}
-
 struct VisionBlock {
     norm1: RmsNorm,
     norm2: RmsNorm,
     attn: VisionAttention,
-    mlp: VisionMlp,
+    mlp: Mlp,
 }
 
 impl VisionBlock {
@@ -105,7 +80,13 @@ impl VisionBlock {
             norm1: RmsNorm::new(cfg.hidden_size, NORM_EPS, vb.pp("norm1"))?,
             norm2: RmsNorm::new(cfg.hidden_size, NORM_EPS, vb.pp("norm2"))?,
             attn: VisionAttention::new(cfg, vb.pp("attn"))?,
-            mlp: VisionMlp::new(cfg, vb.pp("mlp"))?,
+            mlp: Mlp::new(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.hidden_act,
+                true,
+                vb.pp("mlp"),
+            )?,
         })
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, EngineConfig};
 use crate::models::qwen2_5_vl::{config::Config, text::TextModel, vision::VisionModel};
+use crate::models::PreparedPrompt;
 
 /// config.json of the benchmark model: Qwen2.5-VL's layout at about 135M parameters (text
 /// 86M: hidden 640, 10 layers, GQA 10:2, head_dim 64; vision 47M: 8 blocks of 640 with
@@ -136,15 +137,7 @@ pub fn ocr_throughput(
         .collect::<Result<Vec<_>>>()?;
     let prompt_tokens_mean = prompts.iter().map(|p| p.input_ids.len()).sum::<usize>() as f64 / prompts.len() as f64;
     let batched = engine(model.clone(), images.len())?;
-    let start = Instant::now();
-    let handles: Vec<_> = prompts
-        .iter()
-        .map(|p| batched.submit_prepared(p.clone(), params.clone(), None))
-        .collect();
-    for h in handles {
-        h.wait()?;
-    }
-    let batched_seconds = start.elapsed().as_secs_f64();
+    let batched_seconds = run_all(&batched, &prompts, &params)?;
     drop(batched);
     let sequential = engine(model.clone(), 1)?;
     let start = Instant::now();
@@ -279,15 +272,7 @@ pub fn finepdfs_workload(
     drop(engine);
 
     let engine = engine_for(max_num_seqs)?;
-    let start = Instant::now();
-    let handles: Vec<_> = prompts
-        .iter()
-        .map(|p| engine.submit_prepared(p.clone(), params(1), None))
-        .collect();
-    for h in handles {
-        h.wait()?;
-    }
-    let prefill_seconds = start.elapsed().as_secs_f64();
+    let prefill_seconds = run_all(&engine, &prompts, &params(1))?;
     let small = self::pages(1, 56, 56).remove(0);
     let decode = decode_rate(&engine, &small, max_num_seqs, 64)?;
 
@@ -325,4 +310,17 @@ pub fn engine(model: Arc<dyn crate::models::VisionLanguageModel>, max_num_seqs: 
     config.scheduler.max_num_seqs = max_num_seqs;
     config.cache = crate::engine::kv_cache::CacheBudget::Bytes(4 << 30);
     Engine::new(model, config)
+}
+
+/// Submits every prompt at once and waits for all: the seconds it took.
+fn run_all(engine: &Engine, prompts: &[PreparedPrompt], params: &SamplingParams) -> Result<f64> {
+    let start = Instant::now();
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.submit_prepared(p.clone(), params.clone(), None))
+        .collect();
+    for h in handles {
+        h.wait()?;
+    }
+    Ok(start.elapsed().as_secs_f64())
 }

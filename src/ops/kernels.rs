@@ -323,11 +323,14 @@ impl PagedBatch {
     }
 }
 
+/// Decodes longer than this run the split-K kernel.
+const SPLIT_DECODE_ABOVE: usize = 2 * DECODE_PARTITION;
+
 /// One query row per sequence (q: seqs, heads, head_dim) over the paged cache, a block per
-/// (KV head, sequence) serving the query heads that share it; `split` runs the split-K variant
-/// with partitions of `DECODE_PARTITION` positions (also chosen when one partition would not fit
-/// the block's shared memory).
-pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &PagedBatch, split: bool) -> Result<Tensor> {
+/// (KV head, sequence) serving the query heads that share it. Contexts longer than
+/// `SPLIT_DECODE_ABOVE`, or whose one partition would not fit the block's shared memory, run
+/// the split-K variant with partitions of `DECODE_PARTITION` positions.
+pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &PagedBatch) -> Result<Tensor> {
     let q = q.to_dtype(k_cache.dtype())?.contiguous()?;
     let (seqs, heads, dim) = q.dims3()?;
     let (_, block_size, kv_heads, _) = k_cache.dims4()?;
@@ -339,7 +342,7 @@ pub fn paged_decode(q: &Tensor, k_cache: &Tensor, v_cache: &Tensor, batch: &Page
     let out = output_like(&q)?;
     let warps = DECODE_THREADS as usize / 32;
     let shared = |partition: usize| (group * (dim + warps * dim + partition) + 32) * 4;
-    let split = split || shared(batch.max_context.max(1)) > MAX_SHARED;
+    let split = batch.max_context > SPLIT_DECODE_ABOVE || shared(batch.max_context.max(1)) > MAX_SHARED;
     let (parts, partition) = if split {
         (batch.max_context.div_ceil(DECODE_PARTITION).max(1), DECODE_PARTITION)
     } else {

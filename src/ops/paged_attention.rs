@@ -133,10 +133,6 @@ impl<'a> PagedAttention<'a> {
     }
 }
 
-/// Decodes longer than this run the split-K kernel.
-#[cfg(feature = "cuda")]
-const SPLIT_DECODE_ABOVE: usize = 2 * super::kernels::DECODE_PARTITION;
-
 #[cfg(feature = "cuda")]
 struct DeviceBatch {
     /// Cache slot of each row.
@@ -188,8 +184,7 @@ impl AttentionCache for PagedAttention<'_> {
                 kernels::reshape_and_cache(k, k_cache, &batch.slots)?;
                 kernels::reshape_and_cache(v, v_cache, &batch.slots)?;
                 let out = if batch.paged.decode {
-                    let split = batch.paged.max_context > SPLIT_DECODE_ABOVE;
-                    kernels::paged_decode(q, k_cache, v_cache, &batch.paged, split)?
+                    kernels::paged_decode(q, k_cache, v_cache, &batch.paged)?
                 } else {
                     kernels::paged_prefill(q, k_cache, v_cache, &batch.paged)?
                 };

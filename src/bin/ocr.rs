@@ -684,9 +684,6 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
         }
     };
     let mut ocr = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
-    if let Recognizer::Engine(engine) = &recognizer {
-        ocr.instruction = engine.model().info().default_instruction.to_string();
-    }
     ocr.mode = args.mode;
     ocr.params.max_new_tokens = args.max_new_tokens;
     ocr.max_retries = args.max_retries;

@@ -104,7 +104,8 @@ pub enum Recognizer {
 }
 
 pub struct OcrOptions {
-    pub instruction: String,
+    /// The instruction pages are OCR'd with; None: the model's own default.
+    pub instruction: Option<String>,
     pub params: SamplingParams,
     pub mode: RenderMode,
     /// Retries of a bad page (temperatures from [`TEMPERATURE_LADDER`]).
@@ -121,7 +122,7 @@ pub struct OcrOptions {
 impl OcrOptions {
     pub fn new(worker: WorkerCommand) -> Self {
         Self {
-            instruction: crate::ROLMOCR_PROMPT.to_string(),
+            instruction: None,
             params: SamplingParams {
                 repetition_penalty: 1.05,
                 ..Default::default()
@@ -164,12 +165,12 @@ impl Submitter<'_> {
             params.temperature = TEMPERATURE_LADDER[(attempt - 1).min(TEMPERATURE_LADDER.len() - 1)];
             params.seed = params.seed.wrapping_add(attempt as u64);
         }
+        let instruction = match &self.options.instruction {
+            Some(i) => i.as_str(),
+            None => engine.model().info().default_instruction,
+        };
         engine
-            .submit(
-                &DynamicImage::ImageRgb8(image.clone()),
-                &self.options.instruction,
-                params,
-            )
+            .submit(&DynamicImage::ImageRgb8(image.clone()), instruction, params)
             .map_err(|e| format!("{e:#}"))
     }
 

@@ -48,6 +48,21 @@ impl Dataset {
         if samples.is_empty() {
             bail!("{} has no samples", path.display());
         }
+        // A missing image found at step 5,000 would end the run: look before the first step.
+        let missing: Vec<String> = samples
+            .iter()
+            .filter(|s| !dir.join(&s.image).is_file())
+            .map(|s| format!("{} ({})", s.image, s.id))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{}: {} of {} samples name an image that is not there, e.g. {}",
+                path.display(),
+                missing.len(),
+                samples.len(),
+                missing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             samples,

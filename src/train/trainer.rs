@@ -121,7 +121,11 @@ impl Trainer {
             bail!("--batch-size, --grad-accum and --steps must be positive");
         }
         let train = Dataset::open(&config.data, "train")?;
-        let val = Dataset::open(&config.data, "val").ok();
+        // No val.json: no evaluation; a val.json that does not load is an error, not a silence.
+        let val = match config.data.join("val.json").exists() {
+            true => Some(Dataset::open(&config.data, "val")?),
+            false => None,
+        };
         let texts = match (&config.text_data, config.text_ratio > 0.0) {
             (Some(path), true) => read_texts(path)?,
             (None, true) => bail!("--text-ratio needs --text-data (a JSONL file of {{\"text\"}} lines)"),

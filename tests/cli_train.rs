@@ -1,0 +1,54 @@
+//! `ocr train` refuses a bad setup before the first step, naming what is wrong, and writes
+//! nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["train", "--model"])
+        .arg(fixtures().join("deepseek_ocr/gqa"))
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(["--steps", "2", "--batch-size", "2"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn bad_setups_fail_before_the_first_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    for f in ["train.json", "val.json"] {
+        std::fs::copy(fixtures().join("train/data").join(f), data.join(f)).unwrap();
+    }
+    for f in std::fs::read_dir(fixtures().join("train/data/images")).unwrap() {
+        let f = f.unwrap().path();
+        if !f.ends_with("story.png") {
+            std::fs::copy(&f, data.join("images").join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = tmp.path().join("out");
+    let (ok, err) = train(&data, &out, &[]);
+    assert!(!ok);
+    assert!(err.contains("train.json") && err.contains("images/story.png"), "{err}");
+    assert!(!out.exists(), "nothing is written for a bad setup");
+
+    let good = fixtures().join("train/data");
+    let (ok, err) = train(&good, &out, &["--dtype", "bf16"]);
+    assert!(!ok && err.contains("f32"), "{err}");
+    let (ok, err) = train(&good, &out, &["--text-ratio", "0.1"]);
+    assert!(!ok && err.contains("--text-data"), "{err}");
+    let (ok, err) = train(&good, &out, &["--stage", "3"]);
+    assert!(!ok && err.contains("--stage"), "{err}");
+    assert!(!out.exists(), "nothing is written for a bad setup");
+}

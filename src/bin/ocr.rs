@@ -558,15 +558,6 @@ fn load_model(
     vellum::models::open(spec, &vellum::device::parse(device)?, dtype.map(DType::from), finepdfs)
 }
 
-#[derive(serde::Deserialize)]
-struct RequestLine {
-    id: serde_json::Value,
-    image: PathBuf,
-    prompt: Option<String>,
-    max_new_tokens: Option<usize>,
-    temperature: Option<f64>,
-}
-
 fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let engine = Engine::new(
@@ -574,13 +565,9 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
         args.engine.config(),
     )?;
     let loaded = started.elapsed();
-    let default_prompt = args
-        .prompt
-        .clone()
-        .unwrap_or_else(|| engine.model().info().default_instruction.to_string());
-    let params = |max_new_tokens: Option<usize>, temperature: f64| SamplingParams {
-        max_new_tokens,
-        temperature,
+    let params = SamplingParams {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
         seed: args.seed,
         ignore_eos: args.ignore_eos,
         ..Default::default()
@@ -588,8 +575,12 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let Some(requests) = &args.requests else {
         let path = args.image.as_ref().expect("clap requires --image without --requests");
         let image = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
+        let prompt = args
+            .prompt
+            .as_deref()
+            .unwrap_or(engine.model().info().default_instruction);
         let out = engine
-            .generate(&image, &default_prompt, params(args.max_new_tokens, args.temperature))
+            .generate(&image, prompt, params)
             .with_context(|| format!("generating for {}", path.display()))?;
         if args.json {
             println!("{}", serde_json::to_string(&out)?);
@@ -606,59 +597,9 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let text = std::fs::read_to_string(requests).with_context(|| format!("reading {}", requests.display()))?;
-    let base = requests.parent().unwrap_or(std::path::Path::new("."));
-    // Submit everything first (the engine batches them), then print in input order.
-    let submitted: Vec<(serde_json::Value, Result<vellum::engine::RequestHandle>)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, line)| {
-            let req: RequestLine = match serde_json::from_str(line) {
-                Ok(r) => r,
-                Err(e) => {
-                    return (
-                        serde_json::json!(n + 1),
-                        Err(anyhow::anyhow!("{}:{}: {e}", requests.display(), n + 1)),
-                    )
-                }
-            };
-            let path = if req.image.is_relative() && !req.image.exists() {
-                base.join(&req.image)
-            } else {
-                req.image.clone()
-            };
-            let handle = image::open(&path)
-                .with_context(|| format!("reading image {}", path.display()))
-                .and_then(|img| {
-                    let prompt = req.prompt.as_deref().unwrap_or(&default_prompt);
-                    engine.submit(
-                        &img,
-                        prompt,
-                        params(
-                            req.max_new_tokens.or(args.max_new_tokens),
-                            req.temperature.unwrap_or(args.temperature),
-                        ),
-                    )
-                });
-            (req.id, handle)
-        })
-        .collect();
-    let mut failed = 0;
-    for (id, handle) in submitted {
-        let line = match handle.and_then(|h| Ok(h.wait()?)) {
-            Ok(out) => {
-                let mut v = serde_json::to_value(&out)?;
-                v["id"] = id;
-                v
-            }
-            Err(e) => {
-                failed += 1;
-                serde_json::json!({"id": id, "error": format!("{e:#}")})
-            }
-        };
-        println!("{line}");
-    }
+    let failed = pipeline::requests::run(&engine, requests, &params, args.prompt.as_deref(), |line| {
+        println!("{line}")
+    })?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -4,6 +4,7 @@
 
 pub mod document;
 pub mod quality;
+pub mod requests;
 pub mod run;
 pub mod shard;
 pub mod sources;

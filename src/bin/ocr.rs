@@ -837,14 +837,7 @@ fn run_route(args: RouteArgs) -> Result<ExitCode> {
     for input in &args.inputs {
         let line = match route_document(&mut worker, &router, input, args.password.as_deref()) {
             Ok(route) => {
-                let features: serde_json::Map<String, serde_json::Value> = route
-                    .features
-                    .names
-                    .iter()
-                    .cloned()
-                    .zip(route.features.values.iter().map(|v| serde_json::json!(v)))
-                    .collect();
-                serde_json::json!({"file": input, "info": route.info, "decision": route.decision, "features": features})
+                serde_json::json!({"file": input, "info": route.info, "decision": route.decision, "features": route.features})
             }
             Err(e) => {
                 failed += 1;

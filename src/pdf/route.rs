@@ -106,10 +106,22 @@ fn ratio(a: u32, b: u32) -> f32 {
 }
 
 /// Named document features: the document's own, and mean/min/max over the sampled pages.
-#[derive(Debug, Clone, Serialize)]
+/// Serialised as one JSON object, name → value, in order.
+#[derive(Debug, Clone)]
 pub struct DocumentFeatures {
     pub names: Vec<String>,
     pub values: Vec<f32>,
+}
+
+impl Serialize for DocumentFeatures {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.names.len()))?;
+        for (name, value) in self.names.iter().zip(&self.values) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 impl DocumentFeatures {

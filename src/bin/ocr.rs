@@ -95,12 +95,8 @@ struct RunArgs {
     /// Per page; default: what the context leaves after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    /// Default: f32 on the CPU, bf16 on a GPU.
-    #[arg(long, value_enum)]
-    dtype: Option<DTypeArg>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    place: DeviceArgs,
     /// finepdfs, olmocr or dpi=N.
     #[arg(long, default_value = "finepdfs")]
     mode: RenderMode,
@@ -141,12 +137,8 @@ struct BenchArgs {
     image_size: u32,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
-    /// Default: f32 on the CPU, bf16 on a GPU.
-    #[arg(long, value_enum)]
-    dtype: Option<DTypeArg>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    place: DeviceArgs,
     /// `finepdfs`: instead of the measurements above, --pages Letter-size pages with 300–750
     /// output tokens each through one engine (pages/s, prefill and decode tokens/s, KV use).
     #[arg(long, value_enum)]
@@ -265,10 +257,8 @@ struct TrainArgs {
     text_ratio: f64,
     #[arg(long)]
     text_data: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    dtype: Option<DTypeArg>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    place: DeviceArgs,
     /// One JSON line per optimizer step: {"step", "loss", "lr", "grad_norm", "tokens"}.
     #[arg(long)]
     log_json: Option<PathBuf>,
@@ -374,8 +364,8 @@ fn run_prepare(args: PrepareArgs) -> Result<ExitCode> {
 
 fn run_train(args: TrainArgs) -> Result<ExitCode> {
     use vellum::train::trainer::Event;
-    let device = vellum::device::parse(&args.device)?;
-    if let Some(dtype) = args.dtype.map(DType::from) {
+    let device = vellum::device::parse(&args.place.device)?;
+    if let Some(dtype) = args.place.dtype.map(DType::from) {
         if dtype != DType::F32 {
             anyhow::bail!(
                 "--dtype {dtype:?}: training runs in f32 for now (bf16 with f32 master weights is not built)"
@@ -504,12 +494,8 @@ struct GenerateArgs {
     /// Generate through end tokens until --max-new-tokens.
     #[arg(long)]
     ignore_eos: bool,
-    /// Default: f32 on the CPU, bf16 on a GPU.
-    #[arg(long, value_enum)]
-    dtype: Option<DTypeArg>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    place: DeviceArgs,
     /// Size the image as FinePDFs did for RolmOCR: between 56 and 2048 merged visual tokens.
     #[arg(long)]
     finepdfs: bool,
@@ -518,6 +504,29 @@ struct GenerateArgs {
     json: bool,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// Where a model runs.
+#[derive(clap::Args, Clone)]
+struct DeviceArgs {
+    /// Default: f32 on the CPU, bf16 on a GPU.
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl DeviceArgs {
+    /// The model a directory or hub id holds, on this device.
+    fn open(&self, spec: &str, finepdfs: bool) -> Result<Arc<dyn VisionLanguageModel>> {
+        vellum::models::open(
+            spec,
+            &vellum::device::parse(&self.device)?,
+            self.dtype.map(DType::from),
+            finepdfs,
+        )
+    }
 }
 
 /// How the engine runs.
@@ -549,21 +558,9 @@ impl EngineArgs {
     }
 }
 
-fn load_model(
-    spec: &str,
-    dtype: Option<DTypeArg>,
-    device: &str,
-    finepdfs: bool,
-) -> Result<Arc<dyn VisionLanguageModel>> {
-    vellum::models::open(spec, &vellum::device::parse(device)?, dtype.map(DType::from), finepdfs)
-}
-
 fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let engine = Engine::new(
-        load_model(&args.model, args.dtype, &args.device, args.finepdfs)?,
-        args.engine.config(),
-    )?;
+    let engine = Engine::new(args.place.open(&args.model, args.finepdfs)?, args.engine.config())?;
     let loaded = started.elapsed();
     let params = SamplingParams {
         max_new_tokens: args.max_new_tokens,
@@ -612,7 +609,9 @@ const EXIT_INTERRUPTED: u8 = 3;
 
 fn run_run(args: RunArgs) -> Result<ExitCode> {
     let shard = Shard::resolve(args.rank, args.world_size)?;
-    let recognizer = match load_model(&args.model, args.dtype, &args.device, false)
+    let recognizer = match args
+        .place
+        .open(&args.model, false)
         .and_then(|m| Engine::new(m, args.engine.config()))
     {
         Ok(engine) => Recognizer::Engine(Arc::new(engine)),
@@ -738,7 +737,7 @@ impl RunObserver for Progress {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
-    let model = load_model(&args.model, args.dtype, &args.device, false)?;
+    let model = args.place.open(&args.model, false)?;
     if let Some(Workload::Finepdfs) = args.workload {
         let w = vellum::bench::finepdfs_workload(
             &model,

@@ -62,6 +62,8 @@ fn every_qwen2_5_vl_config_loads_as_the_7b_model() {
         );
         assert_eq!(got, (32, 1280, 16, 3420, 3, 14, 112, 3584), "{}", dir.display());
         assert_eq!(v.fullatt_block_indexes, [7, 15, 23, 31], "{}", dir.display());
+        // 5.24 names the tower's rotary base (its own `rope_parameters`, not the text one's 1e6).
+        assert!(v.rope_theta().is_none_or(|t| t == 10_000.0), "{}", dir.display());
         assert_eq!(c.image_token_id, 151655, "{}", dir.display());
         let pre = dir.join("preprocessor_config.json");
         if pre.exists() {

@@ -95,10 +95,11 @@ pub fn load(
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
     let arch = config["architectures"][0]
         .as_str()
-        .unwrap_or("Qwen2_5_VLForConditionalGeneration");
-    Ok(match arch {
+        .unwrap_or("Qwen2_5_VLForConditionalGeneration")
+        .to_string();
+    Ok(match arch.as_str() {
         deepseek_ocr::ARCHITECTURE => std::sync::Arc::new(deepseek_ocr::Model::load(files, dtype, device)?),
-        _ => std::sync::Arc::new(qwen2_5_vl::Model::load(files, dtype, device)?),
+        _ => std::sync::Arc::new(qwen2_5_vl::Model::load_with_config(files, config, dtype, device)?),
     })
 }
 

@@ -38,6 +38,16 @@ pub struct VisionConfig {
     pub out_hidden_size: usize,
     #[serde(default = "default_act")]
     pub hidden_act: Activation,
+    /// transformers ≥ 5.24 writes the tower's rotary base here.
+    #[serde(default)]
+    rope_parameters: Option<RawRope>,
+}
+
+impl VisionConfig {
+    /// The 2D rotary base, when config.json names one (else the model's default, 10,000).
+    pub fn rope_theta(&self) -> Option<f64> {
+        self.rope_parameters.as_ref().and_then(|r| r.rope_theta)
+    }
 }
 
 fn default_depth() -> usize {
@@ -127,7 +137,7 @@ struct RawText {
     eos_token_id: Option<TokenIds>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct RawRope {
     mrope_section: Option<Vec<usize>>,
     rope_theta: Option<f64>,
@@ -152,7 +162,10 @@ impl TokenIds {
 
 impl Config {
     pub fn from_json(text: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(text).context("config.json is not valid JSON")?;
+        Self::from_value(serde_json::from_str(text).context("config.json is not valid JSON")?)
+    }
+
+    pub fn from_value(root: Value) -> Result<Self> {
         let arch = root
             .get("architectures")
             .and_then(|a| a.get(0))

@@ -66,11 +66,20 @@ impl Model {
         let config_path = files.path("config.json");
         let config_text =
             std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
-        let config = Config::from_json(&config_text).with_context(|| format!("in {}", config_path.display()))?;
-        let raw: serde_json::Value = serde_json::from_str(&config_text)?;
-        let vision_theta = raw
-            .pointer("/vision_config/rope_parameters/rope_theta")
-            .and_then(|v| v.as_f64());
+        let root = serde_json::from_str(&config_text)
+            .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+        Self::load_with_config(files, root, dtype, device)
+    }
+
+    /// As [`Model::load`], with config.json already parsed (by whoever read the architecture).
+    pub fn load_with_config(
+        files: &ModelFiles,
+        root: serde_json::Value,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let config_path = files.path("config.json");
+        let config = Config::from_value(root).with_context(|| format!("in {}", config_path.display()))?;
 
         let image_processor = match files.optional("preprocessor_config.json") {
             Some(path) => ImageProcessorConfig::from_json(&std::fs::read_to_string(&path)?)
@@ -86,21 +95,12 @@ impl Model {
         let weights = files.weights()?;
         let renamer = checkpoint_renamer(&weights.names().map(String::from).collect());
         let vb = weights.into_var_builder(dtype, device).rename_f(renamer);
-        Self::from_parts(
-            config,
-            vision_theta,
-            vb,
-            image_processor,
-            tokenizer,
-            chat_template,
-            stop_token_ids,
-        )
-        .with_context(|| format!("loading the weights of {}", files.dir.display()))
+        Self::from_parts(config, vb, image_processor, tokenizer, chat_template, stop_token_ids)
+            .with_context(|| format!("loading the weights of {}", files.dir.display()))
     }
 
     fn from_parts(
         config: Config,
-        vision_theta: Option<f64>,
         vb: VarBuilder,
         image_processor: ImageProcessorConfig,
         tokenizer: Tokenizer,
@@ -114,7 +114,7 @@ impl Model {
                 config.text.hidden_size
             );
         }
-        let visual = vision::VisionModel::new(&config.vision, vision_theta, vb.pp("visual"))?;
+        let visual = vision::VisionModel::new(&config.vision, config.vision.rope_theta(), vb.pp("visual"))?;
         let text = text::TextModel::new(&config.text, vb.clone())?;
         let info = ModelInfo {
             architecture: "Qwen2_5_VLForConditionalGeneration",

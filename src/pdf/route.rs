@@ -260,6 +260,10 @@ pub struct DocumentRoute {
     pub info: DocumentInfo,
     pub decision: RouteDecision,
     pub features: DocumentFeatures,
+    /// The text layers of the sampled pages (1-based), read for the features: whoever needs
+    /// every page's text takes these instead of reading them again.
+    #[serde(skip)]
+    pub sampled_texts: std::collections::BTreeMap<usize, String>,
 }
 
 /// Opens `path` in `worker`, reads the sampled pages' features and decides.
@@ -271,15 +275,17 @@ pub fn route_document(
 ) -> Result<DocumentRoute, PdfError> {
     let info = worker.info(path, password)?;
     let sampled = sample_pages(info.pages, SAMPLED_PAGES);
-    let pages = sampled
+    let read = sampled
         .iter()
-        .map(|&p| worker.text(path, password, p).map(|t| t.features))
+        .map(|&p| worker.text(path, password, p))
         .collect::<Result<Vec<_>, _>>()?;
+    let pages: Vec<PageFeatures> = read.iter().map(|t| t.features.clone()).collect();
     let (decision, features) = router.route(&info, &sampled, &pages);
     Ok(DocumentRoute {
         info,
         decision,
         features,
+        sampled_texts: sampled.iter().copied().zip(read.into_iter().map(|t| t.text)).collect(),
     })
 }
 

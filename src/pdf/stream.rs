@@ -56,9 +56,12 @@ pub fn document_stream(
                 break;
             }
             let route_span = tracing::debug_span!("route", doc).entered();
-            let result = route_document(&mut worker, &Router::Rules, path, None).map(|route| {
+            let result = route_document(&mut worker, &Router::Rules, path, None).map(|mut route| {
                 let texts = (1..=route.info.pages)
-                    .map(|p| worker.text(path, None, p).map(|t| t.text))
+                    .map(|p| match route.sampled_texts.remove(&p) {
+                        Some(text) => Ok(text),
+                        None => worker.text(path, None, p).map(|t| t.text),
+                    })
                     .collect();
                 (route, texts)
             });

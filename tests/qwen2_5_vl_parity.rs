@@ -106,6 +106,9 @@ fn prompt_ids_and_mrope_positions_match() {
                 .map(|v| v as usize)
                 .collect();
             assert_eq!(prompt.image.grid_thw.to_vec(), grid);
+            let vellum::models::Positions::Mrope(positions) = &prompt.positions else {
+                panic!("Qwen2.5-VL prompts carry M-RoPE positions");
+            };
             for axis in 0..3 {
                 let want: Vec<i64> = case.meta["positions"][axis]
                     .as_array()
@@ -114,7 +117,7 @@ fn prompt_ids_and_mrope_positions_match() {
                     .map(|v| v.as_i64().unwrap())
                     .collect();
                 assert_eq!(
-                    prompt.positions[axis],
+                    positions[axis],
                     want,
                     "{model_name}/{}: positions axis {axis}",
                     name(case)

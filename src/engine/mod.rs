@@ -457,7 +457,8 @@ impl Core {
     fn execute(&mut self, scheduled: &[Scheduled]) -> anyhow::Result<(Tensor, Vec<SeqId>)> {
         let _span = tracing::debug_span!("forward", sequences = scheduled.len()).entered();
         let mut pieces = Vec::new();
-        let mut positions: [Vec<i64>; 3] = Default::default();
+        let first = self.sched.get(scheduled[0].id).expect("scheduled sequences run");
+        let mut positions = first.prompt.positions.empty_like();
         let mut rows = Vec::new();
         let mut logit_rows = Vec::new();
         let mut sampled = Vec::new();
@@ -474,10 +475,7 @@ impl Core {
                 seq.image_embeds.as_ref(),
             )?);
             for p in from..to {
-                let [t, h, w] = seq.position(p);
-                positions[0].push(t);
-                positions[1].push(h);
-                positions[2].push(w);
+                positions.push(seq.position(p));
             }
             rows.push((start, s.tokens, from, self.kv.block_table(s.id).to_vec()));
             if to == seq.len() {

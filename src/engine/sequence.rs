@@ -55,9 +55,8 @@ impl Sequence {
     /// The (t, h, w) position of token `i`: the prompt's M-RoPE positions, then one step per
     /// generated token past them.
     pub fn position(&self, i: usize) -> [i64; 3] {
-        let pos = &self.prompt.positions;
         if i < self.prompt.input_ids.len() {
-            [pos[0][i], pos[1][i], pos[2][i]]
+            self.prompt.positions.at(i)
         } else {
             let p = i as i64 + self.prompt.rope_delta;
             [p, p, p]

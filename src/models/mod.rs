@@ -36,7 +36,9 @@ pub struct ModelInfo {
 pub struct PreparedImage {
     /// Patch rows (Qwen2.5-VL) or a pixel tensor, as the model's processor lays it out.
     pub pixel_values: Tensor,
-    /// (t, h, w) of the patch grid.
+    /// The image's shape as its model's tower reads it: Qwen2.5-VL's (t, h, w) patch grid;
+    /// (1, side, side) of the padded square for nano DeepSeek-OCR. Images of equal shape batch
+    /// together in the tower.
     pub grid_thw: [usize; 3],
     /// Content hash of the processed pixels: the key of the vision-output cache and of the
     /// KV-cache blocks that hold this image's tokens.
@@ -45,15 +47,65 @@ pub struct PreparedImage {
     pub num_tokens: usize,
 }
 
+/// The rotary positions of a run of tokens, of the kind the model rotates by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Positions {
+    /// One position per token (nanochat's 1D rotary).
+    Linear(Vec<i64>),
+    /// (temporal, height, width) per token (Qwen's M-RoPE; equal on all three for text).
+    Mrope([Vec<i64>; 3]),
+}
+
+impl Positions {
+    /// An empty run of the same kind.
+    pub fn empty_like(&self) -> Self {
+        match self {
+            Positions::Linear(_) => Positions::Linear(Vec::new()),
+            Positions::Mrope(_) => Positions::Mrope(Default::default()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Positions::Linear(v) => v.len(),
+            Positions::Mrope(a) => a[0].len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token `i` on (t, h, w); a linear position is the same on all three.
+    pub fn at(&self, i: usize) -> [i64; 3] {
+        match self {
+            Positions::Linear(v) => [v[i]; 3],
+            Positions::Mrope(a) => [a[0][i], a[1][i], a[2][i]],
+        }
+    }
+
+    /// Appends a token at `p` (a linear run keeps the first axis).
+    pub fn push(&mut self, [t, h, w]: [i64; 3]) {
+        match self {
+            Positions::Linear(v) => v.push(t),
+            Positions::Mrope(a) => {
+                a[0].push(t);
+                a[1].push(h);
+                a[2].push(w);
+            }
+        }
+    }
+}
+
 /// A prompt ready for the model: token ids with the image placeholders expanded, the image, and
-/// the positions (three axes for M-RoPE; models with 1D positions use the first).
+/// the positions.
 #[derive(Debug, Clone)]
 pub struct PreparedPrompt {
     pub input_ids: Vec<u32>,
     pub image: PreparedImage,
     /// Index of the first image placeholder in `input_ids`.
     pub image_start: usize,
-    pub positions: [Vec<i64>; 3],
+    pub positions: Positions,
     /// Generated token n (0-based) sits at position `input_ids.len() + n + rope_delta`.
     pub rope_delta: i64,
 }
@@ -153,7 +205,7 @@ pub trait VisionLanguageModel: Send + Sync {
     fn forward(
         &self,
         embeds: &Tensor,
-        positions: &[Vec<i64>; 3],
+        positions: &Positions,
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor>;

@@ -29,7 +29,7 @@ use image::DynamicImage;
 use tokenizers::Tokenizer;
 
 use crate::hub::ModelFiles;
-use crate::models::{embed_rows, ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
+use crate::models::{embed_rows, ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
 use crate::weights::ParamStore;
 
@@ -233,7 +233,7 @@ impl VisionLanguageModel for Model {
                 num_tokens,
             },
             image_start: 0,
-            positions: [positions.clone(), positions.clone(), positions],
+            positions: Positions::Linear(positions),
             rope_delta: 0,
             input_ids,
         })
@@ -268,11 +268,14 @@ impl VisionLanguageModel for Model {
     fn forward(
         &self,
         embeds: &Tensor,
-        positions: &[Vec<i64>; 3],
+        positions: &Positions,
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
-        Ok(self.gpt.forward(embeds, &positions[0], cache, logit_rows)?)
+        let Positions::Linear(positions) = positions else {
+            bail!("nanochat's GPT rotates by 1D positions, not M-RoPE ones");
+        };
+        Ok(self.gpt.forward(embeds, positions, cache, logit_rows)?)
     }
 
     fn tokenizer(&self) -> &Tokenizer {

@@ -23,7 +23,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat_template::ChatTemplate;
 use crate::hub::ModelFiles;
-use crate::models::{ModelInfo, PreparedImage, PreparedPrompt, VisionLanguageModel};
+use crate::models::{ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
 pub use config::Config;
 use processor::ImageProcessorConfig;
@@ -194,7 +194,7 @@ impl Model {
                 num_tokens: n_image,
             },
             image_start,
-            positions,
+            positions: Positions::Mrope(positions),
             rope_delta,
         })
     }
@@ -236,10 +236,13 @@ impl VisionLanguageModel for Model {
     fn forward(
         &self,
         embeds: &Tensor,
-        positions: &[Vec<i64>; 3],
+        positions: &Positions,
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
+        let Positions::Mrope(positions) = positions else {
+            bail!("Qwen2.5-VL rotates by M-RoPE positions, not 1D ones");
+        };
         Ok(self.text.forward(embeds, positions, cache, logit_rows)?)
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde::Serialize;
 
 use crate::engine::sampler::SamplingParams;
@@ -38,21 +38,6 @@ impl Check {
             ok,
         }
     }
-}
-
-/// ‖a − b‖₂ / ‖b‖₂ in f64; infinite when the reference is zero (a check on zeros proves nothing).
-pub fn rel_l2(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let flat = |t: &Tensor| -> Result<Vec<f32>> {
-        Ok(t.to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?)
-    };
-    let (a, b) = (flat(a)?, flat(b)?);
-    anyhow::ensure!(a.len() == b.len(), "comparing {} values with {}", a.len(), b.len());
-    let num: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    Ok(if den == 0.0 { f64::INFINITY } else { (num / den).sqrt() })
 }
 
 /// The tiny models of `fixtures` (tests/fixtures) on `device` against transformers' greedy
@@ -154,9 +139,10 @@ mod kernel_checks {
     use candle_core::{DType, Device, Tensor};
     use rand::{seq::SliceRandom, Rng};
 
-    use super::{rel_l2, Check};
+    use super::Check;
     use crate::ops::attention::{varlen_attention_reference, AttentionCache};
     use crate::ops::paged_attention::{PagedAttention, PagedKv, SeqRows};
+    use crate::ops::rel_l2;
     use crate::ops::{activation, kernels, norm, rotary};
     use anyhow::Result;
 

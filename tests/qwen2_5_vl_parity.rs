@@ -109,19 +109,14 @@ fn prompt_ids_and_mrope_positions_match() {
             let vellum::models::Positions::Mrope(positions) = &prompt.positions else {
                 panic!("Qwen2.5-VL prompts carry M-RoPE positions");
             };
-            for axis in 0..3 {
+            for (axis, got) in positions.iter().enumerate() {
                 let want: Vec<i64> = case.meta["positions"][axis]
                     .as_array()
                     .unwrap()
                     .iter()
                     .map(|v| v.as_i64().unwrap())
                     .collect();
-                assert_eq!(
-                    positions[axis],
-                    want,
-                    "{model_name}/{}: positions axis {axis}",
-                    name(case)
-                );
+                assert_eq!(got, &want, "{model_name}/{}: positions axis {axis}", name(case));
             }
             assert_eq!(prompt.rope_delta, case.meta["rope_delta"].as_i64().unwrap());
         }

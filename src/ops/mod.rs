@@ -20,3 +20,18 @@ pub mod rotary;
 fn on_kernels(tensors: &[&candle_core::Tensor]) -> bool {
     tensors.iter().all(|t| kernels::takes(t) && !t.track_op())
 }
+
+/// ‖a − b‖₂ / ‖b‖₂ in f64; infinite when the reference is zero (a check on zeros proves nothing).
+pub fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> anyhow::Result<f64> {
+    let flat = |t: &candle_core::Tensor| -> anyhow::Result<Vec<f32>> {
+        Ok(t.to_device(&candle_core::Device::Cpu)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?)
+    };
+    let (a, b) = (flat(a)?, flat(b)?);
+    anyhow::ensure!(a.len() == b.len(), "comparing {} values with {}", a.len(), b.len());
+    let num: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    Ok(if den == 0.0 { f64::INFINITY } else { (num / den).sqrt() })
+}

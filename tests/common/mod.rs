@@ -18,7 +18,7 @@ pub fn read_json(path: impl Into<PathBuf>) -> serde_json::Value {
 /// ‖a − b‖₂ / ‖b‖₂ over all elements, in f64 (the GPU self-test's measure).
 pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    vellum::selftest::rel_l2(a, b).unwrap()
+    vellum::ops::rel_l2(a, b).unwrap()
 }
 
 pub fn open_rgb(path: &std::path::Path) -> image::RgbImage {

@@ -52,3 +52,67 @@ fn bad_setups_fail_before_the_first_step() {
     assert!(!ok && err.contains("--stage"), "{err}");
     assert!(!out.exists(), "nothing is written for a bad setup");
 }
+
+#[test]
+fn flags_that_make_no_sense_are_refused_by_name() {
+    let bin = env!("CARGO_BIN_EXE_ocr");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["generate", "--model", "m", "--image", "i", "--temperature=-1"],
+            "--temperature",
+        ),
+        (
+            &["generate", "--model", "m", "--image", "i", "--temperature", "nan"],
+            "--temperature",
+        ),
+        (
+            &["run", "x", "--model", "m", "--out", "o", "--chunk-size", "0"],
+            "--chunk-size",
+        ),
+        (
+            &["run", "x", "--model", "m", "--out", "o", "--max-bad-page-rate", "7"],
+            "--max-bad-page-rate",
+        ),
+        (
+            &["run", "x", "--model", "m", "--out", "o", "--max-num-seqs", "0"],
+            "--max-num-seqs",
+        ),
+        (
+            &["run", "x", "--model", "m", "--out", "o", "--kv-cache-gib", "0"],
+            "--kv-cache-gib",
+        ),
+        (&["bench", "--model", "m", "--batches", "0"], "--batches"),
+        (
+            &["train", "--model", "m", "--data", "d", "--out", "o", "--steps", "0"],
+            "--steps",
+        ),
+        (
+            &[
+                "train", "--model", "m", "--data", "d", "--out", "o", "--steps", "1", "--lr=-1",
+            ],
+            "--lr",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                "m",
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--steps",
+                "1",
+                "--text-ratio",
+                "2",
+            ],
+            "--text-ratio",
+        ),
+    ];
+    for (args, flag) in cases {
+        let o = Command::new(bin).args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}

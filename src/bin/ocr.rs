@@ -23,6 +23,41 @@ use vellum::pipeline::document::{DocumentResult, OcrOptions, Recognizer};
 use vellum::pipeline::run::{RunObserver, RunOptions, RunStats};
 use vellum::pipeline::shard::Shard;
 
+/// A count that must be at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A finite number within `lo..=hi`.
+fn within(s: &str, lo: f64, hi: f64) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be a number from {lo} to {hi}"))
+    }
+}
+
+fn temperature(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 100.0)
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 1.0)
+}
+
+fn learning_rate(s: &str) -> Result<f64, String> {
+    within(s, 0.0, 10.0)
+}
+
+fn gib(s: &str) -> Result<f64, String> {
+    within(s, 1e-3, 1e6)
+}
+
 #[derive(Parser)]
 #[command(
     name = "ocr",
@@ -101,7 +136,7 @@ struct RunArgs {
     #[arg(long, default_value = "finepdfs")]
     mode: RenderMode,
     /// Documents per output chunk.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = positive)]
     chunk_size: usize,
     /// Write .jsonl.gz chunks.
     #[arg(long)]
@@ -113,7 +148,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 3)]
     max_retries: usize,
     /// A document with a larger share of fallback OCR pages goes to failed/.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
     max_bad_page_rate: f64,
     #[command(flatten)]
     engine: EngineArgs,
@@ -124,7 +159,7 @@ struct BenchArgs {
     #[arg(long)]
     model: String,
     /// Batch sizes for the decode measurement.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64", value_parser = positive)]
     batches: Vec<usize>,
     /// Tokens each sequence decodes in the decode measurement.
     #[arg(long, default_value_t = 32)]
@@ -204,17 +239,17 @@ struct TrainArgs {
     /// 1: everything trains; 2: SAM (net_2/net_3 included) frozen.
     #[arg(long, default_value_t = 1)]
     stage: u8,
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     steps: usize,
     /// Samples per micro-batch; a step is batch-size × grad-accum samples.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive)]
     grad_accum: usize,
     /// Token budget of a micro-batch (sequence + each image's encoder cost, (base/16)²).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     batch_tokens: Option<usize>,
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, value_parser = learning_rate)]
     lr: f64,
     #[arg(long, default_value_t = 10)]
     warmup_steps: usize,
@@ -223,14 +258,14 @@ struct TrainArgs {
     /// StepLR: decay every this many steps after warmup.
     #[arg(long, default_value_t = 2000)]
     lr_decay_step: usize,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
     lr_decay_gamma: f64,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     /// Global gradient-norm limit (0: none).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = positive)]
     seq_len: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -253,7 +288,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     eval_generate: usize,
     /// Stage 2: fraction of steps on text alone, from --text-data (JSONL of {"text"}).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     text_ratio: f64,
     #[arg(long)]
     text_data: Option<PathBuf>,
@@ -487,7 +522,7 @@ struct GenerateArgs {
     #[arg(long)]
     max_new_tokens: Option<usize>,
     /// 0 samples greedily.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
     temperature: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -534,13 +569,13 @@ impl DeviceArgs {
 struct EngineArgs {
     /// KV-cache budget in GiB, reserved at start (default: what --max-num-seqs sequences of
     /// --max-context tokens can use, at most a quarter of the available memory).
-    #[arg(long)]
+    #[arg(long, value_parser = gib)]
     kv_cache_gib: Option<f64>,
     /// Longest prompt plus output, in tokens.
-    #[arg(long, default_value_t = 8096)]
+    #[arg(long, default_value_t = 8096, value_parser = positive)]
     max_context: usize,
     /// Sequences decoding at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     max_num_seqs: usize,
 }
 

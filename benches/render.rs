@@ -11,7 +11,7 @@ use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::RenderMode;
 
 fn bench(c: &mut Criterion) {
-    let pdf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pdfs/edgar.pdf");
+    let pdf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/edgar.pdf");
     let pdfium = vellum::pdf::library::bind().expect("libpdfium (run scripts/install-pdfium)");
     let doc = pdfium.load_pdf_from_file(&pdf, None).unwrap();
     let mut group = c.benchmark_group("render_finepdfs_page");

@@ -9,10 +9,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn shared(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/pdfs")
-        .join(name)
+fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
 }
 
 /// Every document line under `dir` (chunk files in name order).
@@ -67,7 +65,7 @@ fn pages_take_the_text_layer_or_the_model_and_bad_files_go_to_failed() {
     let corrupt = tmp.path().join("corrupt.pdf");
     std::fs::write(&corrupt, b"%PDF-1.4 nothing else").unwrap();
     let model = common::fixtures().join("models/gqa_window4/model");
-    let inputs = [shared("edgar.pdf"), corrupt.clone(), shared("edgar_image.pdf")];
+    let inputs = [sample("edgar.pdf"), corrupt.clone(), sample("edgar_image.pdf")];
     // A fallback page does not fail its document here (the tiny model never ends a page).
     let (code, docs, failed, stderr) = run(
         model.to_str().unwrap(),
@@ -109,7 +107,7 @@ fn documents_with_too_many_bad_pages_go_to_failed_with_the_reason() {
     let (code, docs, failed, _) = run(
         model.to_str().unwrap(),
         &tmp.path().join("out"),
-        &[shared("edgar_image.pdf")],
+        &[sample("edgar_image.pdf")],
         &["--max-retries", "0"],
     );
     assert_eq!(code, Some(1));
@@ -123,7 +121,7 @@ fn documents_with_too_many_bad_pages_go_to_failed_with_the_reason() {
 #[test]
 fn without_a_model_scanned_pages_say_why_and_keep_their_text_layer() {
     let tmp = tempfile::tempdir().unwrap();
-    let inputs = [shared("small_page_size.pdf"), shared("olmo-page-1.pdf")];
+    let inputs = [sample("small_page_size.pdf"), sample("olmo-page-1.pdf")];
     let (_, docs, failed, stderr) = run(
         "vellum-test/not-in-any-cache",
         &tmp.path().join("out"),
@@ -149,7 +147,7 @@ fn markdown_and_gzip_outputs() {
     let out = tmp.path().join("out");
     let folder = tmp.path().join("corpus");
     std::fs::create_dir_all(folder.join("sub")).unwrap();
-    std::fs::copy(shared("olmo-page-1.pdf"), folder.join("sub/olmo.pdf")).unwrap();
+    std::fs::copy(sample("olmo-page-1.pdf"), folder.join("sub/olmo.pdf")).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .args([
             "run",

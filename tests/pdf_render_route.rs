@@ -16,8 +16,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf")
 }
 
-fn shared_pdfs() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pdfs")
+fn samples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
 fn worker() -> Worker {
@@ -72,7 +72,7 @@ fn finepdfs_pixels_match_pymupdf() {
     let mut w = worker();
     let mut report = Vec::new();
     for case in common::read_json(dir.join("pages.json")).as_array().unwrap() {
-        let pdf = shared_pdfs().join(case["pdf"].as_str().unwrap());
+        let pdf = samples().join(case["pdf"].as_str().unwrap());
         let page = case["page"].as_u64().unwrap() as usize;
         let want = image::open(dir.join(case["png"].as_str().unwrap())).unwrap().to_luma8();
         let got = image::DynamicImage::ImageRgb8(w.render(&pdf, None, page, RenderMode::Finepdfs).unwrap()).to_luma8();
@@ -98,11 +98,14 @@ fn finepdfs_pixels_match_pymupdf() {
 }
 
 #[test]
-fn every_page_of_every_shared_pdf_renders() {
+fn every_page_of_every_sample_pdf_renders() {
     let mut w = worker();
     let mut pages = 0;
-    for entry in std::fs::read_dir(shared_pdfs()).unwrap() {
+    for entry in std::fs::read_dir(samples()).unwrap() {
         let pdf = entry.unwrap().path();
+        if pdf.extension().is_none_or(|e| e != "pdf") {
+            continue;
+        }
         let info = w.info(&pdf, None).unwrap_or_else(|e| panic!("{e}"));
         for page in 1..=info.pages {
             let img = w
@@ -121,7 +124,7 @@ fn every_page_of_every_shared_pdf_renders() {
 fn scanned_pdfs_route_to_ocr_and_born_digital_ones_to_text() {
     let mut w = worker();
     let route = |w: &mut Worker, name: &str| {
-        route_document(w, &Router::Rules, &shared_pdfs().join(name), None)
+        route_document(w, &Router::Rules, &samples().join(name), None)
             .unwrap()
             .decision
     };
@@ -152,9 +155,13 @@ fn scanned_pdfs_route_to_ocr_and_born_digital_ones_to_text() {
 #[test]
 fn text_layer_reads_in_pdfium_order() {
     let mut w = worker();
-    let page = w.text(&shared_pdfs().join("edgar.pdf"), None, 1).unwrap();
+    let page = w.text(&samples().join("edgar.pdf"), None, 1).unwrap();
     assert!(page.features.chars > 1000 && page.features.garbled_chars == 0);
-    let rotated = w.text(&shared_pdfs().join("edgar-rotated90.pdf"), None, 1).unwrap();
+    assert!(
+        page.text.contains('\n') && !page.text.contains('\r'),
+        "line endings are \\n only"
+    );
+    let rotated = w.text(&samples().join("edgar-rotated90.pdf"), None, 1).unwrap();
     // The same article, rotated: nearly all of its words come out.
     let rotated_words: std::collections::HashSet<&str> = rotated.text.split_whitespace().collect();
     let words: Vec<&str> = page.text.split_whitespace().collect();
@@ -213,9 +220,9 @@ fn route_cli_prints_one_line_per_input_and_survives_bad_ones() {
     std::fs::write(bad.path(), b"this is not a pdf").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocr"))
         .args(["route"])
-        .arg(shared_pdfs().join("edgar.pdf"))
+        .arg(samples().join("edgar.pdf"))
         .arg(bad.path())
-        .arg(shared_pdfs().join("edgar_image.pdf"))
+        .arg(samples().join("edgar_image.pdf"))
         .output()
         .unwrap();
     assert!(!out.status.success(), "a bad input makes the exit status non-zero");
@@ -240,7 +247,7 @@ fn render_cli_writes_a_png() {
     let out_png = tempfile::NamedTempFile::with_suffix(".png").unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_ocr"))
         .args(["render"])
-        .arg(shared_pdfs().join("edgar.pdf"))
+        .arg(samples().join("edgar.pdf"))
         .args(["--page", "1", "--mode", "dpi=150", "--out"])
         .arg(out_png.path())
         .status()

@@ -23,7 +23,7 @@ fn worker() -> Worker {
 }
 
 fn edgar() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pdfs/edgar.pdf")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/edgar.pdf")
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -249,7 +249,7 @@ fn a_missing_pdfium_says_how_to_install_it_and_images_still_work() {
 #[test]
 fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let form = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pdfs/form_on_later_pages.pdf");
+    let form = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/form_on_later_pages.pdf");
     let corrupt = write(tmp.path(), "corrupt.pdf", b"%PDF-1.4\n\x00\x01garbage");
     let png = tmp.path().join("scan.png");
     image::RgbImage::new(50, 60).save(&png).unwrap();

@@ -94,10 +94,13 @@ pub fn page_text(page: &PdfPage) -> Result<PageText, String> {
         annotations: page.annotations().len() as u32,
         ..Default::default()
     };
+    // pdfium ends lines with \r\n (and sometimes a bare \r): one line ending, \n, downstream.
     let text = page
         .text()
         .map_err(|e| format!("pdfium could not read the text layer: {e}"))?
-        .all();
+        .all()
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     for c in text.chars().filter(|c| !c.is_whitespace()) {
         f.chars += 1;
         if c == '\u{FFFD}' {

@@ -408,6 +408,12 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
         }
     }
     let started = Instant::now();
+    if args.resume && vellum::train::checkpoint::latest(&args.out)?.is_none() {
+        eprintln!(
+            "--resume: no complete checkpoint in {}; starting from the beginning",
+            args.out.display()
+        );
+    }
     let start = match (&args.model, &args.init_config) {
         (Some(dir), _) => vellum::train::trainer::Start::Model(dir.clone()),
         (None, Some(config)) => vellum::train::trainer::Start::Fresh {

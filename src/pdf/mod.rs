@@ -13,6 +13,7 @@ pub mod render;
 pub mod route;
 pub mod stream;
 pub mod worker;
+pub mod write;
 pub mod xgboost;
 
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,7 @@ use vellum::engine::{Engine, EngineConfig, Generation};
 use vellum::hub::ModelFiles;
 use vellum::models::deepseek_ocr::Model;
 use vellum::models::VisionLanguageModel;
-use vellum::train::optim::{AdamWConfig, Schedule};
+use vellum::train::optim::Schedule;
 use vellum::train::{TrainConfig, Trainer};
 
 fn fixtures() -> PathBuf {
@@ -48,27 +48,13 @@ fn the_engine_serves_each_update_of_the_shared_weights() {
     let before = greedy(&engine, &image);
 
     let config = TrainConfig {
-        data: fixtures().join("train/data"),
-        out: tmp.path().join("out"),
-        stage: 1,
-        steps: 2,
         batch_size: 2,
-        grad_accum: 1,
-        batch_tokens: None,
         lr: 1e-2,
         schedule: Schedule::Constant { warmup: 0 },
-        adamw: AdamWConfig::default(),
-        grad_clip: 1.0,
         seq_len: 116,
-        seed: 0,
         shuffle: false,
-        save_every: 0,
         eval_every: 0,
-        patience: None,
-        eval_generate: 0,
-        text_ratio: 0.0,
-        text_data: None,
-        log_json: None,
+        ..TrainConfig::new(fixtures().join("train/data"), tmp.path().join("out"), 2)
     };
     let mut trainer = Trainer::new(model.clone(), config, None).unwrap();
     let mut last = before.clone();

@@ -40,13 +40,8 @@ fn train_config(case: &serde_json::Value, out: &Path) -> TrainConfig {
     let u = |k: &str| case[k].as_u64().unwrap() as usize;
     let f = |k: &str| case[k].as_f64().unwrap();
     TrainConfig {
-        data: fixtures().join("train/data"),
-        out: out.to_path_buf(),
         stage: u("stage") as u8,
-        steps: u("steps"),
         batch_size: u("batch_size"),
-        grad_accum: 1,
-        batch_tokens: None,
         lr: f("lr"),
         schedule: match case["schedule"].as_str().unwrap() {
             "cosine" => Schedule::Cosine {
@@ -65,15 +60,9 @@ fn train_config(case: &serde_json::Value, out: &Path) -> TrainConfig {
         },
         grad_clip: f("grad_clip"),
         seq_len: u("seq_len"),
-        seed: 0,
         shuffle: false,
-        save_every: 0,
         eval_every: 0,
-        patience: None,
-        eval_generate: 0,
-        text_ratio: 0.0,
-        text_data: None,
-        log_json: None,
+        ..TrainConfig::new(fixtures().join("train/data"), out.to_path_buf(), u("steps"))
     }
 }
 

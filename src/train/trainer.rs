@@ -59,6 +59,36 @@ pub struct TrainConfig {
     pub log_json: Option<PathBuf>,
 }
 
+impl TrainConfig {
+    /// Stage 1 as the fork's `vis_tok_train.py` runs it (lr 5e-5, warmup 10 then cosine to 0,
+    /// AdamW without weight decay, clip 1.0, batch 10, sequences of 4,096), for `steps` steps.
+    pub fn new(data: PathBuf, out: PathBuf, steps: usize) -> Self {
+        Self {
+            data,
+            out,
+            stage: 1,
+            steps,
+            batch_size: 10,
+            grad_accum: 1,
+            batch_tokens: None,
+            lr: 5e-5,
+            schedule: Schedule::Cosine { warmup: 10, steps },
+            adamw: AdamWConfig::default(),
+            grad_clip: 1.0,
+            seq_len: 4096,
+            seed: 0,
+            shuffle: true,
+            save_every: 0,
+            eval_every: 50,
+            patience: None,
+            eval_generate: 0,
+            text_ratio: 0.0,
+            text_data: None,
+            log_json: None,
+        }
+    }
+}
+
 /// One optimizer step, as `--log-json` writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {

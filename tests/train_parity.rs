@@ -218,24 +218,11 @@ fn check_case(name: &str) {
         let (update, expected_update) = if pname.ends_with("qkv_proj.bias") || pname.ends_with("attn.qkv.bias") {
             let third = update.dim(0).unwrap() / 3;
             let g = grads.get(var.as_tensor()).unwrap();
-            let key = g
-                .narrow(0, third, third)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let query = g
-                .narrow(0, 0, third)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let max_abs = |start: usize| {
+                let part = g.narrow(0, start, third).unwrap();
+                part.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+            };
+            let (query, key) = (max_abs(0), max_abs(third));
             assert!(
                 key < 1e-4 * query.max(1e-3),
                 "{name}: {pname} key-bias gradient {key} is not noise"

@@ -2,8 +2,23 @@
 //! and as the hub lays it out (tests/reference/make_olmocr_mix_fixture.py: parquet + tarballs):
 //! the fork's filters, 150-DPI renders, type-specific prompts, skipped rows reported.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// `ocr prepare INPUT --out OUT ARGS...`: train.json, val.json and report.json.
+fn prepare(input: &Path, out: &Path, args: &[&str]) -> [serde_json::Value; 3] {
+    let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("prepare")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    ["train.json", "val.json", "report.json"]
+        .map(|f| serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap())
+}
 
 #[test]
 fn olmocr_pages_become_training_samples() {
@@ -36,18 +51,7 @@ fn olmocr_pages_become_training_samples() {
         std::fs::copy(input.join(f), tmp.path().join(f)).unwrap();
     }
     let out = tmp.path().join("out");
-    let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
-        .args(["prepare"])
-        .arg(tmp.path())
-        .arg("--out")
-        .arg(&out)
-        .args(["--num-train", "1", "--num-val", "5"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let read =
-        |f: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
-    let (train, val, report) = (read("train.json"), read("val.json"), read("report.json"));
+    let [train, val, report] = prepare(tmp.path(), &out, &["--num-train", "1", "--num-val", "5"]);
     // edgar is a table page (is_table: True in its front matter), short a document.
     assert_eq!(train[0]["prompt"], "<image>\nConvert this table to HTML.");
     assert_eq!(train[0]["type"], "table");
@@ -90,18 +94,11 @@ fn the_hub_layout_reads_parquet_rows_and_tarball_members() {
     let input = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-mix");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
-        .args(["prepare"])
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .args(["--subset", "00_documents", "--num-train", "1", "--num-val", "3"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let read =
-        |f: &str| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
-    let (train, val, report) = (read("train.json"), read("val.json"), read("report.json"));
+    let [train, val, report] = prepare(
+        &input,
+        &out,
+        &["--subset", "00_documents", "--num-train", "1", "--num-val", "3"],
+    );
     assert_eq!(train.as_array().unwrap().len(), 1);
     assert_eq!(train[0]["type"], "table");
     assert!(train[0]["answer"].as_str().unwrap().starts_with("Edgar (or Eadgar;"));

@@ -275,7 +275,10 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepLog> {
         let step = self.state.step;
         let lr = self.config.schedule.lr(self.config.lr, step);
-        let examples = self.examples(step)?;
+        let examples = {
+            let _span = tracing::debug_span!("load_batch").entered();
+            self.examples(step)?
+        };
         let tokens: usize = examples
             .iter()
             .map(|e| e.targets.iter().filter(|&&t| t >= 0).count())
@@ -295,11 +298,17 @@ impl Trainer {
         let mut loss = 0f64;
         for range in data::micro_batches(&costs, self.config.batch_size, self.config.batch_tokens) {
             let batch: Vec<&Example> = examples[range].iter().collect();
-            let (sum, _) = self.model.loss_sum(&batch)?;
+            let (sum, _) = {
+                let _span = tracing::debug_span!("train_forward", samples = batch.len()).entered();
+                self.model.loss_sum(&batch)?
+            };
             // Each micro-batch's share of the step's mean: the sum over the step's token count.
             let part = (sum / tokens as f64)?;
             loss += part.to_scalar::<f32>()? as f64;
-            let mut store = part.backward()?;
+            let mut store = {
+                let _span = tracing::debug_span!("backward").entered();
+                part.backward()?
+            };
             drop(part);
             for ((_, var), acc) in self.opt.params().iter().zip(grads.iter_mut()) {
                 if let Some(g) = store.remove(var.as_tensor()) {
@@ -314,7 +323,10 @@ impl Trainer {
         if !grad_norm.is_finite() || !loss.is_finite() {
             bail!("step {step}: the loss ({loss}) or gradient norm ({grad_norm}) is not finite");
         }
-        self.opt.step(&grads, lr)?;
+        {
+            let _span = tracing::debug_span!("optimizer").entered();
+            self.opt.step(&grads, lr)?;
+        }
         self.serving.params().bump_version();
         self.state.step += 1;
         self.state.cursor = self.order.cursor;

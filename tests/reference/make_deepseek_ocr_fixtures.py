@@ -78,19 +78,12 @@ def randomize(model, seed):
         model.gpt.lm_head.weight.mul_(4.0)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nanochat", required=True, help="path of a tier2-vision-tasks checkout")
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "deepseek_ocr"))
-    args = ap.parse_args()
-    sys.path.insert(0, args.nanochat)
-    torch.set_num_threads(2)
+def use_small_encoders():
+    """Patches the fork's build_sam_vit_b / build_clip_l to build SAM and CLIP at the reduced sizes
+    SAM and CLIP give (the fork's checkout must be on sys.path)."""
     from easydict import EasyDict
     from nanochat import nano_deepseek_ocr as ndo
-    from nanochat import tokenizer as nano_tok
     from nanochat.deepencoder import clip_sdpa, sam_vary_sdpa
-    from nanochat.gpt import GPTConfig
-    from nanochat.image_process import process_image
 
     def small_sam():
         sam = sam_vary_sdpa.ImageEncoderViT(
@@ -110,6 +103,21 @@ def main():
 
     ndo.build_sam_vit_b = small_sam
     ndo.build_clip_l = small_clip
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nanochat", required=True, help="path of a tier2-vision-tasks checkout")
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "deepseek_ocr"))
+    args = ap.parse_args()
+    sys.path.insert(0, args.nanochat)
+    torch.set_num_threads(2)
+    from nanochat import nano_deepseek_ocr as ndo
+    from nanochat import tokenizer as nano_tok
+    from nanochat.gpt import GPTConfig
+    from nanochat.image_process import process_image
+
+    use_small_encoders()
 
     enc = tiny_tiktoken(nano_tok)
     image_id = enc._special_tokens["<|image|>"]

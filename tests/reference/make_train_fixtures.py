@@ -164,11 +164,9 @@ def main():
     sys.path.insert(0, os.path.abspath(args.nanochat))
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    from easydict import EasyDict
     from torch.utils.data import DataLoader, Dataset
     from nanochat import nano_deepseek_ocr as ndo
     from nanochat import tokenizer as nano_tok
-    from nanochat.deepencoder import clip_sdpa, sam_vary_sdpa
     from nanochat.gpt import GPTConfig
     from nanochat.vision_dataloader import VisionDataset, collate_fn
 
@@ -178,27 +176,13 @@ def main():
     assert {k: gpt_cfg[k] for k in ("n_layer", "n_head", "n_kv_head", "n_embd")} == inference_fixtures.MODELS["gqa"]["gpt"]
     assert sam_cfg["net_2_chans"] == inference_fixtures.SAM["net_2"] and sam_cfg["net_3_chans"] == inference_fixtures.SAM["net_3"]
 
-    def small_sam():
-        sam = sam_vary_sdpa.ImageEncoderViT(
-            depth=sam_cfg["depth"], embed_dim=sam_cfg["embed_dim"], img_size=sam_cfg["img_size"], mlp_ratio=4,
-            norm_layer=lambda d: torch.nn.LayerNorm(d, eps=1e-6), num_heads=sam_cfg["num_heads"],
-            patch_size=sam_cfg["patch_size"], qkv_bias=True, use_rel_pos=True,
-            global_attn_indexes=sam_cfg["global_attn_indexes"], window_size=sam_cfg["window_size"],
-            out_chans=sam_cfg["out_chans"])
-        sam.net_2 = torch.nn.Conv2d(sam_cfg["out_chans"], sam_cfg["net_2_chans"], kernel_size=3, stride=2, padding=1, bias=False)
-        sam.net_3 = torch.nn.Conv2d(sam_cfg["net_2_chans"], sam_cfg["net_3_chans"], kernel_size=3, stride=2, padding=1, bias=False)
-        return sam
-
-    def small_clip():
-        cfg = EasyDict(clip_sdpa.vit_model_cfg)
-        cfg.update(inference_fixtures.CLIP)
-        cfg.num_heads = inference_fixtures.CLIP["num_attention_heads"]
-        assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.ffn_hidden_size) == (
-            clip_cfg["hidden_size"], clip_cfg["num_layers"], clip_cfg["num_heads"], clip_cfg["ffn_hidden_size"])
-        return clip_sdpa.VitModel(cfg=cfg)
-
-    ndo.build_sam_vit_b = small_sam
-    ndo.build_clip_l = small_clip
+    S, C = inference_fixtures.SAM, inference_fixtures.CLIP
+    assert (sam_cfg["img_size"], sam_cfg["patch_size"], sam_cfg["window_size"]) == (1024, 16, 14)
+    assert [sam_cfg[k] for k in ("embed_dim", "depth", "num_heads", "global_attn_indexes", "out_chans")] == [
+        S[k] for k in ("embed_dim", "depth", "num_heads", "global_attn_indexes", "out_chans")]
+    assert (clip_cfg["hidden_size"], clip_cfg["num_layers"], clip_cfg["num_heads"], clip_cfg["ffn_hidden_size"]) == (
+        C["hidden_size"], C["num_layers"], C["num_attention_heads"], C["ffn_hidden_size"])
+    inference_fixtures.use_small_encoders()
 
     enc = inference_fixtures.tiny_tiktoken(nano_tok)
     tokenizer = nano_tok.RustBPETokenizer(enc, "<|bos|>")

@@ -408,12 +408,6 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
         }
     }
     let started = Instant::now();
-    if args.resume && vellum::train::checkpoint::latest(&args.out)?.is_none() {
-        eprintln!(
-            "--resume: no complete checkpoint in {}; starting from the beginning",
-            args.out.display()
-        );
-    }
     let start = match (&args.model, &args.init_config) {
         (Some(dir), _) => vellum::train::trainer::Start::Model(dir.clone()),
         (None, Some(config)) => vellum::train::trainer::Start::Fresh {
@@ -423,7 +417,13 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     let summary = vellum::train::trainer::run(&start, &device, args.config(), args.resume, |event| match event {
-        Event::Resumed { from, step } => eprintln!("resuming from {} (step {step})", from.display()),
+        Event::Resumed {
+            from: Some((dir, step)),
+        } => eprintln!("resuming from {} (step {step})", dir.display()),
+        Event::Resumed { from: None } => eprintln!(
+            "--resume: no complete checkpoint in {}; starting from the beginning",
+            args.out.display()
+        ),
         Event::Step(s) => eprintln!(
             "step {:>5}/{} | loss {:.4} | lr {:.3e} | grad norm {:.3} | {} tokens | {:.1}s",
             s.step + 1,

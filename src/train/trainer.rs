@@ -117,6 +117,7 @@ pub struct EvalSample {
     pub reference: String,
     pub output: String,
     pub cer: f64,
+    pub wer: f64,
 }
 
 pub struct Trainer {
@@ -137,7 +138,7 @@ pub struct Trainer {
 impl Trainer {
     /// A trainer over `serving`'s parameters. With `resume`, the optimizer and data position
     /// continue from that checkpoint (whose weights `serving` must have been loaded from).
-    pub fn new(serving: Arc<Model>, config: TrainConfig, resume: Option<&Path>) -> Result<Self> {
+    pub fn new(serving: Arc<Model>, config: TrainConfig, resume: Option<(&Path, TrainerState)>) -> Result<Self> {
         if serving.info().dtype != DType::F32 {
             bail!(
                 "training runs in f32 (the model was loaded as {:?}); bf16 compute with f32 master weights is not built yet",
@@ -179,10 +180,7 @@ impl Trainer {
             evals_without_improvement: 0,
             truncated_samples: 0,
         };
-        if let Some(dir) = resume {
-            let (_, saved) = checkpoint::latest(dir.parent().unwrap_or(dir))?
-                .filter(|(p, _)| p == dir)
-                .with_context(|| format!("{} is not a complete checkpoint", dir.display()))?;
+        if let Some((dir, saved)) = resume {
             let moments = checkpoint::load_moments(dir, &serving.info().device)?;
             opt.load_state(saved.step as u64, |name| {
                 moments
@@ -371,14 +369,7 @@ impl Trainer {
         let mean = |f: fn(&EvalSample) -> f64| {
             (!samples.is_empty()).then(|| samples.iter().map(f).sum::<f64>() / samples.len() as f64)
         };
-        let cer = mean(|s| s.cer);
-        let wer = (!samples.is_empty()).then(|| {
-            samples
-                .iter()
-                .map(|s| metrics::wer(&s.output, &s.reference))
-                .sum::<f64>()
-                / samples.len() as f64
-        });
+        let (cer, wer) = (mean(|s| s.cer), mean(|s| s.wer));
         if self.state.best_val_loss.is_none_or(|b| val_loss < b) {
             self.state.best_val_loss = Some(val_loss);
             self.state.evals_without_improvement = 0;
@@ -421,6 +412,7 @@ impl Trainer {
                 image: path,
                 reference: s.answer.clone(),
                 cer: metrics::cer(&g.text, &s.answer),
+                wer: metrics::wer(&g.text, &s.answer),
                 output: g.text,
             });
         }
@@ -496,7 +488,11 @@ pub enum Start {
 
 /// What a run reports as it goes.
 pub enum Event<'a> {
-    Resumed { from: &'a Path, step: usize },
+    /// `--resume` was asked for: the checkpoint and step it continues from, or None when
+    /// there was none and the run starts from the beginning.
+    Resumed {
+        from: Option<(&'a Path, usize)>,
+    },
     Step(&'a StepLog),
     Eval(&'a EvalLog),
     Saved(&'a Path),
@@ -544,12 +540,14 @@ pub fn run(
         }
     };
     let model = Arc::new(model);
-    let mut trainer = Trainer::new(model, config, checkpoint.as_ref().map(|(p, _)| p.as_path()))?;
-    if let Some((path, state)) = &checkpoint {
-        on_event(Event::Resumed {
-            from: path,
-            step: state.step,
-        });
+    let from = checkpoint.as_ref().map(|(p, s)| (p.as_path(), s.step));
+    let mut trainer = Trainer::new(
+        model,
+        config,
+        checkpoint.as_ref().map(|(p, s)| (p.as_path(), s.clone())),
+    )?;
+    if resume {
+        on_event(Event::Resumed { from });
     }
     let mut evals = Vec::new();
     let mut steps = Vec::new();

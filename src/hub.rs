@@ -163,8 +163,10 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         return ModelFiles::from_dir(local);
     }
     let (repo_id, revision) = split_revision(spec);
-    if !repo_id.contains('/') || local.exists() {
-        bail!("model {spec:?}: not a directory, and not a hub id of the form org/name[@revision]");
+    // Hub ids are exactly org/name: anything else that names no directory is a path gone wrong.
+    let hub_like = repo_id.matches('/').count() == 1 && !repo_id.starts_with(['/', '.', '~']);
+    if !hub_like || local.exists() {
+        bail!("model {spec:?}: no such model directory (and not a hub id of the form org/name[@revision])");
     }
     let caches = cache_dirs();
     let mut incomplete = Vec::new();

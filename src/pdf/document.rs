@@ -71,7 +71,7 @@ fn load_error(file: &str, password: Option<&str>, e: PdfiumError) -> PdfError {
         },
         other => PdfError::Corrupt {
             file: file.into(),
-            reason: other.to_string(),
+            reason: super::library::describe(&other),
         },
     }
 }
@@ -151,7 +151,7 @@ impl<'a> Input<'a> {
         doc.pages().get((page - 1) as PdfPageIndex).map_err(|e| PdfError::Page {
             file: file.into(),
             page,
-            reason: format!("pdfium could not load the page: {e}"),
+            reason: format!("pdfium could not load the page: {}", super::library::describe(&e)),
         })
     }
 

@@ -97,7 +97,7 @@ pub fn page_text(page: &PdfPage) -> Result<PageText, String> {
     // pdfium ends lines with \r\n (and sometimes a bare \r): one line ending, \n, downstream.
     let text = page
         .text()
-        .map_err(|e| format!("pdfium could not read the text layer: {e}"))?
+        .map_err(|e| format!("pdfium could not read the text layer: {}", super::library::describe(&e)))?
         .all()
         .replace("\r\n", "\n")
         .replace('\r', "\n");

@@ -87,6 +87,17 @@ pub enum RenderMode {
     Dpi { dpi: f32 },
 }
 
+/// As the flag is written (`finepdfs`, `olmocr`, `dpi=150`), longest side spelled out.
+impl std::fmt::Display for RenderMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderMode::Finepdfs => write!(f, "finepdfs"),
+            RenderMode::Olmocr { longest } => write!(f, "olmocr (longest side {longest})"),
+            RenderMode::Dpi { dpi } => write!(f, "dpi={dpi}"),
+        }
+    }
+}
+
 impl std::str::FromStr for RenderMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -79,10 +79,10 @@ pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String>
         .render_annotations(true);
     let bitmap = page
         .render_with_config(&config)
-        .map_err(|e| format!("pdfium could not render the page: {e}"))?;
+        .map_err(|e| format!("pdfium could not render the page: {}", super::library::describe(&e)))?;
     let image = bitmap
         .as_image()
-        .map_err(|e| format!("pdfium returned an unusable bitmap: {e}"))?;
+        .map_err(|e| format!("pdfium returned an unusable bitmap: {}", super::library::describe(&e)))?;
     Ok(image.to_rgb8())
 }
 

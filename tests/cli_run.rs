@@ -177,7 +177,7 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
 fn pages_without_a_model_stay_pending_and_a_rerun_with_one_does_exactly_them() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let inputs = [sample("small_page_size.pdf"), sample("olmo-page-1.pdf")];
+    let inputs = [sample("small_page_size.pdf"), sample("failing_anchor_pg4.pdf")];
     let (code, docs, failed, stderr) = run(
         "vellum-test/not-in-any-cache",
         &out,
@@ -188,7 +188,7 @@ fn pages_without_a_model_stay_pending_and_a_rerun_with_one_does_exactly_them() {
     assert!(stderr.contains("not available offline"), "{stderr}");
     assert!(failed.is_empty());
     assert_eq!(docs.len(), 1, "only the born-digital document is done");
-    assert!(docs[0]["id"].as_str().unwrap().ends_with("olmo-page-1.pdf"));
+    assert!(docs[0]["id"].as_str().unwrap().ends_with("failing_anchor_pg4.pdf"));
     let pending = std::fs::read_to_string(out.join("00000/pending.txt")).unwrap();
     assert!(pending.trim().ends_with("small_page_size.pdf"), "{pending}");
     assert_eq!(stats(&out)["folder"]["remaining"], 1);
@@ -286,7 +286,7 @@ fn markdown_and_gzip_outputs() {
     let out = tmp.path().join("out");
     let folder = tmp.path().join("corpus");
     std::fs::create_dir_all(folder.join("sub")).unwrap();
-    std::fs::copy(sample("olmo-page-1.pdf"), folder.join("sub/olmo.pdf")).unwrap();
+    std::fs::copy(sample("edgar.pdf"), folder.join("sub/edgar.pdf")).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .args([
             "run",
@@ -304,7 +304,7 @@ fn markdown_and_gzip_outputs() {
         .unwrap();
     assert!(status.success());
     // Ids are relative to the folder given (with its name): deterministic across machines.
-    let md = std::fs::read_to_string(out.join("markdown/corpus/sub/olmo.pdf.md")).unwrap();
+    let md = std::fs::read_to_string(out.join("markdown/corpus/sub/edgar.pdf.md")).unwrap();
     assert!(md.len() > 1000);
     let mut text = String::new();
     std::io::Read::read_to_string(
@@ -313,5 +313,5 @@ fn markdown_and_gzip_outputs() {
     )
     .unwrap();
     let doc: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!(doc["id"], "corpus/sub/olmo.pdf");
+    assert_eq!(doc["id"], "corpus/sub/edgar.pdf");
 }

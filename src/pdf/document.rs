@@ -189,7 +189,7 @@ impl<'a> Input<'a> {
     /// Page `page` (1-based) as pixels; an image input is returned as it is.
     pub fn render(&self, file: &str, page: usize, mode: RenderMode) -> Result<RgbImage, PdfError> {
         match self {
-            Input::Pdf(_) => render_page(&self.page(file, page)?, mode).map_err(|reason| PdfError::Page {
+            Input::Pdf(_) => render_page(self.page(file, page)?, mode).map_err(|reason| PdfError::Page {
                 file: file.into(),
                 page,
                 reason,

@@ -8,6 +8,7 @@
 
 pub mod document;
 pub mod features;
+pub mod language;
 pub mod library;
 pub mod render;
 pub mod route;

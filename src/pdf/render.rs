@@ -3,9 +3,13 @@
 //! Sizes are computed from the page as displayed (its /Rotate applied), in points, the way
 //! PyMuPDF sizes a pixmap: the page rectangle times the zoom, rounded outward with MuPDF's
 //! 0.001 tolerance.
+//!
+//! The page is its CropBox, except in FinePDFs mode on a rotated page: datatrove renders through
+//! PyMuPDF's `page.remove_rotation()`, which rebuilds a rotated page on its MediaBox, so
+//! FinePDFs' image of such a page shows the whole MediaBox; vellum matches it there.
 
 use image::RgbImage;
-use pdfium_render::prelude::{PdfPage, PdfRenderConfig};
+use pdfium_render::prelude::{PdfPage, PdfPageRenderRotation, PdfRenderConfig};
 
 use super::RenderMode;
 use crate::imaging::round_half_even;
@@ -62,7 +66,29 @@ pub fn pixel_size(width: f64, height: f64, mode: RenderMode) -> (u32, u32) {
 }
 
 /// Renders `page` (form fields and annotations included) at the size `mode` gives it.
-pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
+pub fn render_page(mut page: PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
+    let rotated = !matches!(page.rotation(), Ok(PdfPageRenderRotation::None));
+    let mut crop_to_restore = None;
+    if mode == RenderMode::Finepdfs && rotated {
+        let boxes = page.boundaries();
+        if let (Ok(media), Ok(crop)) = (boxes.media(), boxes.crop()) {
+            if media.bounds != crop.bounds {
+                page.boundaries_mut()
+                    .set_crop(media.bounds)
+                    .map_err(|e| format!("pdfium could not reset the CropBox: {}", super::library::describe(&e)))?;
+                crop_to_restore = Some(crop.bounds);
+            }
+        }
+    }
+    let image = render_box(&page, mode);
+    // The open document is reused for the page's later requests: leave it as it was.
+    if let Some(crop) = crop_to_restore {
+        let _ = page.boundaries_mut().set_crop(crop);
+    }
+    image
+}
+
+fn render_box(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
     let (pw, ph) = (page.width().value as f64, page.height().value as f64);
     if !(pw > 0.0 && ph > 0.0 && pw.is_finite() && ph.is_finite()) {
         return Err(format!("the page has no area ({pw}×{ph} pt)"));
@@ -70,7 +96,7 @@ pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String>
     let (w, h) = pixel_size(pw, ph, mode);
     if w as u64 * h as u64 > MAX_RENDER_PIXELS {
         return Err(format!(
-            "a {pw:.0}×{ph:.0} pt page would render to {w}×{h} pixels in {mode:?}, more than the {MAX_RENDER_PIXELS}-pixel limit"
+            "a {pw:.0}×{ph:.0} pt page would render to {w}×{h} pixels in {mode}, more than the {MAX_RENDER_PIXELS}-pixel limit"
         ));
     }
     let config = PdfRenderConfig::new()

@@ -189,7 +189,11 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(4), "a model that does not load is a setup error");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a model that does not load is a setup error"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config.json") && err.contains("missing"), "{err}");
     let out = ocr(

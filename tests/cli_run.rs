@@ -136,7 +136,12 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
         ("vellum-test/not-in-any-cache", &inputs, &[], "not available offline"),
         ("./no/such/model", &inputs, &[], "no such model directory"),
         (model, &inputs, &["--device", "cuda"], "cuda feature"),
-        (model, &inputs, &["--kv-cache-gib", "0.001"], "less than one --max-context"),
+        (
+            model,
+            &inputs,
+            &["--kv-cache-gib", "0.001"],
+            "less than one --max-context",
+        ),
         (model, &inputs, &["--max-new-tokens", "9000"], "leaves no room"),
         (model, &[empty.clone()], &[], "no PDFs or images"),
         (model, &[tmp.path().join("*.nothing")], &[], "matches nothing"),
@@ -169,7 +174,10 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("libpdfium was not found") && !stderr.contains("DlOpen"), "{stderr}");
+    assert!(
+        stderr.contains("libpdfium was not found") && !stderr.contains("DlOpen"),
+        "{stderr}"
+    );
     assert!(!out.exists());
 }
 
@@ -178,12 +186,7 @@ fn pages_without_a_model_stay_pending_and_a_rerun_with_one_does_exactly_them() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let inputs = [sample("small_page_size.pdf"), sample("failing_anchor_pg4.pdf")];
-    let (code, docs, failed, stderr) = run(
-        "vellum-test/not-in-any-cache",
-        &out,
-        &inputs,
-        &["--allow-no-model"],
-    );
+    let (code, docs, failed, stderr) = run("vellum-test/not-in-any-cache", &out, &inputs, &["--allow-no-model"]);
     assert_eq!(code, Some(5), "pending pages: exit 5: {stderr}");
     assert!(stderr.contains("not available offline"), "{stderr}");
     assert!(failed.is_empty());
@@ -242,7 +245,10 @@ fn exit_status_and_stats_describe_the_folder_and_retry_failed_tries_again() {
     assert_eq!(docs.len(), 2);
     let s = stats(&out);
     assert_eq!(s["documents_written"], 1);
-    assert_eq!((s["folder"]["done"].as_u64(), s["folder"]["failed"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (s["folder"]["done"].as_u64(), s["folder"]["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
 }
 
 #[test]
@@ -255,7 +261,14 @@ fn another_world_size_on_the_same_folder_is_refused_and_paths_name_one_document(
     std::fs::copy(sample("edgar.pdf"), tmp.path().join("bad/good.pdf")).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .current_dir(tmp.path())
-        .args(["run", "bad/good.pdf", "./bad/good.pdf", "bad//good.pdf", "--model", model])
+        .args([
+            "run",
+            "bad/good.pdf",
+            "./bad/good.pdf",
+            "bad//good.pdf",
+            "--model",
+            model,
+        ])
         .args(["--out", "out", "--world-size", "2", "--rank", "0"])
         .output()
         .unwrap();
@@ -263,7 +276,18 @@ fn another_world_size_on_the_same_folder_is_refused_and_paths_name_one_document(
     let mut docs = documents(&out.join("00000"));
     let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .current_dir(tmp.path())
-        .args(["run", "bad/good.pdf", "--model", model, "--out", "out", "--world-size", "2", "--rank", "1"])
+        .args([
+            "run",
+            "bad/good.pdf",
+            "--model",
+            model,
+            "--out",
+            "out",
+            "--world-size",
+            "2",
+            "--rank",
+            "1",
+        ])
         .output()
         .unwrap();
     assert_eq!((code, output.status.code()), (Some(0), Some(0)));
@@ -314,4 +338,33 @@ fn markdown_and_gzip_outputs() {
     .unwrap();
     let doc: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(doc["id"], "corpus/sub/edgar.pdf");
+}
+
+#[test]
+fn pages_selects_ranges_and_out_dash_prints_the_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = common::fixtures().join("models/gqa_window4/model");
+    let model = model.to_str().unwrap();
+    let form = sample("form_on_later_pages.pdf");
+    let (code, docs, _, stderr) = run(model, &out, std::slice::from_ref(&form), &["--pages", "2-3,9"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let pages: Vec<u64> = docs[0]["metadata"]["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, [2, 3, 9]);
+    let printed = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("run")
+        .arg(&form)
+        .args(["--model", model, "--out", "-", "--pages", "2-3,9"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8(printed.stdout).unwrap().trim_end(),
+        docs[0]["text"].as_str().unwrap().trim_end()
+    );
 }

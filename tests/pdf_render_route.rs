@@ -252,14 +252,29 @@ fn route_cli_prints_one_line_per_input_and_survives_bad_ones() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0]["decision"]["needs_ocr"], false);
-    assert_eq!(lines[1]["error"]["kind"], "unknown_format");
-    assert!(lines[1]["message"]
+    // Inputs are read as `run` reads them: sorted by id, each line naming its file.
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["file"].as_str().unwrap().ends_with(name))
+            .unwrap()
+    };
+    assert_eq!(line("edgar.pdf")["decision"]["needs_ocr"], false);
+    let bad_name = bad.path().file_name().unwrap().to_str().unwrap();
+    assert_eq!(line(bad_name)["error"]["kind"], "unknown_format");
+    assert!(line(bad_name)["message"]
         .as_str()
         .unwrap()
         .contains(bad.path().to_str().unwrap()));
-    assert_eq!(lines[2]["decision"]["needs_ocr"], true);
-    assert!(lines[0]["features"]["chars_mean"].as_f64().unwrap() > 100.0);
+    assert_eq!(line("edgar_image.pdf")["decision"]["needs_ocr"], true);
+    assert!(line("edgar.pdf")["features"]["chars_mean"].as_f64().unwrap() > 100.0);
+    // A folder, as `run` takes it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["route"])
+        .arg(samples())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 16);
 }
 
 #[test]

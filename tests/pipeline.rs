@@ -257,7 +257,10 @@ fn sigint_abandons_pages_in_the_engine_and_says_so() {
     let waited = signalled.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("stopping"), "the first interrupt is acknowledged: {stderr}");
+    assert!(
+        stderr.contains("stopping"),
+        "the first interrupt is acknowledged: {stderr}"
+    );
     assert!(
         waited < Duration::from_secs(60),
         "pages in the engine are abandoned, not finished ({waited:?})"
@@ -266,7 +269,8 @@ fn sigint_abandons_pages_in_the_engine_and_says_so() {
     read_chunks(&out.join("00000"), &mut seen);
     read_chunks(&out.join("failed/00000"), &mut seen);
     assert!(
-        seen.values().all(|(_, doc)| doc["metadata"]["pages"][0]["finish_reason"] != "cancelled"),
+        seen.values()
+            .all(|(_, doc)| doc["metadata"]["pages"][0]["finish_reason"] != "cancelled"),
         "no cancelled page is written as done"
     );
     assert!(seen.len() < 8, "the run was cut short");

@@ -160,9 +160,13 @@ struct RunArgs {
     /// First attempt's temperature (0: greedy); retries climb olmOCR's ladder.
     #[arg(long, default_value_t = 0.0, value_parser = temperature)]
     temperature: f64,
-    /// Output: <out>/<rank:05>/<chunk:05>.jsonl[.gz], failed/, progress and stats.
+    /// Output: <out>/<rank:05>/<chunk:05>.jsonl[.gz], failed/, progress and stats; `-` prints
+    /// each document's text to stdout instead (no folder, nothing to resume).
     #[arg(long)]
     out: PathBuf,
+    /// Only these pages of each document: 1-based ranges such as 1-3,7,10-.
+    #[arg(long)]
+    pages: Option<vellum::pdf::pages::PageRanges>,
     /// This task's rank (default: from a Slurm array job, else 0).
     #[arg(long)]
     rank: Option<usize>,
@@ -556,7 +560,12 @@ struct GenerateArgs {
     #[arg(long)]
     model: String,
     /// A page image or a PDF (recognised by content, whatever the extension).
-    #[arg(long, visible_alias = "input", required_unless_present = "requests", conflicts_with = "requests")]
+    #[arg(
+        long,
+        visible_alias = "input",
+        required_unless_present = "requests",
+        conflicts_with = "requests"
+    )]
     image: Option<PathBuf>,
     /// The PDF's page (1-based).
     #[arg(long, default_value_t = 1, value_parser = positive)]
@@ -652,7 +661,9 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut pages = worker(60.0).map_err(setup)?;
     let mut load = |path: &std::path::Path, page: usize| -> Result<image::DynamicImage> {
-        Ok(image::DynamicImage::ImageRgb8(pages.render(path, None, page, args.mode)?))
+        Ok(image::DynamicImage::ImageRgb8(
+            pages.render(path, None, page, args.mode)?,
+        ))
     };
     // A bad input is found before the model loads (seconds to minutes).
     let image = args.image.as_ref().map(|p| load(p, args.page)).transpose()?;
@@ -752,19 +763,18 @@ fn prepare_run(args: &RunArgs) -> Result<(Shard, Vec<pipeline::sources::Source>,
         }
         Ok(e)
     });
-    let recognizer = match engine {
-        Ok(engine) => Recognizer::Engine(Arc::new(engine)),
-        Err(e) if e.downcast_ref::<SetupError>().is_some() => return Err(e),
-        Err(e) if args.allow_no_model => {
-            eprintln!("warning: {e:#}; --allow-no-model: pages that need OCR wait for a model");
-            Recognizer::Unavailable(format!("{e:#}"))
-        }
-        Err(e) => {
-            return Err(setup(e.context(
+    let recognizer =
+        match engine {
+            Ok(engine) => Recognizer::Engine(Arc::new(engine)),
+            Err(e) if e.downcast_ref::<SetupError>().is_some() => return Err(e),
+            Err(e) if args.allow_no_model => {
+                eprintln!("warning: {e:#}; --allow-no-model: pages that need OCR wait for a model");
+                Recognizer::Unavailable(format!("{e:#}"))
+            }
+            Err(e) => return Err(setup(e.context(
                 "the model is needed for scanned pages (--allow-no-model takes text layers and leaves those pending)",
-            )))
-        }
-    };
+            ))),
+        };
     Ok((shard, sources, recognizer, worker))
 }
 
@@ -772,6 +782,7 @@ fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
     let (shard, sources, recognizer, worker) = prepare_run(&args)?;
     let mut ocr = OcrOptions::new(worker);
     ocr.mode = args.mode;
+    ocr.pages = args.pages.clone();
     ocr.instruction = args.prompt.clone();
     ocr.params.max_new_tokens = args.max_new_tokens;
     ocr.params.temperature = args.temperature;
@@ -790,6 +801,9 @@ fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
         }
         eprintln!("\nstopping: committing the finished documents (interrupt again to exit now; a rerun continues)");
     });
+    if args.out.as_os_str() == "-" {
+        return print_documents(&sources, &recognizer, &ocr, args.max_bad_page_rate);
+    }
     let options = RunOptions {
         sources,
         out: args.out,
@@ -831,7 +845,11 @@ fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
         f.done,
         f.documents,
         f.failed,
-        if f.failed > 0 && !options.retry_failed { " (--retry-failed attempts them again)" } else { "" },
+        if f.failed > 0 && !options.retry_failed {
+            " (--retry-failed attempts them again)"
+        } else {
+            ""
+        },
         f.remaining,
         if stats.interrupted {
             "; stopped by a signal: rerun the same command to continue"
@@ -846,6 +864,49 @@ fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
     } else if f.failed > 0 {
         ExitCode::FAILURE
     } else if f.remaining > 0 {
+        ExitCode::from(EXIT_PENDING)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `run --out -`: each document's text on stdout (a form feed between documents), in input
+/// order; problems on stderr.
+fn print_documents(
+    sources: &[pipeline::sources::Source],
+    recognizer: &Recognizer,
+    ocr: &OcrOptions,
+    max_bad_page_rate: f64,
+) -> Result<ExitCode> {
+    use std::io::Write;
+    let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+    let (mut failed, mut pending, mut printed) = (0, 0, 0);
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    pipeline::document::ocr_documents(&paths, recognizer, ocr, |index, doc| {
+        let id = &sources[index].id;
+        if let Some(reason) = doc.failure(max_bad_page_rate) {
+            eprintln!("{id}: failed: {reason}");
+            failed += 1;
+        }
+        if doc.awaits_model {
+            eprintln!("{id}: pages need OCR and there is no model: their text layer is printed");
+            pending += 1;
+        }
+        let separator = if printed > 0 { "\x0c\n" } else { "" };
+        printed += 1;
+        if let Err(e) = writeln!(stdout, "{separator}{}", doc.text()) {
+            write_error.get_or_insert(e);
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("writing to stdout"));
+    }
+    Ok(if ocr.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if failed > 0 {
+        ExitCode::FAILURE
+    } else if pending > 0 {
         ExitCode::from(EXIT_PENDING)
     } else {
         ExitCode::SUCCESS
@@ -922,7 +983,11 @@ impl RunObserver for Progress {
             self.ticker = Some(std::thread::spawn(move || {
                 while !bar.is_finished() {
                     let pages = pages.load(std::sync::atomic::Ordering::Relaxed);
-                    bar.set_message(rates(pages, engine.stats().generated_tokens, started.elapsed().as_secs_f64()));
+                    bar.set_message(rates(
+                        pages,
+                        engine.stats().generated_tokens,
+                        started.elapsed().as_secs_f64(),
+                    ));
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }));
@@ -931,7 +996,10 @@ impl RunObserver for Progress {
     }
 
     fn document(&mut self, doc: &DocumentResult) {
-        let pages = self.pages.fetch_add(doc.pages.len(), std::sync::atomic::Ordering::Relaxed) + doc.pages.len();
+        let pages = self
+            .pages
+            .fetch_add(doc.pages.len(), std::sync::atomic::Ordering::Relaxed)
+            + doc.pages.len();
         if self.quiet {
             return;
         }
@@ -1054,7 +1122,10 @@ fn run_route(args: RouteArgs) -> Result<ExitCode> {
     };
     let sources = pipeline::sources::collect(&args.inputs).map_err(setup)?;
     if sources.is_empty() {
-        return Err(setup(anyhow::anyhow!("no PDFs or images in {}", args.inputs.join(", "))));
+        return Err(setup(anyhow::anyhow!(
+            "no PDFs or images in {}",
+            args.inputs.join(", ")
+        )));
     }
     let mut worker = worker(args.timeout)?;
     let mut failed = 0;

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 /// English, German, French, Spanish, Italian, Portuguese and Dutch function words.
-const FUNCTION_WORDS: &str = "the of and to in is that for it as was with be by on not he this are or his from at which \
+const FUNCTION_WORDS: &str =
+    "the of and to in is that for it as was with be by on not he this are or his from at which \
     but have an they you were her she there been one all we their its has will would so no if out also can into than \
     them only other these may do any our such de la le et les des en un une du est pour que qui dans par au sur pas \
     plus ne se ce il sont avec son ou mais der die und den von zu das mit sich auf für ist im dem nicht ein eine als \

@@ -46,7 +46,11 @@ pub fn describe(e: &PdfiumError) -> String {
             PdfiumInternalError::PageError => "pdfium could not load the page".into(),
             PdfiumInternalError::Unknown => "pdfium failed without saying why".into(),
         },
-        other => format!("{other:?}").split(['(', ' ', '{']).next().unwrap_or_default().to_string(),
+        other => format!("{other:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod document;
 pub mod features;
 pub mod language;
 pub mod library;
+pub mod pages;
 pub mod render;
 pub mod route;
 pub mod stream;

@@ -4,9 +4,10 @@
 //! PyMuPDF sizes a pixmap: the page rectangle times the zoom, rounded outward with MuPDF's
 //! 0.001 tolerance.
 //!
-//! The page is its CropBox, except in FinePDFs mode on a rotated page: datatrove renders through
-//! PyMuPDF's `page.remove_rotation()`, which rebuilds a rotated page on its MediaBox, so
-//! FinePDFs' image of such a page shows the whole MediaBox; vellum matches it there.
+//! Which box is drawn follows the tool each mode reproduces. FinePDFs (PyMuPDF) draws the
+//! CropBox, except on a rotated page: datatrove calls `page.remove_rotation()`, which rebuilds
+//! such a page on its MediaBox. olmOCR and 150-DPI dataset preparation render with pdftoppm,
+//! which draws the MediaBox unless given `-cropbox`. A page whose boxes agree is unaffected.
 
 use image::RgbImage;
 use pdfium_render::prelude::{PdfPage, PdfPageRenderRotation, PdfRenderConfig};
@@ -68,8 +69,12 @@ pub fn pixel_size(width: f64, height: f64, mode: RenderMode) -> (u32, u32) {
 /// Renders `page` (form fields and annotations included) at the size `mode` gives it.
 pub fn render_page(mut page: PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
     let rotated = !matches!(page.rotation(), Ok(PdfPageRenderRotation::None));
+    let media_box = match mode {
+        RenderMode::Finepdfs => rotated,
+        RenderMode::Olmocr { .. } | RenderMode::Dpi { .. } => true,
+    };
     let mut crop_to_restore = None;
-    if mode == RenderMode::Finepdfs && rotated {
+    if media_box {
         let boxes = page.boundaries();
         if let (Ok(media), Ok(crop)) = (boxes.media(), boxes.crop()) {
             if media.bounds != crop.bounds {

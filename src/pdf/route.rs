@@ -143,7 +143,10 @@ impl DocumentFeatures {
         let garbled: u32 = pages.iter().map(|p| p.garbled_chars).sum();
         push("garbled_ratio".into(), ratio(garbled, chars));
         let not_language = pages.iter().filter(|p| p.word_counts().not_language()).count();
-        push("not_language_ratio".into(), not_language as f32 / pages.len().max(1) as f32);
+        push(
+            "not_language_ratio".into(),
+            not_language as f32 / pages.len().max(1) as f32,
+        );
         let per_page: [(&str, PageMetric); 16] = [
             ("chars", |p| p.chars as f32),
             ("alnum_ratio", |p| ratio(p.alnum_chars, p.chars)),

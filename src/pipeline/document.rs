@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::quality::find_repetition;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
+use crate::pdf::pages::PageRanges;
 use crate::pdf::route::DocumentRoute;
 use crate::pdf::stream::{document_stream, StreamItem};
 use crate::pdf::worker::{Worker, WorkerCommand};
@@ -118,6 +119,8 @@ pub struct OcrOptions {
     pub instruction: Option<String>,
     pub params: SamplingParams,
     pub mode: RenderMode,
+    /// Only these pages of each document (all without it).
+    pub pages: Option<PageRanges>,
     /// Retries of a bad page (temperatures from [`TEMPERATURE_LADDER`]).
     pub max_retries: usize,
     /// Rendered pages waiting for the model, at most.
@@ -138,6 +141,7 @@ impl OcrOptions {
                 ..Default::default()
             },
             mode: RenderMode::Finepdfs,
+            pages: None,
             max_retries: 3,
             render_ahead: 4,
             max_in_flight: 32,
@@ -295,7 +299,6 @@ impl DocState {
         self.rendered == self.to_render && self.pages.iter().all(|p| matches!(p, Pending::Done(_)))
     }
 
-
     /// Collects finished runs without blocking (and resubmits bad pages).
     fn poll(&mut self, submitter: &Submitter) {
         for slot in &mut self.pages {
@@ -310,9 +313,9 @@ impl DocState {
         }
     }
 
-    /// Waits until page `page` is done (through its retries), or abandoned by a stop.
-    fn settle(&mut self, page: usize, submitter: &Submitter) {
-        let slot = &mut self.pages[page - 1];
+    /// Waits until the `index`-th page is done (through its retries), or abandoned by a stop.
+    fn settle(&mut self, index: usize, submitter: &Submitter) {
+        let slot = &mut self.pages[index];
         while matches!(slot, Pending::Running(_)) {
             let Pending::Running(run) = std::mem::replace(slot, Pending::Abandoned) else {
                 unreachable!("checked by the loop")
@@ -324,8 +327,8 @@ impl DocState {
 
     /// The finished document; None if a stop abandoned any of its pages.
     fn into_result(mut self, submitter: &Submitter) -> Option<DocumentResult> {
-        for p in 1..=self.pages.len() {
-            self.settle(p, submitter);
+        for index in 0..self.pages.len() {
+            self.settle(index, submitter);
         }
         let pages: Option<Vec<PageResult>> = self
             .pages
@@ -361,6 +364,7 @@ pub fn ocr_documents(
     let stream = document_stream(
         Worker::new(options.worker.clone()),
         files.to_vec(),
+        options.pages.clone(),
         options.mode,
         options.render_ahead,
         move |route| renders && route.decision.needs_ocr,
@@ -374,7 +378,12 @@ pub fn ocr_documents(
             StreamItem::Document { doc, result } => {
                 docs.insert(doc, new_doc_state(files[doc].clone(), result, recognizer));
             }
-            StreamItem::Page { doc, page, image } => {
+            StreamItem::Page {
+                doc,
+                index,
+                page,
+                image,
+            } => {
                 while in_flight.len() >= options.max_in_flight {
                     let (d, p) = in_flight.pop_front().expect("non-empty");
                     if let Some(state) = docs.get_mut(&d) {
@@ -382,7 +391,7 @@ pub fn ocr_documents(
                     }
                 }
                 let state = docs.get_mut(&doc).expect("a document is announced before its pages");
-                let text_layer = match &state.pages[page - 1] {
+                let text_layer = match &state.pages[index] {
                     Pending::Done(p) => p.text.clone(),
                     _ => unreachable!("each page is rendered once"),
                 };
@@ -394,9 +403,9 @@ pub fn ocr_documents(
                     let image = Arc::new(img);
                     submitter.submit(&image, 0).map(|handle| (image, handle))
                 });
-                state.pages[page - 1] = match submitted {
+                state.pages[index] = match submitted {
                     Ok((image, handle)) => {
-                        in_flight.push_back((doc, page));
+                        in_flight.push_back((doc, index));
                         Pending::Running(Running {
                             page,
                             text_layer,
@@ -450,7 +459,7 @@ pub fn ocr_documents(
 
 fn new_doc_state(
     source: PathBuf,
-    routed: Result<(DocumentRoute, Vec<Result<String, PdfError>>), PdfError>,
+    routed: Result<(DocumentRoute, Vec<(usize, Result<String, PdfError>)>), PdfError>,
     recognizer: &Recognizer,
 ) -> DocState {
     let (route, texts) = match routed {
@@ -474,15 +483,14 @@ fn new_doc_state(
     let needs_ocr = route.decision.needs_ocr;
     let pages: Vec<Pending> = texts
         .into_iter()
-        .enumerate()
-        .map(|(i, text)| {
+        .map(|(number, text)| {
             // A page whose text layer cannot be read says so (OCR may still replace it).
             let (text, error) = match text {
                 Ok(text) => (text, None),
                 Err(e) => (String::new(), Some(format!("text layer: {e}"))),
             };
             let page = PageResult {
-                page: i + 1,
+                page: number,
                 route: PageSource::TextLayer,
                 text,
                 finish_reason: None,

@@ -62,7 +62,8 @@ pub fn run(
                 temperature: req.temperature.unwrap_or(defaults.temperature),
                 ..defaults.clone()
             };
-            let handle = load(&image_path, req.page.unwrap_or(1)).and_then(|img| engine.submit(&img, req.prompt.as_deref().unwrap_or(default_prompt), params));
+            let handle = load(&image_path, req.page.unwrap_or(1))
+                .and_then(|img| engine.submit(&img, req.prompt.as_deref().unwrap_or(default_prompt), params));
             (req.id, handle)
         })
         .collect();

@@ -80,7 +80,12 @@ impl Shard {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         // Ranks starting together write the same content; the rename makes each write whole.
         let temp = out.join(format!(".{RECORD}.{}.tmp", std::process::id()));
-        std::fs::write(&temp, serde_json::to_string(&Record { world_size: self.world_size })?)?;
+        std::fs::write(
+            &temp,
+            serde_json::to_string(&Record {
+                world_size: self.world_size,
+            })?,
+        )?;
         std::fs::rename(&temp, &path)?;
         Ok(())
     }

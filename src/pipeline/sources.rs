@@ -121,10 +121,12 @@ pub fn collect(inputs: &[String]) -> Result<Vec<Source>> {
             if matched.is_empty() {
                 bail!("{input} matches nothing");
             }
-            out.extend(matched.into_iter().filter(|p| p.is_file()).map(|p| Source {
-                id: plain(&p),
-                path: p,
-            }));
+            out.extend(
+                matched
+                    .into_iter()
+                    .filter(|p| p.is_file())
+                    .map(|p| Source { id: plain(&p), path: p }),
+            );
         } else {
             // A missing file is still a document: it will be reported as failed with its error.
             out.push(Source {

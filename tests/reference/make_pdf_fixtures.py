@@ -1,13 +1,13 @@
 """Fixtures for vellum's PDF tests, from the reference tools: PyMuPDF (what datatrove renders
 FinePDFs pages with) and poppler's pdftoppm (what 150-DPI dataset preparation used).
 
-    pip install pymupdf xgboost-cpu numpy pillow ; apt install poppler-utils
+    pip install pymupdf xgboost-cpu scikit-learn numpy pillow ; apt install poppler-utils
     python tests/reference/make_pdf_fixtures.py        # writes tests/fixtures/pdf
 
 - sizes/: one-page PDFs of many page sizes (A4, Letter, tiny, long and skinny, landscape,
   /Rotate 90 and 270, huge, a CropBox with and without /Rotate), and sizes.json with, for each, the pixel size PyMuPDF gives under
   datatrove's FinePDFs rule and the size pdftoppm gives at 150 DPI.
-- pixels/: PyMuPDF's FinePDFs-mode renders (grey) of a few pages of ../shared/data/pdfs, for a
+- pixels/: PyMuPDF's FinePDFs-mode renders (grey) of a few pages of samples/, for a
   pixel comparison in CI; compare_renders.py measures every page of every shared PDF.
 - encrypted.pdf: a Letter page encrypted with AES-256, user password "secret".
 - xgboost/: a small binary classifier trained on random data with vellum's routing feature
@@ -26,7 +26,7 @@ import pymupdf
 from PIL import Image
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SHARED_PDFS = os.path.join(ROOT, "..", "shared", "data", "pdfs")
+SHARED_PDFS = os.path.join(ROOT, "samples")
 
 # (name, width pt, height pt, /Rotate[, CropBox])
 PAGES = [
@@ -68,7 +68,8 @@ def pdftoppm_size(pdf, dpi=150):
 
 
 def olmocr_size(pdf, longest=1288):
-    """olmOCR's render_pdf_to_base64png: pdftoppm -scale-to (the CropBox, rotated)."""
+    """The size olmOCR's render_pdf_to_base64png gives: pdftoppm, longest side 1288 (pdftoppm
+    renders the MediaBox unless given -cropbox)."""
     with tempfile.TemporaryDirectory() as d:
         subprocess.run(["pdftoppm", "-png", "-f", "1", "-l", "1", "-scale-to", str(longest), pdf, os.path.join(d, "p")], check=True)
         png = [f for f in os.listdir(d) if f.endswith(".png")][0]
@@ -99,7 +100,7 @@ def write_sizes(out):
         cases.append({"name": name, "width_pt": w, "height_pt": h, "rotate": rot,
                       "finepdfs": [pix.width, pix.height], "dpi150": pdftoppm_size(pdf)})
         if crop:
-            cases[-1]["cropbox"] = list(crop)
+            cases[-1]["cropbox"] = list(crop[0])
             cases[-1]["olmocr"] = olmocr_size(pdf)
         print(name, cases[-1]["finepdfs"], cases[-1]["dpi150"])
     json.dump(cases, open(os.path.join(out, "sizes.json"), "w"), indent=1)

@@ -15,13 +15,17 @@ use super::route::{route_document, DocumentRoute, Router};
 use super::worker::Worker;
 use super::{PdfError, RenderMode};
 
+/// A routed document with each selected page's number and text layer (or why that page's
+/// could not be read).
+pub type RoutedDocument = (DocumentRoute, Vec<(usize, Result<String, PdfError>)>);
+
 pub enum StreamItem {
     /// Document `doc` (index into the input list) opened and routed, with each selected page's
     /// number and text layer (or why that page's could not be read); or why the document could
     /// not be.
     Document {
         doc: usize,
-        result: Result<(DocumentRoute, Vec<(usize, Result<String, PdfError>)>), PdfError>,
+        result: Result<RoutedDocument, PdfError>,
     },
     /// The `index`-th selected page (number `page`, 1-based) of a document selected for
     /// rendering; follows its `Document`.

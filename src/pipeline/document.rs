@@ -29,7 +29,7 @@ use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
 use crate::pdf::pages::PageRanges;
 use crate::pdf::route::DocumentRoute;
-use crate::pdf::stream::{document_stream, StreamItem};
+use crate::pdf::stream::{document_stream, RoutedDocument, StreamItem};
 use crate::pdf::worker::{Worker, WorkerCommand};
 use crate::pdf::{PdfError, RenderMode};
 
@@ -449,7 +449,7 @@ pub fn ocr_documents(
     for (index, state) in std::mem::take(&mut docs) {
         // A document cut short by a stop (not all its pages rendered, or some cancelled) was
         // never finished: it is dropped, and a resumed run does it again.
-        if state.rendered == state.to_render && !(stopped && !state.ready()) {
+        if state.rendered == state.to_render && (!stopped || state.ready()) {
             if let Some(result) = state.into_result(&submitter) {
                 done(index, result);
             }
@@ -457,11 +457,7 @@ pub fn ocr_documents(
     }
 }
 
-fn new_doc_state(
-    source: PathBuf,
-    routed: Result<(DocumentRoute, Vec<(usize, Result<String, PdfError>)>), PdfError>,
-    recognizer: &Recognizer,
-) -> DocState {
+fn new_doc_state(source: PathBuf, routed: Result<RoutedDocument, PdfError>, recognizer: &Recognizer) -> DocState {
     let (route, texts) = match routed {
         Ok(r) => r,
         Err(error) => {

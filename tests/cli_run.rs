@@ -143,7 +143,7 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
             "less than one --max-context",
         ),
         (model, &inputs, &["--max-new-tokens", "9000"], "leaves no room"),
-        (model, &[empty.clone()], &[], "no PDFs or images"),
+        (model, std::slice::from_ref(&empty), &[], "no PDFs or images"),
         (model, &[tmp.path().join("*.nothing")], &[], "matches nothing"),
     ];
     for (model, inputs, extra, message) in cases {

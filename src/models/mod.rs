@@ -128,6 +128,23 @@ pub fn open(
 ) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
     let files = crate::hub::resolve(spec)?;
+    // Found before loading, not by the OOM killer halfway through it.
+    let needed = files.weights()?.bytes_as(dtype);
+    let available = crate::device::available_memory(device);
+    if needed > available {
+        let gb = |b: u64| b as f64 / 1e9;
+        anyhow::bail!(
+            "model {spec}: its weights take {:.1} GB in {dtype:?} and the {} has {:.1} GB available{}",
+            gb(needed),
+            if device.is_cpu() { "machine" } else { "GPU" },
+            gb(available),
+            if dtype == DType::F32 {
+                "; --dtype bf16 halves them"
+            } else {
+                ""
+            }
+        );
+    }
     if finepdfs_bounds {
         let model = qwen2_5_vl::Model::load(&files, dtype, device)
             .map_err(|e| anyhow::anyhow!("FinePDFs bounds apply to Qwen2.5-VL models: {e:#}"))?;

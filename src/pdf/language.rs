@@ -9,12 +9,13 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-/// English, German, French, Spanish, Italian, Portuguese and Dutch function words.
+/// English, German, French, Spanish, Italian, Portuguese and Dutch function words (not French
+/// "ne": it is what "of" becomes when every letter is shifted back by one).
 const FUNCTION_WORDS: &str =
     "the of and to in is that for it as was with be by on not he this are or his from at which \
     but have an they you were her she there been one all we their its has will would so no if out also can into than \
     them only other these may do any our such de la le et les des en un une du est pour que qui dans par au sur pas \
-    plus ne se ce il sont avec son ou mais der die und den von zu das mit sich auf für ist im dem nicht ein eine als \
+    plus se ce il sont avec son ou mais der die und den von zu das mit sich auf für ist im dem nicht ein eine als \
     auch es werden aus er hat dass sie nach wird bei einer um am sind noch wie einem über einen zum war haben nur oder \
     el los las del y con por para una su al lo como más pero sus ha me si sin sobre este entre todo esta ser di che è \
     non sono da nel della dei delle alla gli ma anche più os as do da dos das em no na um uma com não ao mais foi het \
@@ -71,11 +72,12 @@ mod tests {
         let english = "Proceedings of the 62nd Annual Meeting of the Association for Computational \
             Linguistics. Volume 1: Long Papers, pages 15725 to 15788. Dolma is an open corpus of \
             three trillion tokens for language model pretraining research, and it is documented.";
-        // Every letter one before its own, as a broken font encoding left it.
+        // Every letter one before its own, `a` to `Z`, as dolma-page-1.pdf's broken font left it.
         let shifted: String = english
             .chars()
             .map(|c| match c {
                 'b'..='z' | 'B'..='Z' => (c as u8 - 1) as char,
+                'a' | 'A' => 'Z',
                 c => c,
             })
             .collect();

@@ -256,7 +256,7 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let encrypted = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf/encrypted.pdf");
     let files = vec![edgar(), corrupt.clone(), form.clone(), encrypted.clone(), png.clone()];
     let stop = Arc::new(AtomicBool::new(false));
-    let stream = document_stream(worker(), files, None, RenderMode::Finepdfs, 2, |_| true, stop);
+    let stream = document_stream(worker(), files, None, RenderMode::Finepdfs, None, 2, |_| true, stop);
     // Nobody consumes yet: rendering stops once the channel holds `bound` items.
     std::thread::sleep(Duration::from_millis(1500));
     let ahead = stream.rendered.load(Ordering::SeqCst);
@@ -292,7 +292,7 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
 }
 
 #[test]
-fn a_page_selection_reads_and_renders_only_those_pages() {
+fn a_page_selection_reads_and_renders_only_those_pages_with_their_anchor_text() {
     let form = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/form_on_later_pages.pdf");
     let stop = Arc::new(AtomicBool::new(false));
     let selection = "9-,2".parse().unwrap();
@@ -301,6 +301,7 @@ fn a_page_selection_reads_and_renders_only_those_pages() {
         vec![form],
         Some(selection),
         RenderMode::Finepdfs,
+        Some(6000),
         2,
         |_| true,
         stop,
@@ -312,7 +313,16 @@ fn a_page_selection_reads_and_renders_only_those_pages() {
                 let (_, texts) = result.unwrap();
                 assert_eq!(texts.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [2, 9, 10]);
             }
-            StreamItem::Page { index, page, .. } => rendered.push((index, page)),
+            StreamItem::Page {
+                index, page, anchor, ..
+            } => {
+                let anchor = anchor.unwrap().unwrap();
+                assert!(
+                    anchor.starts_with("Page dimensions: ") && anchor.len() <= 6000,
+                    "{anchor}"
+                );
+                rendered.push((index, page));
+            }
         }
     }
     assert_eq!(rendered, [(0, 2), (1, 9), (2, 10)]);

@@ -19,7 +19,8 @@ use vellum::pdf::worker::{Worker, WorkerCommand};
 use vellum::pdf::xgboost::XgbModel;
 use vellum::pdf::RenderMode;
 use vellum::pipeline;
-use vellum::pipeline::document::{DocumentResult, OcrOptions, Recognizer};
+use vellum::pipeline::card::Prompt;
+use vellum::pipeline::document::{DocumentResult, OcrOptions, PagePrompt, Recognizer};
 use vellum::pipeline::run::{RunObserver, RunOptions, RunStats};
 use vellum::pipeline::shard::Shard;
 
@@ -154,12 +155,17 @@ struct RunArgs {
     /// Attempt again the documents whose latest attempt failed (they are in failed/).
     #[arg(long)]
     retry_failed: bool,
-    /// The instruction pages are OCR'd with (default: the model's own, RolmOCR's for Qwen2.5-VL).
+    /// The instruction pages are OCR'd with (default: the model card's).
     #[arg(long)]
     prompt: Option<String>,
-    /// First attempt's temperature (0: greedy); retries climb olmOCR's ladder.
-    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
-    temperature: f64,
+    /// First attempt's temperature (default: the model card's; 0 is greedy); retries climb
+    /// olmOCR's ladder.
+    #[arg(long, value_parser = temperature)]
+    temperature: Option<f64>,
+    /// The model card (prompt, render size, sampling, answer format): rolmocr, olmocr-v0.1,
+    /// olmocr-2 or nano-deepseek-ocr. Default: by hub id, else by architecture.
+    #[arg(long)]
+    card: Option<String>,
     /// Output: <out>/<rank:05>/<chunk:05>.jsonl[.gz], failed/, progress and stats; `-` prints
     /// each document's text to stdout instead (no folder, nothing to resume).
     #[arg(long)]
@@ -178,9 +184,9 @@ struct RunArgs {
     max_new_tokens: Option<usize>,
     #[command(flatten)]
     place: DeviceArgs,
-    /// finepdfs, olmocr or dpi=N.
-    #[arg(long, default_value = "finepdfs")]
-    mode: RenderMode,
+    /// finepdfs, olmocr or dpi=N (default: the model card's).
+    #[arg(long)]
+    mode: Option<RenderMode>,
     /// Documents per output chunk.
     #[arg(long, default_value_t = 100, value_parser = positive)]
     chunk_size: usize,
@@ -717,8 +723,21 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
 
 /// Everything `run` needs that can be wrong before the first document: inputs, the output
 /// folder's sharding, libpdfium, limits, the device and the model.
-fn prepare_run(args: &RunArgs) -> Result<(Shard, Vec<pipeline::sources::Source>, Recognizer, WorkerCommand)> {
+/// What `run` found ready: its share, the documents, the model (or why not), the pdfium
+/// worker and the model card.
+type Prepared = (
+    Shard,
+    Vec<pipeline::sources::Source>,
+    Recognizer,
+    WorkerCommand,
+    pipeline::card::Card,
+);
+
+fn prepare_run(args: &RunArgs) -> Result<Prepared> {
     let shard = Shard::resolve(args.rank, args.world_size).map_err(setup)?;
+    if let Some(name) = &args.card {
+        pipeline::card::for_model("", "", Some(name)).map_err(setup)?;
+    }
     let sources = pipeline::sources::collect(&args.inputs).map_err(setup)?;
     if sources.is_empty() {
         return Err(setup(anyhow::anyhow!(
@@ -775,17 +794,38 @@ fn prepare_run(args: &RunArgs) -> Result<(Shard, Vec<pipeline::sources::Source>,
                 "the model is needed for scanned pages (--allow-no-model takes text layers and leaves those pending)",
             ))),
         };
-    Ok((shard, sources, recognizer, worker))
+    let architecture = match &recognizer {
+        Recognizer::Engine(e) => e.model().info().architecture,
+        Recognizer::Unavailable(_) => "",
+    };
+    let (card, warning) = pipeline::card::for_model(&args.model, architecture, args.card.as_deref()).map_err(setup)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok((shard, sources, recognizer, worker, card))
 }
 
 fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
-    let (shard, sources, recognizer, worker) = prepare_run(&args)?;
+    let (shard, sources, recognizer, worker, card) = prepare_run(&args)?;
     let mut ocr = OcrOptions::new(worker);
-    ocr.mode = args.mode;
+    ocr.mode = args.mode.unwrap_or(card.render);
     ocr.pages = args.pages.clone();
-    ocr.instruction = args.prompt.clone();
-    ocr.params.max_new_tokens = args.max_new_tokens;
-    ocr.params.temperature = args.temperature;
+    ocr.prompt = match (&args.prompt, &card.prompt) {
+        (Some(p), _) => PagePrompt::Fixed(Some(p.clone())),
+        (None, Prompt::Fixed(p)) => PagePrompt::Fixed(Some(p.clone())),
+        (None, Prompt::OlmocrAnchored { target_length }) => PagePrompt::Anchored {
+            max_length: *target_length,
+        },
+    };
+    ocr.answer = card.answer;
+    // A card's cap that leaves the prompt too little of the context gives way to what is left.
+    let card_cap = card
+        .sampling
+        .max_new_tokens
+        .filter(|&n| n <= args.engine.max_context / 2);
+    ocr.params.max_new_tokens = args.max_new_tokens.or(card_cap);
+    ocr.params.temperature = args.temperature.unwrap_or(card.sampling.temperature);
+    ocr.params.repetition_penalty = card.sampling.repetition_penalty;
     ocr.max_retries = args.max_retries;
     // SIGINT/SIGTERM set the run's stop flag: nothing new starts, pages in the engine are
     // cancelled, finished documents are committed, exit 3. A second one exits at once, which

@@ -8,6 +8,7 @@ use image::{ImageFormat, RgbImage};
 use pdfium_render::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::anchor::{linearize, page_report, PageReport};
 use super::features::{page_text, PageFeatures, PageText};
 use super::render::render_page;
 use super::{PdfError, RenderMode};
@@ -153,6 +154,28 @@ impl<'a> Input<'a> {
             page,
             reason: format!("pdfium could not load the page: {}", super::library::describe(&e)),
         })
+    }
+
+    /// olmOCR's anchor text of page `page` (1-based), at most `max_length` characters (an image
+    /// is a page with no text).
+    pub fn anchor(&self, file: &str, page: usize, max_length: usize) -> Result<String, PdfError> {
+        let report = match self {
+            Input::Pdf(_) => page_report(&self.page(file, page)?),
+            Input::Image(img) if page == 1 => PageReport {
+                width: img.width() as f32,
+                height: img.height() as f32,
+                texts: Vec::new(),
+                images: Vec::new(),
+            },
+            Input::Image(_) => {
+                return Err(PdfError::NoSuchPage {
+                    file: file.into(),
+                    page,
+                    pages: 1,
+                })
+            }
+        };
+        Ok(linearize(&report, max_length))
     }
 
     /// The text layer and routing features of page `page` (1-based).

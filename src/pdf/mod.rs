@@ -6,6 +6,7 @@
 //! binary re-run with a hidden subcommand. A page that exceeds its time bound, or a worker that
 //! dies, costs that page (a typed error naming file and page), never the run.
 
+pub mod anchor;
 pub mod document;
 pub mod features;
 pub mod language;

@@ -34,6 +34,8 @@ pub enum StreamItem {
         index: usize,
         page: usize,
         image: Result<RgbImage, PdfError>,
+        /// The page's anchor text, when the stream was asked for it.
+        anchor: Option<Result<String, PdfError>>,
     },
 }
 
@@ -46,13 +48,15 @@ pub struct DocumentStream {
 }
 
 /// Streams `files` in order, each with the pages `pages` selects (all without it). `render`
-/// picks the routed documents whose pages are rendered in `mode`; with `stop` set, no further
-/// document is started.
+/// picks the routed documents whose pages are rendered in `mode` (with their anchor text of at
+/// most `anchor` characters, when given); with `stop` set, no further document is started.
+#[allow(clippy::too_many_arguments)]
 pub fn document_stream(
     mut worker: Worker,
     files: Vec<PathBuf>,
     pages: Option<PageRanges>,
     mode: RenderMode,
+    anchor: Option<usize>,
     bound: usize,
     render: impl Fn(&DocumentRoute) -> bool + Send + 'static,
     stop: Arc<AtomicBool>,
@@ -93,6 +97,7 @@ pub fn document_stream(
                     let _span = tracing::debug_span!("render", doc, page).entered();
                     worker.render(path, None, page, mode)
                 };
+                let anchor = anchor.map(|n| worker.anchor(path, None, page, n));
                 counter.fetch_add(1, Ordering::SeqCst);
                 if tx
                     .send(StreamItem::Page {
@@ -100,6 +105,7 @@ pub fn document_stream(
                         index,
                         page,
                         image,
+                        anchor,
                     })
                     .is_err()
                 {

@@ -42,6 +42,12 @@ enum Request {
         page: usize,
         mode: RenderMode,
     },
+    Anchor {
+        path: PathBuf,
+        password: Option<String>,
+        page: usize,
+        max_length: usize,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,6 +55,7 @@ enum Reply {
     Ready,
     Info(DocumentInfo),
     Text(PageText),
+    Anchor(String),
     /// Followed by width·height·3 bytes of RGB.
     Image {
         width: u32,
@@ -83,7 +90,8 @@ pub fn serve() -> std::io::Result<()> {
             }
             Request::Info { path, password }
             | Request::Text { path, password, .. }
-            | Request::Render { path, password, .. } => (path.clone(), password.clone()),
+            | Request::Render { path, password, .. }
+            | Request::Anchor { path, password, .. } => (path.clone(), password.clone()),
         };
         let file = path.display().to_string();
         let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
@@ -102,6 +110,9 @@ pub fn serve() -> std::io::Result<()> {
                     Request::Check => (Reply::Ready, Vec::new()),
                     Request::Info { .. } => (Reply::Info(input.info()), Vec::new()),
                     Request::Text { page, .. } => (Reply::Text(input.text(&file, *page)?), Vec::new()),
+                    Request::Anchor { page, max_length, .. } => {
+                        (Reply::Anchor(input.anchor(&file, *page, *max_length)?), Vec::new())
+                    }
                     Request::Render { page, mode, .. } => {
                         let img = input.render(&file, *page, *mode)?;
                         (
@@ -122,7 +133,7 @@ pub fn serve() -> std::io::Result<()> {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             let page = match &request {
                 Request::Check | Request::Info { .. } => 1,
-                Request::Text { page, .. } | Request::Render { page, .. } => *page,
+                Request::Text { page, .. } | Request::Render { page, .. } | Request::Anchor { page, .. } => *page,
             };
             Err(PdfError::Page {
                 file: file.clone(),
@@ -363,6 +374,26 @@ impl Worker {
         };
         match self.request(&request, &path.display().to_string(), Some(page))? {
             (Reply::Text(text), _) => Ok(text),
+            other => Err(unexpected(path, other.0)),
+        }
+    }
+
+    /// olmOCR's anchor text of page `page` (1-based), at most `max_length` characters.
+    pub fn anchor(
+        &mut self,
+        path: &Path,
+        password: Option<&str>,
+        page: usize,
+        max_length: usize,
+    ) -> Result<String, PdfError> {
+        let request = Request::Anchor {
+            path: path.into(),
+            password: password.map(String::from),
+            page,
+            max_length,
+        };
+        match self.request(&request, &path.display().to_string(), Some(page))? {
+            (Reply::Anchor(text), _) => Ok(text),
             other => Err(unexpected(path, other.0)),
         }
     }

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use image::{DynamicImage, RgbImage};
 use serde::Serialize;
 
+use super::answer::{self, AnswerFormat, PageFacts};
+use super::card::finetuning_prompt;
 use super::quality::find_repetition;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
@@ -61,10 +63,21 @@ pub struct PageResult {
     pub attempts: usize,
     /// The page's OCR was bad or failed, and its text is the text layer's.
     pub fallback: bool,
-    /// Why: "length", "line", "sentence", "char", or an error.
+    /// Why: "length", "line", "sentence", "char", an answer that does not parse, or an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub seconds: f64,
+    /// Degrees the page image was turned for the answer kept (olmOCR's rotation correction).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rotation: u32,
+    /// olmOCR's page fields (primary_language, is_rotation_valid, rotation_correction,
+    /// is_table, is_diagram), for models that answer with them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<PageFacts>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,9 +127,21 @@ pub enum Recognizer {
     Unavailable(String),
 }
 
+/// The instruction of each page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PagePrompt {
+    /// This one (None: the model's own default).
+    Fixed(Option<String>),
+    /// olmOCR v0.1's: the page's anchor text (at most `max_length` characters) inside
+    /// olmocr's fine-tuning prompt.
+    Anchored { max_length: usize },
+}
+
 pub struct OcrOptions {
-    /// The instruction pages are OCR'd with; None: the model's own default.
-    pub instruction: Option<String>,
+    /// What pages are asked.
+    pub prompt: PagePrompt,
+    /// How the model answers.
+    pub answer: AnswerFormat,
     pub params: SamplingParams,
     pub mode: RenderMode,
     /// Only these pages of each document (all without it).
@@ -135,7 +160,8 @@ pub struct OcrOptions {
 impl OcrOptions {
     pub fn new(worker: WorkerCommand) -> Self {
         Self {
-            instruction: None,
+            prompt: PagePrompt::Fixed(None),
+            answer: AnswerFormat::Plain,
             params: SamplingParams {
                 repetition_penalty: 1.05,
                 ..Default::default()
@@ -154,11 +180,18 @@ impl OcrOptions {
 struct Running {
     page: usize,
     text_layer: String,
+    /// The page as rendered; attempts see it turned by `rotation`.
     image: Arc<RgbImage>,
+    instruction: String,
     handle: RequestHandle,
     attempt: usize,
+    /// Degrees the page is turned by (olmOCR's cumulative rotation correction).
+    rotation: u32,
     /// Tokens of the attempts before this one.
     spent_tokens: usize,
+    /// A well-formed answer from an attempt that said the page was rotated: kept in case no
+    /// rotation satisfies the model (olmocr keeps it too).
+    rotated_answer: Option<PageResult>,
     started: Instant,
 }
 
@@ -183,6 +216,17 @@ enum Pending {
     Abandoned,
 }
 
+/// `image` turned as olmocr turns a page it was told needs `rotation` degrees: PIL's
+/// ROTATE_90 / 180 / 270, which are counter-clockwise.
+fn rotate(image: &RgbImage, rotation: u32) -> RgbImage {
+    match rotation {
+        90 => image::imageops::rotate270(image),
+        180 => image::imageops::rotate180(image),
+        270 => image::imageops::rotate90(image),
+        _ => image.clone(),
+    }
+}
+
 /// The engine and settings pages are submitted with.
 struct Submitter<'a> {
     engine: Option<Arc<Engine>>,
@@ -190,23 +234,37 @@ struct Submitter<'a> {
 }
 
 impl Submitter<'_> {
-    fn submit(&self, image: &RgbImage, attempt: usize) -> Result<RequestHandle, String> {
+    /// The instruction for a page whose anchor text (when the prompt wants one) is `anchor`.
+    fn instruction(&self, anchor: Option<&str>) -> Result<String, String> {
+        let engine = self.engine.as_ref().ok_or("no engine")?;
+        Ok(match (&self.options.prompt, anchor) {
+            (PagePrompt::Anchored { .. }, Some(anchor)) => finetuning_prompt(anchor),
+            (PagePrompt::Anchored { .. }, None) => return Err("the prompt needs the page's anchor text".into()),
+            (PagePrompt::Fixed(Some(i)), _) => i.clone(),
+            (PagePrompt::Fixed(None), _) => engine.model().info().default_instruction.to_string(),
+        })
+    }
+
+    fn submit(
+        &self,
+        image: &RgbImage,
+        instruction: &str,
+        attempt: usize,
+        rotation: u32,
+    ) -> Result<RequestHandle, String> {
         let engine = self.engine.as_ref().ok_or("no engine")?;
         let mut params = self.options.params.clone();
         if attempt > 0 {
             params.temperature = TEMPERATURE_LADDER[(attempt - 1).min(TEMPERATURE_LADDER.len() - 1)];
             params.seed = params.seed.wrapping_add(attempt as u64);
         }
-        let instruction = match &self.options.instruction {
-            Some(i) => i.as_str(),
-            None => engine.model().info().default_instruction,
-        };
         engine
-            .submit(&DynamicImage::ImageRgb8(image.clone()), instruction, params)
+            .submit(&DynamicImage::ImageRgb8(rotate(image, rotation)), instruction, params)
             .map_err(|e| format!("{e:#}"))
     }
 
-    /// A finished run of a page: done, or submitted again if bad and retries are left.
+    /// A finished run of a page: done, or submitted again (bad, or rotated by the model's
+    /// judgement) while retries are left.
     fn judge(&self, run: Running, result: RequestResult) -> Pending {
         let seconds = run.started.elapsed().as_secs_f64();
         let generation = match result {
@@ -222,30 +280,56 @@ impl Submitter<'_> {
             return Pending::Abandoned;
         }
         let bad = match generation.finish_reason {
-            FinishReason::Length | FinishReason::Repetition => Some("length".to_string()),
-            _ => find_repetition(&generation.text).map(|r| r.as_str().to_string()),
+            FinishReason::Length | FinishReason::Repetition => Err("length".to_string()),
+            _ => match find_repetition(&generation.text) {
+                Some(r) => Err(r.as_str().to_string()),
+                None => answer::parse(self.options.answer, &generation.text)
+                    .map_err(|e| format!("the answer does not parse: {e}")),
+            },
         };
-        match bad {
-            None => Pending::Done(PageResult {
-                page: run.page,
-                route: PageSource::Ocr,
-                text: generation.text,
-                finish_reason: Some(generation.finish_reason),
-                prompt_tokens: generation.prompt_tokens,
-                generated_tokens: generation.tokens.len(),
-                total_generated_tokens: spent_tokens,
-                attempts: run.attempt + 1,
-                fallback: false,
-                error: None,
-                seconds,
-            }),
-            Some(reason) if run.attempt < self.options.max_retries => match self.submit(&run.image, run.attempt + 1) {
-                Ok(handle) => Pending::Running(Running {
-                    handle,
-                    attempt: run.attempt + 1,
-                    spent_tokens,
-                    ..run
-                }),
+        let mut rotated_answer = run.rotated_answer;
+        let (reason, rotation) = match bad {
+            Ok(answer) => {
+                let page = PageResult {
+                    page: run.page,
+                    route: PageSource::Ocr,
+                    text: answer.text,
+                    finish_reason: Some(generation.finish_reason),
+                    prompt_tokens: generation.prompt_tokens,
+                    generated_tokens: generation.tokens.len(),
+                    total_generated_tokens: spent_tokens,
+                    attempts: run.attempt + 1,
+                    fallback: false,
+                    error: None,
+                    seconds,
+                    rotation: run.rotation,
+                    facts: answer.facts.clone(),
+                };
+                match answer.facts {
+                    Some(f) if !f.is_rotation_valid => {
+                        rotated_answer = Some(page);
+                        (
+                            format!("the model says the page needs {}° more", f.rotation_correction),
+                            (run.rotation + f.rotation_correction) % 360,
+                        )
+                    }
+                    _ => return Pending::Done(page),
+                }
+            }
+            Err(reason) => (reason, run.rotation),
+        };
+        if run.attempt < self.options.max_retries {
+            match self.submit(&run.image, &run.instruction, run.attempt + 1, rotation) {
+                Ok(handle) => {
+                    return Pending::Running(Running {
+                        handle,
+                        attempt: run.attempt + 1,
+                        rotation,
+                        spent_tokens,
+                        rotated_answer,
+                        ..run
+                    })
+                }
                 Err(e) => {
                     let mut page = fallback(
                         run.page,
@@ -255,18 +339,22 @@ impl Submitter<'_> {
                         seconds,
                     );
                     page.total_generated_tokens = spent_tokens;
-                    Pending::Done(page)
+                    return Pending::Done(page);
                 }
-            },
-            Some(reason) => {
-                let mut page = fallback(run.page, run.text_layer, reason, run.attempt + 1, seconds);
-                page.finish_reason = Some(generation.finish_reason);
-                page.generated_tokens = generation.tokens.len();
-                page.total_generated_tokens = spent_tokens;
-                page.prompt_tokens = generation.prompt_tokens;
-                Pending::Done(page)
             }
         }
+        if let Some(mut page) = rotated_answer {
+            // No rotation satisfied the model: its last well-formed answer stands, as in olmocr.
+            page.attempts = run.attempt + 1;
+            page.total_generated_tokens = spent_tokens;
+            return Pending::Done(page);
+        }
+        let mut page = fallback(run.page, run.text_layer, reason, run.attempt + 1, seconds);
+        page.finish_reason = Some(generation.finish_reason);
+        page.generated_tokens = generation.tokens.len();
+        page.total_generated_tokens = spent_tokens;
+        page.prompt_tokens = generation.prompt_tokens;
+        Pending::Done(page)
     }
 }
 
@@ -283,6 +371,8 @@ fn fallback(page: usize, text_layer: String, error: String, attempts: usize, sec
         fallback: true,
         error: Some(error),
         seconds,
+        rotation: 0,
+        facts: None,
     }
 }
 
@@ -366,6 +456,10 @@ pub fn ocr_documents(
         files.to_vec(),
         options.pages.clone(),
         options.mode,
+        match options.prompt {
+            PagePrompt::Anchored { max_length } => Some(max_length),
+            PagePrompt::Fixed(_) => None,
+        },
         options.render_ahead,
         move |route| renders && route.decision.needs_ocr,
         options.stop.clone(),
@@ -383,6 +477,7 @@ pub fn ocr_documents(
                 index,
                 page,
                 image,
+                anchor,
             } => {
                 while in_flight.len() >= options.max_in_flight {
                     let (d, p) = in_flight.pop_front().expect("non-empty");
@@ -400,19 +495,26 @@ pub fn ocr_documents(
                     if options.stop.load(Ordering::Relaxed) {
                         return Err("stopped".to_string());
                     }
+                    let anchor = anchor.transpose().map_err(|e| format!("anchor text: {e}"))?;
+                    let instruction = submitter.instruction(anchor.as_deref())?;
                     let image = Arc::new(img);
-                    submitter.submit(&image, 0).map(|handle| (image, handle))
+                    submitter
+                        .submit(&image, &instruction, 0, 0)
+                        .map(|handle| (image, instruction, handle))
                 });
                 state.pages[index] = match submitted {
-                    Ok((image, handle)) => {
+                    Ok((image, instruction, handle)) => {
                         in_flight.push_back((doc, index));
                         Pending::Running(Running {
                             page,
                             text_layer,
                             image,
+                            instruction,
                             handle,
                             attempt: 0,
+                            rotation: 0,
                             spent_tokens: 0,
+                            rotated_answer: None,
                             started,
                         })
                     }
@@ -497,6 +599,8 @@ fn new_doc_state(source: PathBuf, routed: Result<RoutedDocument, PdfError>, reco
                 fallback: false,
                 error,
                 seconds: 0.0,
+                rotation: 0,
+                facts: None,
             };
             Pending::Done(match (needs_ocr, recognizer) {
                 (false, _) => page,

@@ -2,6 +2,8 @@
 //! inputs of a run, the share of them this rank owns, page quality checks, and chunked output
 //! that resumes after any kill without losing or repeating a document.
 
+pub mod answer;
+pub mod card;
 pub mod document;
 pub mod quality;
 pub mod requests;

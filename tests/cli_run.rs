@@ -368,3 +368,79 @@ fn pages_selects_ranges_and_out_dash_prints_the_text() {
         docs[0]["text"].as_str().unwrap().trim_end()
     );
 }
+
+fn into_cache(cache: &Path, repo_id: &str, model: &Path) {
+    let repo = cache.join(format!("models--{}", repo_id.replace('/', "--")));
+    let snapshot = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for entry in std::fs::read_dir(model).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+}
+
+/// Tiny stand-ins under the olmOCR family's hub ids: each runs with its card (olmOCR v0.1 is
+/// Qwen2-VL prompted with the page's anchor text; olmOCR-2 is Qwen2.5-VL with the v4 prompt).
+#[test]
+fn the_olmocr_family_runs_by_hub_id_with_its_card() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    into_cache(
+        &cache,
+        "allenai/olmOCR-2-7B-1025",
+        &fixtures.join("qwen2_5_vl/models/gqa_window4/model"),
+    );
+    into_cache(
+        &cache,
+        "allenai/olmOCR-7B-0225-preview",
+        &fixtures.join("qwen2_vl/models/gqa/model"),
+    );
+    // A garbled text layer: routed to OCR, and a long anchor text for olmOCR v0.1's prompt.
+    let page = sample("dolma-page-1.pdf");
+    let prompt_tokens = |model: &str, extra: &[&str]| {
+        let out = tmp
+            .path()
+            .join(format!("{}{}", model.replace('/', "_"), extra.join("_")));
+        let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
+            .arg("run")
+            .arg(&page)
+            .args([
+                "--model",
+                model,
+                "--out",
+                out.to_str().unwrap(),
+                "--max-new-tokens",
+                "4",
+            ])
+            .args(["--max-retries", "0", "--max-bad-page-rate", "1"])
+            .args(extra)
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{model}: {stderr}");
+        let docs = documents(&out.join("00000"));
+        (
+            docs[0]["metadata"]["pages"][0]["prompt_tokens"].as_u64().unwrap(),
+            stderr,
+        )
+    };
+    let (v2, stderr) = prompt_tokens("allenai/olmOCR-2-7B-1025", &[]);
+    assert!(!stderr.contains("no model card"), "{stderr}");
+    let (v01, stderr) = prompt_tokens("allenai/olmOCR-7B-0225-preview", &[]);
+    assert!(!stderr.contains("no model card"), "{stderr}");
+    assert!(
+        v01 > v2 + 500,
+        "the anchor text is in v0.1's prompt: {v01} vs {v2} tokens"
+    );
+    // A local copy says which card it runs with; --card chooses.
+    let local = fixtures.join("qwen2_5_vl/models/gqa_window4/model");
+    let (_, stderr) = prompt_tokens(local.to_str().unwrap(), &[]);
+    assert!(stderr.contains("running it as RolmOCR"), "{stderr}");
+    let (with_card, stderr) = prompt_tokens(local.to_str().unwrap(), &["--card", "olmocr-2"]);
+    assert!(!stderr.contains("no model card") && with_card == v2, "{stderr}");
+}

@@ -44,20 +44,41 @@ pub fn page_report(page: &PdfPage) -> PageReport {
         texts: Vec::new(),
         images: Vec::new(),
     };
-    // The run of single glyphs being built: its text, origin, and the box of its last glyph.
-    let mut run: Option<(String, f32, f32, [f32; 4])> = None;
-    let single = |s: &str| s.trim().chars().count() == 1;
+    let mut runs = Runs::default();
     for object in page.objects().iter() {
-        match &object {
+        runs.add(&object, &mut report, 0);
+    }
+    if let Some((s, x, y, _)) = runs.run {
+        report.texts.push((s, x, y));
+    }
+    report
+}
+
+/// Text runs as they are read, single-glyph objects joined (see the module's notes).
+#[derive(Default)]
+struct Runs {
+    /// The run of single glyphs being built: its text, origin, and the box of its last glyph.
+    run: Option<(String, f32, f32, [f32; 4])>,
+}
+
+fn single(s: &str) -> bool {
+    s.trim().chars().count() == 1
+}
+
+impl Runs {
+    /// Adds one object; text inside form XObjects counts (pypdf reads it), their images do not
+    /// (pypdf looks image names up in the page's own resources only).
+    fn add(&mut self, object: &PdfPageObject, report: &mut PageReport, depth: usize) {
+        match object {
             PdfPageObject::Text(text) => {
-                let Ok(b) = object.bounds() else { continue };
+                let Ok(b) = object.bounds() else { return };
                 let bounds = [b.left().value, b.bottom().value, b.right().value, b.top().value];
                 let (x, y) = match text.matrix() {
                     Ok(m) => (m.e(), m.f()),
                     Err(_) => (bounds[0], bounds[1]),
                 };
                 let content = text.text();
-                if let Some((s, _, ry, last)) = run.as_mut().filter(|_| single(&content)) {
+                if let Some((s, _, ry, last)) = self.run.as_mut().filter(|_| single(&content)) {
                     let height = (last[3] - last[1]).max(bounds[3] - bounds[1]).max(1.0);
                     let gap = bounds[0] - last[2];
                     if (y - *ry).abs() < 0.1 * height && gap > -0.2 * height && gap < 1.5 * height {
@@ -66,32 +87,33 @@ pub fn page_report(page: &PdfPage) -> PageReport {
                         }
                         s.push_str(&content);
                         *last = bounds;
-                        continue;
+                        return;
                     }
                 }
-                if let Some((s, rx, ry, _)) = run.take() {
+                if let Some((s, rx, ry, _)) = self.run.take() {
                     report.texts.push((s, rx, ry));
                 }
                 if single(&content) {
-                    run = Some((content, x, y, bounds));
+                    self.run = Some((content, x, y, bounds));
                 } else {
                     report.texts.push((content, x, y));
                 }
             }
-            PdfPageObject::Image(_) => {
+            PdfPageObject::Image(_) if depth == 0 => {
                 if let Ok(b) = object.bounds() {
                     report
                         .images
                         .push([b.left().value, b.bottom().value, b.right().value, b.top().value]);
                 }
             }
+            PdfPageObject::XObjectForm(form) if depth < 8 => {
+                for inner in form.iter() {
+                    self.add(&inner, report, depth + 1);
+                }
+            }
             _ => {}
         }
     }
-    if let Some((s, x, y, _)) = run {
-        report.texts.push((s, x, y));
-    }
-    report
 }
 
 /// olmocr's `_merge_image_elements`: boxes within `tolerance` of each other become one.

@@ -142,14 +142,11 @@ fn merge_images(images: &[[f32; 4]], tolerance: f32) -> Vec<[f32; 4]> {
     }
     // Groups in the order of their first member, as the Python dict of roots keeps them.
     let mut groups: Vec<(usize, [f32; 4])> = Vec::new();
-    for i in 0..n {
+    for (i, m) in images.iter().enumerate() {
         let root = find(&mut parent, i);
         match groups.iter_mut().find(|(r, _)| *r == root) {
-            Some((_, b)) => {
-                let m = images[i];
-                *b = [b[0].min(m[0]), b[1].min(m[1]), b[2].max(m[2]), b[3].max(m[3])];
-            }
-            None => groups.push((root, images[i])),
+            Some((_, b)) => *b = [b[0].min(m[0]), b[1].min(m[1]), b[2].max(m[2]), b[3].max(m[3])],
+            None => groups.push((root, *m)),
         }
     }
     groups.into_iter().map(|(_, b)| b).collect()

@@ -65,8 +65,11 @@ impl ModelFiles {
         Ok(Some(value))
     }
 
-    /// The checkpoint's tensors, memory-mapped.
+    /// The checkpoint's tensors, memory-mapped (float8 ones dequantized as they are read).
     pub fn weights(&self) -> Result<MmapWeights> {
+        if let Some(config) = self.read_json("config.json")? {
+            crate::weights::check_quantization(&config).with_context(|| format!("loading {}", self.dir.display()))?;
+        }
         MmapWeights::open(&self.weights)
     }
 }

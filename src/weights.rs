@@ -4,6 +4,11 @@
 //! for it; the map's pages for that tensor are then released. With candle's stock mmap loader
 //! the mapped pages stay resident beside the copies until loading ends, so peak memory is twice
 //! the weights; here it stays at the weights' size (plus one tensor in flight).
+//!
+//! FP8 checkpoints in the compressed-tensors layout (llm-compressor's `float-quantized` format:
+//! a Linear's `weight` stored as float8 e4m3 beside its `weight_scale`, per output channel or per
+//! tensor) are dequantized here, tensor by tensor, to the model's dtype: `weight · weight_scale`.
+//! Other quantization formats are refused by [`check_quantization`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -92,6 +97,27 @@ impl MmapWeights {
         &self.paths[file]
     }
 
+    /// A float8 weight times its `weight_scale` (one per output row, or one for the tensor), in f32.
+    fn dequantize(&self, name: &str, weight: &Tensor) -> candle_core::Result<Tensor> {
+        let scale_name = match name.strip_suffix("weight") {
+            Some(prefix) => format!("{prefix}weight_scale"),
+            None => {
+                candle_core::bail!("float8 tensor {name} is not a weight: only compressed-tensors weights are read")
+            }
+        };
+        if !self.entries.contains_key(&scale_name) {
+            candle_core::bail!("float8 weight {name} has no {scale_name}");
+        }
+        let scale = self.load(&scale_name, DType::F32, &Device::Cpu)?;
+        let weight = weight.to_dtype(DType::F32)?;
+        let scale = match scale.elem_count() {
+            1 => scale.reshape(())?,
+            n if n == weight.dim(0)? => scale.reshape((n, 1))?,
+            n => candle_core::bail!("{scale_name} has {n} values for the {} rows of {name}", weight.dim(0)?),
+        };
+        weight.broadcast_mul(&scale)
+    }
+
     fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let entry = self
             .entries
@@ -104,9 +130,14 @@ impl MmapWeights {
                 self.path(entry.file).display()
             ))
         })?;
-        let tensor = Tensor::from_raw_buffer(bytes, entry.dtype, &entry.shape, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)?;
+        let stored = Tensor::from_raw_buffer(bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
+        let tensor = if entry.dtype == DType::F8E4M3 {
+            self.dequantize(name, &stored)?
+        } else {
+            stored
+        }
+        .to_dtype(dtype)?
+        .to_device(device)?;
         // Only whole pages inside this tensor's range: neighbours may share the edge pages.
         let page = page_size();
         let first = entry.start.div_ceil(page) * page;
@@ -118,6 +149,45 @@ impl MmapWeights {
         }
         Ok(tensor)
     }
+}
+
+/// Refuses a checkpoint quantized in a way vellum does not read, naming the format; accepts none
+/// and compressed-tensors float8 weights (8-bit float, channel or tensor scales).
+pub fn check_quantization(config: &serde_json::Value) -> Result<()> {
+    let Some(q) = config.get("quantization_config") else {
+        return Ok(());
+    };
+    let method = q["quant_method"].as_str().unwrap_or("unnamed");
+    let format = q["format"].as_str().unwrap_or("");
+    let refuse = |why: String| -> Result<()> {
+        anyhow::bail!(
+            "the checkpoint is quantized with {method}{}: {why}; vellum reads compressed-tensors float8 \
+             checkpoints (dequantized to the compute dtype at load), or unquantized ones",
+            if format.is_empty() {
+                String::new()
+            } else {
+                format!(" ({format})")
+            }
+        )
+    };
+    if method != "compressed-tensors" || format != "float-quantized" {
+        return refuse("not supported".into());
+    }
+    let groups = q["config_groups"]
+        .as_object()
+        .map(|g| g.values().collect::<Vec<_>>())
+        .unwrap_or_default();
+    for group in groups {
+        let w = &group["weights"];
+        let strategy = w["strategy"].as_str().unwrap_or("");
+        if w["num_bits"] != 8 || w["type"] != "float" || !["channel", "tensor"].contains(&strategy) {
+            return refuse(format!(
+                "weights of {} bits, type {}, strategy {strategy:?}",
+                w["num_bits"], w["type"]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `tensor` if it has the shape the model asks `name` to have.

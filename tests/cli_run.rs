@@ -431,6 +431,8 @@ fn the_olmocr_family_runs_by_hub_id_with_its_card() {
     };
     let (v2, stderr) = prompt_tokens("allenai/olmOCR-2-7B-1025", &[]);
     assert!(!stderr.contains("no model card"), "{stderr}");
+    let (fp8, stderr) = prompt_tokens("allenai/olmOCR-2-7B-1025-FP8", &[]);
+    assert!(!stderr.contains("no model card") && fp8 == v2, "{stderr}");
     let (v01, stderr) = prompt_tokens("allenai/olmOCR-7B-0225-preview", &[]);
     assert!(!stderr.contains("no model card"), "{stderr}");
     assert!(

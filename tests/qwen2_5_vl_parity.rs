@@ -362,3 +362,36 @@ fn qwen2_vl_loads_from_the_transformers5_layout_to_the_same_model() {
     let variant = prefill_logits(&load(tmp.path(), DType::F32), case);
     assert_eq!(common::rel_l2(&variant, &original), 0.0);
 }
+
+/// An FP8 export in the compressed-tensors layout (tests/reference/make_fp8_fixture.py) means its
+/// dequantized twin: the same logits in f32 and in bf16, close to the unquantized model's; other
+/// quantization formats are refused by name.
+#[test]
+fn fp8_checkpoint_loads_as_its_dequantized_twin() {
+    let (_, cases) = cases().into_iter().next().unwrap();
+    let case = &cases[0];
+    let fp8 = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2_5_vl/fp8");
+    for dtype in [DType::F32, DType::BF16] {
+        let quantized = prefill_logits(&load(&fp8.join("model"), dtype), case);
+        let twin = prefill_logits(&load(&fp8.join("twin"), dtype), case);
+        let err = common::rel_l2(&quantized, &twin);
+        eprintln!("{dtype:?}: FP8 against its twin, last logits rel L2 {err:.2e}");
+        assert_eq!(err, 0.0, "{dtype:?}");
+        let against_unquantized = common::rel_l2(&quantized, &case.expected["last_logits"]);
+        eprintln!("{dtype:?}: FP8 against the unquantized model's logits, rel L2 {against_unquantized:.2e}");
+        // e4m3 keeps 3 mantissa bits: a random tiny model's logits move by about a tenth.
+        assert!(against_unquantized <= 0.25, "{against_unquantized}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fp8.join("model")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let mut config = common::read_json(tmp.path().join("config.json"));
+    config["quantization_config"] = serde_json::json!({"quant_method": "gptq", "bits": 4});
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    let err = Model::load(&ModelFiles::from_dir(tmp.path()).unwrap(), DType::F32, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("quantized with gptq"), "{err:#}");
+}

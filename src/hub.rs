@@ -159,7 +159,6 @@ fn cached_snapshot(cache: &Path, repo_id: &str, revision: &str) -> Option<PathBu
     dir.is_dir().then_some(dir)
 }
 
-/// Resolves `--model`: a local directory; else a hub id in the local HF cache; else a download.
 /// The root cause alone: the HTTP client's errors repeat their sources in their own text.
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut e = e;
@@ -169,6 +168,7 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     e.to_string()
 }
 
+/// Resolves `--model`: a local directory; else a hub id in the local HF cache; else a download.
 pub fn resolve(spec: &str) -> Result<ModelFiles> {
     let local = Path::new(spec);
     if local.is_dir() {

@@ -398,6 +398,11 @@ fn the_olmocr_family_runs_by_hub_id_with_its_card() {
         "allenai/olmOCR-7B-0225-preview",
         &fixtures.join("qwen2_vl/models/gqa/model"),
     );
+    into_cache(
+        &cache,
+        "allenai/olmOCR-2-7B-1025-FP8",
+        &fixtures.join("qwen2_5_vl/fp8/model"),
+    );
     // A garbled text layer: routed to OCR, and a long anchor text for olmOCR v0.1's prompt.
     let page = sample("dolma-page-1.pdf");
     let prompt_tokens = |model: &str, extra: &[&str]| {

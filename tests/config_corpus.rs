@@ -3,7 +3,7 @@
 //! preprocessor_config.json loads to the same model — sparse 4.49 vision configs, 4.57's
 //! duplicated text fields, 5.x's text_config/rope_parameters, aliases side by side
 //! (in_chans + in_channels from 4.50 on), processors with min/max_pixels and size — and
-//! Qwen2-VL configs are refused by name.
+//! Qwen2-VL's configs load as Qwen2-VL (and are refused by Qwen2.5-VL's reader by name).
 
 use std::path::PathBuf;
 
@@ -81,17 +81,54 @@ fn every_qwen2_5_vl_config_loads_as_the_7b_model() {
 }
 
 #[test]
-fn qwen2_vl_configs_are_refused_by_name() {
+fn every_qwen2_vl_config_loads_as_the_7b_model_and_not_as_qwen2_5_vl() {
+    let mut checked = 0;
     for dir in corpus()
         .into_iter()
         .filter(|d| d.file_name().unwrap().to_str().unwrap().starts_with("qwen2_vl"))
     {
-        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
-        let err = Config::from_json(&text).expect_err(&dir.display().to_string());
+        let root: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        // Qwen2.5-VL's reader refuses it by name ...
+        let err = Config::from_value(root.clone()).expect_err(&dir.display().to_string());
         assert!(
             format!("{err:#}").contains("qwen2_vl") || format!("{err:#}").contains("Qwen2VL"),
             "{}: {err:#}",
             dir.display()
         );
+        // ... and Qwen2-VL's reads Qwen2-VL-7B out of it.
+        let c =
+            vellum::models::qwen2_vl::config_from_value(root).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        let t = &c.text;
+        assert_eq!(
+            (
+                t.hidden_size,
+                t.num_hidden_layers,
+                t.num_attention_heads,
+                t.num_key_value_heads,
+                t.vocab_size
+            ),
+            (3584, 28, 28, 4, 152064),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(t.mrope_section, [16, 24, 24], "{}", dir.display());
+        let v = &c.vision;
+        assert_eq!(
+            (
+                v.depth,
+                v.hidden_size,
+                v.num_heads,
+                v.intermediate_size,
+                v.out_hidden_size,
+                v.in_chans
+            ),
+            (32, 1280, 16, 5120, 3584, 3),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(v.fullatt_block_indexes.len(), 32);
+        checked += 1;
     }
+    assert!(checked >= 20, "only {checked} Qwen2-VL configs in the corpus");
 }

@@ -81,6 +81,8 @@ enum Command {
     Render(RenderArgs),
     /// Measure decode and OCR throughput on a model (prints JSON).
     Bench(BenchArgs),
+    /// Score OCR outputs on olmOCR-Bench: a table per candidate folder, optionally JSON.
+    Score(ScoreArgs),
     /// Turn a nano DeepSeek-OCR trainer checkpoint (step_N.pt) into a model directory.
     Convert(ConvertArgs),
     /// Train the nano DeepSeek-OCR model (Stage 1 or 2) on the fork's sample format.
@@ -191,6 +193,18 @@ struct BenchArgs {
     /// Draws the finepdfs output lengths.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// The benchmark folder: test *.jsonl files (and pdfs/).
+    bench_dir: PathBuf,
+    /// Folders of `<pdf stem>_pg<page>_repeat<k>.md` outputs, one per OCR system.
+    #[arg(required = true)]
+    candidates: Vec<PathBuf>,
+    /// Also write the scores as JSON: {"candidates": {name: {overall, by_type, tests}}}.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -911,6 +925,32 @@ fn run_render(args: RenderArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_score(args: ScoreArgs) -> Result<()> {
+    use vellum::bench::olmocr;
+    let suite = olmocr::Suite::load(&args.bench_dir)?;
+    if suite.pdfs_from_tests {
+        eprintln!(
+            "{} has no pdfs/ folder: taking the PDFs the tests name ({})",
+            args.bench_dir.display(),
+            suite.pdfs.len()
+        );
+    }
+    let mut reports: Vec<olmocr::Report> = Vec::new();
+    for dir in &args.candidates {
+        let report = olmocr::score(&suite, dir)?;
+        if reports.iter().any(|r| r.name == report.name) {
+            anyhow::bail!("two candidate folders are named {}", report.name);
+        }
+        print!("{}", report.table());
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&olmocr::to_json(&reports))?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `VELLUM_LOG=debug` (any tracing filter) prints the engine's and the pipeline's phases with
 /// their durations on stderr; off by default.
 fn init_tracing() {
@@ -933,6 +973,7 @@ fn main() -> ExitCode {
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Score(args) => run_score(args).map(|()| ExitCode::SUCCESS),
         Command::Selftest(args) => run_selftest(args),
         Command::Train(args) => run_train(args),
         Command::Prepare(args) => run_prepare(args),

@@ -285,6 +285,9 @@ fn similar(expected: &str, cell: &str, max_diffs: usize) -> bool {
     ratio(&expected, &normalize_text(cell).chars().collect::<Vec<_>>()) / 100.0 >= threshold
 }
 
+/// The cells a table relation links a cell to.
+type Related<'a> = dyn Fn((usize, usize)) -> Vec<(usize, usize)> + 'a;
+
 impl TableCheck {
     fn run(&self, content: &str, max_diffs: usize) -> bool {
         let mut tables = if self.ignore_markdown_tables {
@@ -297,7 +300,7 @@ impl TableCheck {
     }
 
     fn holds_in(&self, table: &Table, max_diffs: usize) -> bool {
-        let relations: [(&str, &dyn Fn((usize, usize)) -> Vec<(usize, usize)>); 6] = [
+        let relations: [(&str, &Related); 6] = [
             (&self.up, &|c| table.up[&c].iter().copied().collect()),
             (&self.down, &|c| table.down[&c].iter().copied().collect()),
             (&self.left, &|c| table.left[&c].iter().copied().collect()),

@@ -1,11 +1,14 @@
 //! The `math` test. olmocr renders the expected equation and every equation found in the page
 //! with KaTeX in a headless browser and compares the renderings (MathML containment, then the
 //! layout of the rendered glyphs). vellum has no browser, so after olmocr's own exact-match
-//! shortcut it compares LaTeX token sequences instead: an equation passes when the expected
-//! one's normalised tokens appear contiguously in a candidate equation's. Spacing commands,
-//! `\left`/`\right`, `\displaystyle` and grouping braces are dropped (they do not change what
-//! is rendered); anything KaTeX renders identically from different source (`\frac` vs `\over`,
-//! reordered sub/superscripts) still fails here, so math scores are approximate.
+//! shortcut it compares LaTeX token sequences instead, as a stand-in for the rendered glyphs: an
+//! equation passes when the expected one's normalised tokens appear contiguously in a candidate
+//! equation's. Dropped, because the glyphs they leave are the same: spacing commands,
+//! `\left`/`\right`, `\displaystyle`, grouping braces and font or text commands (`\mathcal{I}`
+//! and `I`, `\operatorname{Ann}` and `\text{Ann}` render the same characters, which is what
+//! olmocr's glyph comparison looks at); `'` is `^\prime`. Anything else KaTeX renders alike from
+//! different source (`\frac` vs `\over`, reordered sub/superscripts) fails here, and glyphs in a
+//! different layout can pass here, so math scores are approximate.
 
 use std::sync::LazyLock;
 
@@ -48,6 +51,28 @@ const DROPPED: &[&str] = &[
     "\\right",
     "\\displaystyle",
     "\\textstyle",
+    "\\limits",
+    "\\nolimits",
+    "\\mathcal",
+    "\\mathrm",
+    "\\mathbf",
+    "\\mathit",
+    "\\mathsf",
+    "\\mathtt",
+    "\\mathbb",
+    "\\mathfrak",
+    "\\mathscr",
+    "\\mathnormal",
+    "\\boldsymbol",
+    "\\bm",
+    "\\text",
+    "\\textrm",
+    "\\textbf",
+    "\\textit",
+    "\\operatorname",
+    "\\rm",
+    "\\bf",
+    "\\it",
     "{",
     "}",
 ];
@@ -75,6 +100,10 @@ fn tokens(latex: &str) -> Vec<String> {
         } else {
             c.to_string()
         };
+        if token == "'" {
+            out.extend(["^".to_string(), "\\prime".to_string()]);
+            continue;
+        }
         let token = match token.as_str() {
             "\\dfrac" | "\\tfrac" => "\\frac".to_string(),
             "\\lbrace" => "\\{".to_string(),
@@ -112,6 +141,11 @@ mod tests {
         assert!(contains_equation(page, "a^2+b^{2}", false));
         assert!(contains_equation(page, r"\dfrac{1}{2}", false));
         assert!(!contains_equation(page, "a^3", false));
+        assert!(contains_equation(
+            r"\[ \lambda_{g'} + \mathcal{I}_i \]",
+            r"\lambda_{g^{\prime}}+I_{i}",
+            false
+        ));
         assert!(!contains_equation(page, "x", true));
     }
 }

@@ -114,4 +114,16 @@ impl Suite {
             pdfs_from_tests,
         })
     }
+
+    /// Keeps the tests `keep` accepts (e.g. leaves a type out), as benchmark.py scores whatever
+    /// subset of tests it is given.
+    pub fn retain(&mut self, keep: impl Fn(&Test) -> bool) {
+        let (tests, groups) = std::mem::take(&mut self.tests)
+            .into_iter()
+            .zip(std::mem::take(&mut self.groups))
+            .filter(|(t, _)| keep(t))
+            .unzip();
+        self.tests = tests;
+        self.groups = groups;
+    }
 }

@@ -112,9 +112,9 @@ pub fn build(rows: &[Vec<CellSpec>]) -> Option<Table> {
             if active.len() < col + colspan {
                 active.resize(col + colspan, None);
             }
-            for c in col..col + colspan {
+            for slot in &mut active[col..col + colspan] {
                 entries.push(Some(id));
-                active[c] = (rowspan > 1).then_some((id, rowspan - 1));
+                *slot = (rowspan > 1).then_some((id, rowspan - 1));
             }
             col += colspan;
         }

@@ -1,0 +1,194 @@
+//! olmOCR-Bench scoring against olmocr's own benchmark code: tests/fixtures/olmocr-bench holds
+//! olmocr's sample tests, the olmOCR pipeline's outputs and perturbed copies of them, and
+//! expected.json, the scores olmocr's `evaluate_candidate` gave each candidate
+//! (tests/reference/make_olmocr_bench_fixtures.py). Every test's score must be equal; math tests
+//! too (vellum's math comparison is approximate, see `bench::olmocr::math`, but agrees here).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use vellum::bench::olmocr::{self, Suite};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-bench")
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap()).unwrap()
+}
+
+/// The suite as the reference scored it: without math tests when it had no browser for them.
+fn suite(expected: &Value) -> Suite {
+    let mut suite = Suite::load(&fixture()).unwrap();
+    if expected["produced_by"]["math"] == "excluded" {
+        suite.retain(|t| t.kind != "math");
+    }
+    suite
+}
+
+fn candidates(expected: &Value) -> Vec<String> {
+    expected["candidates"].as_object().unwrap().keys().cloned().collect()
+}
+
+/// Sums run in another order in Python, so averages may differ in the last bits.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+#[test]
+fn every_test_scores_as_olmocr_scores_it() {
+    let expected = expected();
+    let suite = suite(&expected);
+    // 100 JSONL tests and 20 added baselines: the 21 PDFs, less blank_book's own in blanks.jsonl.
+    assert_eq!(suite.pdfs.len(), 21);
+    let mut compared = 0;
+    let mut differing = Vec::new();
+    for name in candidates(&expected) {
+        let want = &expected["candidates"][&name];
+        let report = olmocr::score(&suite, &fixture().join(&name)).unwrap();
+        assert!(report.errors.is_empty(), "{name}: {:?}", report.errors);
+        assert_eq!(report.skipped, 0, "{name}");
+        let want_tests = want["tests"].as_object().unwrap();
+        assert_eq!(report.tests.len(), want_tests.len(), "{name}: number of tests");
+        for t in &report.tests {
+            let w = want_tests
+                .get(&t.id)
+                .unwrap_or_else(|| panic!("{name}: {} not in expected.json", t.id));
+            compared += 1;
+            if t.score != w.as_f64() {
+                differing.push(format!(
+                    "{name} {} ({}): vellum {:?}, olmocr {w}",
+                    t.id, t.kind, t.score
+                ));
+            }
+        }
+        for (kind, w) in want["by_type"].as_object().unwrap() {
+            let got = report.by_type.get(kind).map(|t| t.score);
+            assert!(
+                got.is_some_and(|g| close(g, w.as_f64().unwrap())),
+                "{name} {kind}: {got:?} vs {w}"
+            );
+        }
+        assert_eq!(
+            report.by_type.len(),
+            want["by_type"].as_object().unwrap().len(),
+            "{name}: types"
+        );
+        let w = want["overall"].as_f64().unwrap();
+        assert!(close(report.overall, w), "{name} overall: {} vs {w}", report.overall);
+        assert!(
+            report.ci.0 <= report.overall && report.overall <= report.ci.1,
+            "{name}: {:?}",
+            report.ci
+        );
+    }
+    assert!(
+        differing.is_empty(),
+        "{} of {compared} scores differ:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+    assert_eq!(compared, candidates(&expected).len() * 120);
+}
+
+#[test]
+fn perturbations_cost_what_they_break() {
+    let expected = expected();
+    let by_type = |name: &str, kind: &str| expected["candidates"][name]["by_type"][kind].as_f64().unwrap();
+    assert!(by_type("dropped_words", "present") < by_type("olmocr_pipeline", "present"));
+    assert!(by_type("swapped_lines", "order") < by_type("olmocr_pipeline", "order"));
+    assert!(by_type("broken_tables", "table") < by_type("olmocr_pipeline", "table"));
+    assert!(by_type("repetition", "baseline") < by_type("olmocr_pipeline", "baseline"));
+    let fraction = expected["candidates"]["mixed_repeats"]["tests"].as_object().unwrap();
+    assert!(fraction
+        .values()
+        .any(|v| v.as_f64().is_some_and(|v| v > 0.0 && v < 1.0)));
+}
+
+#[test]
+fn cli_writes_the_json_olmocr_numbers_in_the_documented_shape() {
+    let expected = expected();
+    if expected["produced_by"]["math"] == "excluded" {
+        // The CLI scores every test; only the library test can leave math out.
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("scores.json");
+    let names = candidates(&expected);
+    let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("score")
+        .arg(fixture())
+        .args(names.iter().map(|n| fixture().join(n)))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        stdout.contains("olmocr_pipeline") && stdout.contains("math (approximate)"),
+        "{stdout}"
+    );
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(got.as_object().unwrap().keys().collect::<Vec<_>>(), ["candidates"]);
+    for name in &names {
+        let (g, w) = (&got["candidates"][name], &expected["candidates"][name]);
+        let mut keys: Vec<&String> = g.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["by_type", "overall", "tests"], "{name}");
+        assert_eq!(g["tests"], w["tests"], "{name}: tests");
+        assert!(
+            close(g["overall"].as_f64().unwrap(), w["overall"].as_f64().unwrap()),
+            "{name}"
+        );
+        for (kind, v) in w["by_type"].as_object().unwrap() {
+            assert!(
+                close(g["by_type"][kind].as_f64().unwrap(), v.as_f64().unwrap()),
+                "{name} {kind}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"pdf": "a.pdf", "page": 1, "id": "a_00", "type": "present", "text": "hello"}"#;
+    std::fs::write(
+        dir.path().join("t.jsonl"),
+        format!("{good}\n{{\"pdf\": \"a.pdf\", \"page\": 1,\n"),
+    )
+    .unwrap();
+    let run = |args: &[&Path]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ocr"))
+            .arg("score")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[dir.path(), dir.path()]);
+    assert!(err.contains("t.jsonl:2"), "{err}");
+
+    std::fs::write(dir.path().join("t.jsonl"), format!("{good}\n")).unwrap();
+    let missing = dir.path().join("no_such_system");
+    let err = run(&[dir.path(), &missing]);
+    assert!(
+        err.contains("no_such_system") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    // A candidate without the page's outputs fails as in benchmark.py: errors listed, overall 0.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let suite = Suite::load(dir.path()).unwrap();
+    let report = olmocr::score(&suite, &empty).unwrap();
+    assert_eq!(report.overall, 0.0);
+    assert!(
+        report.errors.iter().any(|e| e.contains("a_pg1_repeat*.md")),
+        "{:?}",
+        report.errors
+    );
+}

@@ -1,0 +1,333 @@
+"""olmOCR-Bench scores as olmocr's own benchmark code computes them, for tests/olmocr_bench_score.rs.
+
+Input: a checkout of allenai/olmocr (its `olmocr/bench/sample_data`: PDFs, test JSONLs and the
+olmOCR pipeline's outputs; its `olmocr/bench/benchmark.py`, `tests.py`, `table_parsing.py`).
+Output: tests/fixtures/olmocr-bench/, a benchmark folder vellum's `ocr score` reads:
+
+- dataset.jsonl, blanks.jsonl     the sample tests, unchanged
+- olmocr_pipeline/                the pipeline's outputs, unchanged
+- dropped_words/, swapped_lines/, broken_tables/, repetition/, styled/, html_tables/
+                                  deterministic perturbations of them (below)
+- mixed_repeats/                  three repeats per page (original, dropped_words, swapped_lines),
+                                  so scores are fractions of repeats
+- expected.json                   {"candidates": {name: {"overall", "by_type", "tests"}}} as
+                                  `ocr score --json` writes it, plus what produced it
+
+The PDFs are not copied (6 MB): the scorer needs only their names, and the tests name the same 21
+PDFs that sample_data/pdfs holds, so vellum (which takes the PDFs the tests name when there is no
+pdfs/ folder) adds the same baseline tests as benchmark.py does here with the real folder.
+
+Scores come from olmocr's code itself: its `load_tests`, the baseline tests `main()` adds, its
+`evaluate_candidate` (which finds each page's repeat files and runs each test on them), with each
+test's `run` wrapped only to record pass/fail per repeat; the overall score is `main()`'s mean of
+per-JSONL pass rates, computed on `evaluate_candidate`'s results.
+
+Math tests need KaTeX in Chromium (playwright). Playwright's own browser download is not used:
+the Chromium given by --chromium (default: `chromium` on PATH, e.g. Debian's package) is passed as
+executable_path. Without one, math tests are left out of expected.json (`"math": "excluded"`)
+and their ids listed, and the Rust test leaves them out too.
+
+    git clone https://github.com/allenai/olmocr /tmp/olmocr
+    python3 -m venv /tmp/venv-bench
+    /tmp/venv-bench/bin/pip install rapidfuzz fuzzysearch beautifulsoup4 pypdf tqdm numpy playwright
+    apt-get install chromium        # optional: math tests
+    /tmp/venv-bench/bin/python tests/reference/make_olmocr_bench_fixtures.py --olmocr-src /tmp/olmocr
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "tests" / "fixtures" / "olmocr-bench"
+PIPELINE = "olmocr_pipeline"
+
+
+# --- perturbations ---------------------------------------------------------------------------
+
+
+def dropped_words(text: str, rng: random.Random) -> str:
+    """Every word outside table rows dropped with probability 0.15."""
+    out = []
+    for line in text.split("\n"):
+        if "|" in line:
+            out.append(line)
+            continue
+        out.append(" ".join(w for w in line.split(" ") if rng.random() >= 0.15))
+    return "\n".join(out)
+
+
+def swapped_lines(text: str, rng: random.Random) -> str:
+    """Neighbouring non-empty lines swapped, every other pair."""
+    lines = text.split("\n")
+    idx = [i for i, l in enumerate(lines) if l.strip()]
+    for a, b in list(zip(idx[::2], idx[1::2]))[::2]:
+        lines[a], lines[b] = lines[b], lines[a]
+    return "\n".join(lines)
+
+
+def broken_tables(text: str, rng: random.Random) -> str:
+    """Table rows damaged: cells of some rows shuffled, a cell merged into its neighbour in others,
+    and one row in five with its pipes gone (which also splits the table)."""
+    out = []
+    for line in text.split("\n"):
+        if "|" not in line or set(line.strip()) <= set("|-: "):
+            out.append(line)
+            continue
+        cells = line.strip().strip("|").split("|")
+        r = rng.random()
+        if r < 0.2:
+            out.append(" ".join(c.strip() for c in cells))
+        elif r < 0.5 and len(cells) > 1:
+            rng.shuffle(cells)
+            out.append("|" + "|".join(cells) + "|")
+        elif r < 0.7 and len(cells) > 2:
+            i = rng.randrange(len(cells) - 1)
+            cells[i : i + 2] = [cells[i] + " " + cells[i + 1]]
+            out.append("|" + "|".join(cells) + "|")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def repetition(text: str, rng: random.Random) -> str:
+    """The degenerate ending of a looping model: a phrase repeated many times."""
+    words = [w for w in text.split() if w.isalpha()] or ["the"]
+    phrase = " ".join(words[: rng.randint(1, 3)])
+    return text + "\n\n" + " ".join([phrase] * rng.randint(40, 80))
+
+
+def styled(text: str, rng: random.Random) -> str:
+    """The same text with markdown emphasis, <br>, typographic quotes and dashes, and spacing that
+    olmocr's normalisation removes (and some it does not: `_` inside words)."""
+    out = []
+    for line in text.split("\n"):
+        if "|" in line or line.startswith("$$") or "\\(" in line:
+            out.append(line)
+            continue
+        words = line.split(" ")
+        for i, w in enumerate(words):
+            r = rng.random()
+            if not w:
+                continue
+            if r < 0.05:
+                words[i] = f"**{w}**"
+            elif r < 0.08:
+                words[i] = f"*{w}*"
+            elif r < 0.10:
+                words[i] = f"<b>{w}</b>"
+            elif r < 0.11:
+                words[i] = w + "<br>"
+        line = " ".join(words).replace("'", "\u2019").replace(" - ", " \u2013 ")
+        out.append(line.replace(". ", ".  ", 1))
+    return "\n".join(out)
+
+
+def html_tables(text: str, rng: random.Random) -> str:
+    """Markdown tables rewritten as HTML tables: the header row in <thead> with <th> cells, entity-
+    escaped text, and where a row repeats its left neighbour's text, a colspan."""
+    lines = text.split("\n")
+    out, i = [], 0
+    while i < len(lines):
+        if "|" in lines[i] and i + 1 < len(lines) and "|" in lines[i + 1]:
+            block = []
+            while i < len(lines) and "|" in lines[i]:
+                block.append(lines[i])
+                i += 1
+            rows = [
+                [c.strip() for c in l.strip().strip("|").split("|")] for l in block if not set(l.strip()) <= set("|-: ")
+            ]
+            html = ["<table>"]
+            for r, cells in enumerate(rows):
+                tag = "th" if r == 0 else "td"
+                merged = []
+                for c in cells:
+                    if merged and merged[-1][0] == c and c:
+                        merged[-1][1] += 1
+                    else:
+                        merged.append([c, 1])
+                tds = "".join(
+                    f"<{tag}{f' colspan={n}' if n > 1 else ''}>{c.replace('&', '&amp;').replace('<', '&lt;')}</{tag}>"
+                    for c, n in merged
+                )
+                row = f"<tr>{tds}</tr>"
+                html.append(f"<thead>{row}</thead><tbody>" if r == 0 else row)
+            html.append("</tbody></table>")
+            out.append("\n".join(html))
+        else:
+            out.append(lines[i])
+            i += 1
+    return "\n".join(out)
+
+
+PERTURBATIONS = {
+    "dropped_words": dropped_words,
+    "swapped_lines": swapped_lines,
+    "broken_tables": broken_tables,
+    "repetition": repetition,
+    "styled": styled,
+    "html_tables": html_tables,
+}
+
+
+def write_candidates(sample: Path, bench: Path):
+    """The sample's pipeline outputs and their perturbed copies, as candidate folders of `bench`."""
+    originals = sorted(p.relative_to(sample / PIPELINE) for p in (sample / PIPELINE).rglob("*.md"))
+    for rel in originals:
+        text = (sample / PIPELINE / rel).read_text(encoding="utf-8")
+        dst = bench / PIPELINE / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(text, encoding="utf-8")
+        variants = {}
+        for name, fn in PERTURBATIONS.items():
+            variants[name] = fn(text, random.Random(f"{name}/{rel}"))
+            dst = bench / name / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(variants[name], encoding="utf-8")
+        stem = re.sub(r"_repeat\d+\.md$", "", rel.name)
+        for k, content in enumerate([text, variants["dropped_words"], variants["swapped_lines"]], start=1):
+            dst = bench / "mixed_repeats" / rel.parent / f"{stem}_repeat{k}.md"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(content, encoding="utf-8")
+    return [PIPELINE, *PERTURBATIONS, "mixed_repeats"]
+
+
+# --- olmocr's scoring ------------------------------------------------------------------------
+
+
+def use_chromium(path):
+    """Make olmocr's `p.chromium.launch()` start the given Chromium instead of playwright's own."""
+    from playwright.sync_api._generated import BrowserType
+
+    launch = BrowserType.launch
+
+    def patched(self, *args, **kwargs):
+        kwargs.setdefault("executable_path", path)
+        return launch(self, *args, **kwargs)
+
+    BrowserType.launch = patched
+
+
+def score(bench: Path, candidates, math_ok: bool):
+    from olmocr.bench import benchmark, tests as olmtests
+
+    pdf_folder = bench / "pdfs"
+    pdf_basenames = sorted(str(p.relative_to(pdf_folder)) for p in pdf_folder.rglob("*.pdf"))
+    all_tests, test_to_jsonl, excluded = [], {}, []
+    for jsonl in sorted(bench.glob("*.jsonl")):
+        if math_ok:
+            loaded = olmtests.load_tests(str(jsonl))
+        else:
+            # MathTest renders its equation on construction; without a browser, leave math out.
+            loaded = []
+            for line in jsonl.read_text().splitlines():
+                if not line.strip():
+                    continue
+                data = json.loads(line)
+                if data["type"] == "math":
+                    excluded.append(data["id"])
+                else:
+                    loaded.append(olmtests.load_single_test(data))
+        for t in loaded:
+            test_to_jsonl[t.id] = jsonl.name
+        all_tests.extend(loaded)
+    # benchmark.main(): a baseline test for each PDF without one.
+    for pdf in pdf_basenames:
+        if not any(t.type == "baseline" for t in all_tests if t.pdf == pdf):
+            all_tests.append(olmtests.BaselineTest(id=f"{pdf}_baseline", pdf=pdf, page=1, type="baseline"))
+            test_to_jsonl[all_tests[-1].id] = "baseline"
+
+    results = {}
+    for name in candidates:
+        outcomes = {t.id: [] for t in all_tests}
+        for t in all_tests:
+            run = type(t).run.__get__(t)
+
+            def recorded(md, run=run, id=t.id):
+                passed, explanation = run(md)
+                outcomes[id].append(bool(passed))
+                return passed, explanation
+
+            object.__setattr__(t, "run", recorded)
+        overall, _, errors, _, breakdown, _, test_results = benchmark.evaluate_candidate(
+            str(bench / name), all_tests, pdf_basenames
+        )
+        for t in all_tests:
+            object.__delattr__(t, "run")
+        assert not errors, errors
+        # benchmark.main(): the overall score is the mean over JSONL files of the share of tests
+        # that pass (on a majority of repeats).
+        per_jsonl = {}
+        for t in all_tests:
+            group = per_jsonl.setdefault(test_to_jsonl[t.id], [0, 0])
+            group[0] += 1
+            group[1] += any(tt.id == t.id and passed for tt, passed, _ in test_results[t.pdf][t.page])
+        tests = {tid: sum(o) / len(o) for tid, o in outcomes.items()}
+        by_type = {k: sum(v) / len(v) for k, v in sorted(breakdown.items())}
+        for kind, scores in breakdown.items():
+            mine = sorted(tests[t.id] for t in all_tests if t.type == kind)
+            assert sorted(scores) == mine, (kind, scores, mine)
+        results[name] = {
+            "overall": sum(p / n for n, p in per_jsonl.values()) / len(per_jsonl),
+            "by_type": by_type,
+            "tests": dict(sorted(tests.items())),
+        }
+    return results, excluded
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--olmocr-src", required=True, type=Path, help="a checkout of allenai/olmocr")
+    ap.add_argument("--chromium", default=shutil.which("chromium"), help="Chromium for the math tests")
+    args = ap.parse_args()
+
+    src = args.olmocr_src.resolve()
+    sample = src / "olmocr" / "bench" / "sample_data"
+    # KaTeX renderings are cached under ~/.cache/olmocr: start from an empty cache.
+    os.environ["HOME"] = tempfile.mkdtemp(prefix="olmocr-home-")
+    sys.path.insert(0, str(src))
+
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    for jsonl in sorted(sample.glob("*.jsonl")):
+        shutil.copy(jsonl, OUT / jsonl.name)
+    candidates = write_candidates(sample, OUT)
+
+    math_ok = bool(args.chromium)
+    if math_ok:
+        use_chromium(args.chromium)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Path(tmp)
+        for item in OUT.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy)(item, bench / item.name)
+        shutil.copytree(sample / "pdfs", bench / "pdfs")
+        results, excluded = score(bench, candidates, math_ok)
+
+    commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    expected = {
+        "produced_by": {
+            "olmocr_commit": commit or "unknown",
+            "rapidfuzz": version("rapidfuzz"),
+            "fuzzysearch": version("fuzzysearch"),
+            "beautifulsoup4": version("beautifulsoup4"),
+            "math": "rendered with KaTeX in Chromium" if math_ok else "excluded",
+            "math_excluded_ids": excluded,
+        },
+        "candidates": results,
+    }
+    (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    for name, r in results.items():
+        print(f"{name:16s} overall {r['overall'] * 100:5.1f}%  " + "  ".join(f"{k} {v * 100:.1f}" for k, v in r["by_type"].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,11 +5,13 @@
 //! - [`suite`]: the benchmark folder (JSONL tests, PDFs, added baseline tests).
 //! - [`checks`]: the test types and what passing each means.
 //! - [`score`]: a candidate folder's per-test, per-type and overall scores.
+//! - [`candidates`]: candidate folders written here (vellum's text layer, tesseract).
 //! - [`normalize`], [`fuzzy`], [`table`] (with [`html`]), [`math`]: the text machinery the
 //!   checks share, each a port of the Python it names.
 //!
 //! Math is approximate (see [`math`]): olmocr compares KaTeX renderings in a browser.
 
+pub mod candidates;
 pub mod checks;
 pub mod fuzzy;
 pub mod html;

@@ -1,5 +1,6 @@
 //! olmOCR-Bench scoring against olmocr's own benchmark code: tests/fixtures/olmocr-bench holds
-//! olmocr's sample tests, the olmOCR pipeline's outputs and perturbed copies of them, and
+//! olmocr's sample tests, the olmOCR pipeline's outputs, perturbed copies of them, vellum's
+//! text layer and tesseract's outputs for the sample PDFs, and
 //! expected.json, the scores olmocr's `evaluate_candidate` gave each candidate
 //! (tests/reference/make_olmocr_bench_fixtures.py). Every test's score must be equal; math tests
 //! too (vellum's math comparison is approximate, see `bench::olmocr::math`, but agrees here).
@@ -191,4 +192,50 @@ fn bad_input_names_the_file_and_line() {
         "{:?}",
         report.errors
     );
+}
+
+#[test]
+fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
+    // samples/small_page_size.pdf is sample_data's small_page_size.pdf; the fixture's
+    // vellum_text_layer/ is what this command wrote for the whole sample, scored by olmocr.
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench");
+    std::fs::create_dir_all(bench.join("pdfs")).unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    std::fs::copy(
+        samples.join("small_page_size.pdf"),
+        bench.join("pdfs/small_page_size.pdf"),
+    )
+    .unwrap();
+    let dataset = std::fs::read_to_string(fixture().join("dataset.jsonl")).unwrap();
+    let lines: Vec<&str> = dataset
+        .lines()
+        .filter(|l| l.contains("\"small_page_size.pdf\""))
+        .collect();
+    assert_eq!(lines.len(), 6);
+    std::fs::write(bench.join("small.jsonl"), lines.join("\n")).unwrap();
+    let out = dir.path().join("out");
+    let json = dir.path().join("scores.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["bench", "olmocr"])
+        .arg(&bench)
+        .args(["--text-layer-only", "--out"])
+        .arg(&out)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let page = "vellum_text_layer/small_page_size_pg1_repeat1.md";
+    assert_eq!(
+        std::fs::read_to_string(out.join(page)).unwrap(),
+        std::fs::read_to_string(fixture().join(page)).unwrap()
+    );
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let tests = got["candidates"]["vellum_text_layer"]["tests"].as_object().unwrap();
+    assert_eq!(tests.len(), 7, "6 tests and the added baseline");
+    let expected = expected();
+    for (id, score) in tests {
+        assert_eq!(score, &expected["candidates"]["vellum_text_layer"]["tests"][id], "{id}");
+    }
 }

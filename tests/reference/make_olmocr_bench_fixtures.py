@@ -10,6 +10,9 @@ Output: tests/fixtures/olmocr-bench/, a benchmark folder vellum's `ocr score` re
                                   deterministic perturbations of them (below)
 - mixed_repeats/                  three repeats per page (original, dropped_words, swapped_lines),
                                   so scores are fractions of repeats
+- vellum_text_layer/, tesseract/  with --extra-candidate: folders other systems wrote for the
+                                  sample PDFs (`ocr bench olmocr ... --text-layer-only --tesseract
+                                  --out DIR`), copied as they are
 - expected.json                   {"candidates": {name: {"overall", "by_type", "tests"}}} as
                                   `ocr score --json` writes it, plus what produced it
 
@@ -31,7 +34,9 @@ and their ids listed, and the Rust test leaves them out too.
     python3 -m venv /tmp/venv-bench
     /tmp/venv-bench/bin/pip install rapidfuzz fuzzysearch beautifulsoup4 pypdf tqdm numpy playwright
     apt-get install chromium        # optional: math tests
-    /tmp/venv-bench/bin/python tests/reference/make_olmocr_bench_fixtures.py --olmocr-src /tmp/olmocr
+    ocr bench olmocr /tmp/olmocr/olmocr/bench/sample_data --text-layer-only --tesseract --out /tmp/cands
+    /tmp/venv-bench/bin/python tests/reference/make_olmocr_bench_fixtures.py --olmocr-src /tmp/olmocr \
+        --extra-candidate /tmp/cands/vellum_text_layer --extra-candidate /tmp/cands/tesseract
 """
 
 import argparse
@@ -287,6 +292,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--olmocr-src", required=True, type=Path, help="a checkout of allenai/olmocr")
     ap.add_argument("--chromium", default=shutil.which("chromium"), help="Chromium for the math tests")
+    ap.add_argument("--extra-candidate", type=Path, action="append", default=[], help="another candidate folder")
     args = ap.parse_args()
 
     src = args.olmocr_src.resolve()
@@ -301,6 +307,9 @@ def main():
     for jsonl in sorted(sample.glob("*.jsonl")):
         shutil.copy(jsonl, OUT / jsonl.name)
     candidates = write_candidates(sample, OUT)
+    for extra in args.extra_candidate:
+        shutil.copytree(extra, OUT / extra.name)
+        candidates.append(extra.name)
 
     math_ok = bool(args.chromium)
     if math_ok:

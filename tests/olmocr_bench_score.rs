@@ -1,9 +1,10 @@
 //! olmOCR-Bench scoring against olmocr's own benchmark code: tests/fixtures/olmocr-bench holds
-//! olmocr's sample tests, the olmOCR pipeline's outputs, perturbed copies of them, vellum's
-//! text layer and tesseract's outputs for the sample PDFs, and
-//! expected.json, the scores olmocr's `evaluate_candidate` gave each candidate
-//! (tests/reference/make_olmocr_bench_fixtures.py). Every test's score must be equal; math tests
-//! too (vellum's math comparison is approximate, see `bench::olmocr::math`, but agrees here).
+//! olmocr's sample tests, the olmOCR pipeline's outputs, perturbed copies of them, vellum's text
+//! layer and tesseract's outputs for the sample PDFs, and expected.json, the scores olmocr's `evaluate_candidate` gave each candidate
+//! (tests/reference/make_olmocr_bench_fixtures.py); tests/fixtures/olmocr-bench-markup does the
+//! same for the format and footnote tests the sample lacks. Every test's score must be equal;
+//! math tests too (vellum's math comparison is approximate, see `bench::olmocr::math`, but
+//! agrees here).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,19 +38,15 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12
 }
 
-#[test]
-fn every_test_scores_as_olmocr_scores_it() {
-    let expected = expected();
-    let suite = suite(&expected);
-    // 100 JSONL tests and 20 added baselines: the 21 PDFs, less blank_book's own in blanks.jsonl.
-    assert_eq!(suite.pdfs.len(), 21);
+/// Scores every candidate of `expected` on `suite` and compares with olmocr's numbers; returns
+/// how many test scores were compared.
+fn assert_scores_equal(suite: &Suite, expected: &Value, folder: impl Fn(&str) -> PathBuf) -> usize {
     let mut compared = 0;
     let mut differing = Vec::new();
-    for name in candidates(&expected) {
+    for name in candidates(expected) {
         let want = &expected["candidates"][&name];
-        let report = olmocr::score(&suite, &fixture().join(&name)).unwrap();
+        let report = olmocr::score(suite, &folder(&name)).unwrap();
         assert!(report.errors.is_empty(), "{name}: {:?}", report.errors);
-        assert_eq!(report.skipped, 0, "{name}");
         let want_tests = want["tests"].as_object().unwrap();
         assert_eq!(report.tests.len(), want_tests.len(), "{name}: number of tests");
         for t in &report.tests {
@@ -57,11 +54,8 @@ fn every_test_scores_as_olmocr_scores_it() {
                 .get(&t.id)
                 .unwrap_or_else(|| panic!("{name}: {} not in expected.json", t.id));
             compared += 1;
-            if t.score != w.as_f64() {
-                differing.push(format!(
-                    "{name} {} ({}): vellum {:?}, olmocr {w}",
-                    t.id, t.kind, t.score
-                ));
+            if Some(t.score) != w.as_f64() {
+                differing.push(format!("{name} {} ({}): vellum {}, olmocr {w}", t.id, t.kind, t.score));
             }
         }
         for (kind, w) in want["by_type"].as_object().unwrap() {
@@ -90,7 +84,42 @@ fn every_test_scores_as_olmocr_scores_it() {
         differing.len(),
         differing.join("\n")
     );
+    compared
+}
+
+#[test]
+fn every_test_scores_as_olmocr_scores_it() {
+    let expected = expected();
+    let suite = suite(&expected);
+    // 100 JSONL tests and 20 added baselines: the 21 PDFs, less blank_book's own in blanks.jsonl.
+    assert_eq!(suite.pdfs.len(), 21);
+    let compared = assert_scores_equal(&suite, &expected, |name| fixture().join(name));
     assert_eq!(compared, candidates(&expected).len() * 120);
+}
+
+#[test]
+fn format_and_footnote_tests_score_as_olmocr_scores_them() {
+    // A second benchmark folder: format and footnote tests made from the candidates' text, and
+    // one more candidate (footnoted/) that has footnote marks.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-bench-markup");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let suite = Suite::load(&dir).unwrap();
+    let kinds: std::collections::BTreeSet<&str> = suite.tests.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["baseline", "footnote", "format"]
+    );
+    let compared = assert_scores_equal(&suite, &expected, |name| {
+        let own = dir.join(name);
+        if own.is_dir() {
+            own
+        } else {
+            fixture().join(name)
+        }
+    });
+    assert_eq!(compared, candidates(&expected).len() * suite.tests.len());
+    let footnote = |name: &str| expected["candidates"][name]["by_type"]["footnote"].as_f64().unwrap();
+    assert!(footnote("footnoted") > footnote("olmocr_pipeline"));
 }
 
 #[test]

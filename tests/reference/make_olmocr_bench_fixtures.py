@@ -16,6 +16,12 @@ Output: tests/fixtures/olmocr-bench/, a benchmark folder vellum's `ocr score` re
 - expected.json                   {"candidates": {name: {"overall", "by_type", "tests"}}} as
                                   `ocr score --json` writes it, plus what produced it
 
+The sample has no `format` or `footnote` tests, so tests/fixtures/olmocr-bench-markup/ is a second
+benchmark folder for them: markup.jsonl, tests made here from the candidates' text (headings,
+words that `styled` set in bold or italics, footnote marks), the candidate footnoted/ (the
+pipeline's outputs with `<sup>1</sup>`, `[^2]` and `³` marks added), and expected.json for
+footnoted/ and every candidate folder above.
+
 The PDFs are not copied (6 MB): the scorer needs only their names, and the tests name the same 21
 PDFs that sample_data/pdfs holds, so vellum (which takes the PDFs the tests name when there is no
 pdfs/ folder) adds the same baseline tests as benchmark.py does here with the real folder.
@@ -173,6 +179,59 @@ def html_tables(text: str, rng: random.Random) -> str:
     return "\n".join(out)
 
 
+def footnoted(text: str, rng: random.Random):
+    """Footnote marks after a word of the first three prose lines (`<sup>1</sup>`, `[^2]` with its
+    definition at the end, `³`), and the (marker, words before, words after) of each."""
+    lines = text.split("\n")
+    prose = [i for i, l in enumerate(lines) if len(l.split(" ")) >= 10 and not set(l) & set("|$\\*_#<")]
+    marks = []
+    for k, i in enumerate(prose[:3]):
+        words = lines[i].split(" ")
+        j = rng.randrange(3, len(words) - 4)
+        marks.append((str(k + 1), " ".join(words[j - 2 : j + 1]), " ".join(words[j + 1 : j + 4])))
+        words[j] += ["<sup>1</sup>", "[^2]", "\u00b3"][k]
+        lines[i] = " ".join(words)
+    if len(marks) > 1:
+        lines += ["", "[^2]: A note added for the footnote tests."]
+    return "\n".join(lines), marks
+
+
+def markup_tests(bench: Path):
+    """`format` and `footnote` tests made from the candidates' text, and the footnoted/ folder."""
+    tests = []
+
+    def add(rel: Path, **fields):
+        m = re.match(r"(.*)_pg(\d+)_repeat\d+\.md$", rel.name)
+        pdf = str(rel.parent / f"{m.group(1)}.pdf") if str(rel.parent) != "." else f"{m.group(1)}.pdf"
+        tests.append({"pdf": pdf, "page": int(m.group(2)), "id": f"markup_{len(tests):03d}", **fields})
+
+    pipeline = sorted(p.relative_to(bench / PIPELINE) for p in (bench / PIPELINE).rglob("*.md"))
+    for rel in pipeline:
+        text = (bench / PIPELINE / rel).read_text(encoding="utf-8")
+        styled_text = (bench / "styled" / rel).read_text(encoding="utf-8")
+        for heading in re.findall(r"^#+ (.+)$", text, re.M)[:2]:
+            add(rel, type="format", format="heading", text=heading)
+        for bold in re.findall(r"\*\*(\w{4,})\*\*|<b>(\w{4,})</b>", styled_text)[:2]:
+            word = bold[0] or bold[1]
+            add(rel, type="format", format="bold", text=word)
+            add(rel, type="format", format="bold", text=word.upper(), case_sensitive=False)
+        for italic in re.findall(r"(?<!\*)\*(\w{5,})\*(?!\*)", styled_text)[:2]:
+            add(rel, type="format", format="italic", text=italic)
+            add(rel, type="format", format="italic", text=italic[:-1] + "#", max_diffs=1)
+        for italic in re.findall(r"(?<!\*)\*([A-Z][\w ]{8,})\*(?!\*)", text)[:1]:
+            add(rel, type="format", format="italic", text=italic)
+        marked, marks = footnoted(text, random.Random(f"footnoted/{rel}"))
+        dst = bench / "footnoted" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(marked, encoding="utf-8")
+        for marker, before, after in marks:
+            add(rel, type="footnote", marker=marker, appears_before_marker=before, appears_after_marker=after)
+            add(rel, type="footnote", marker=marker, appears_before_marker="words that are not there")
+        if marks:
+            add(rel, type="footnote", marker="9")
+    return tests
+
+
 PERTURBATIONS = {
     "dropped_words": dropped_words,
     "swapped_lines": swapped_lines,
@@ -276,16 +335,43 @@ def score(bench: Path, candidates, math_ok: bool):
             group[0] += 1
             group[1] += any(tt.id == t.id and passed for tt, passed, _ in test_results[t.pdf][t.page])
         tests = {tid: sum(o) / len(o) for tid, o in outcomes.items()}
-        by_type = {k: sum(v) / len(v) for k, v in sorted(breakdown.items())}
-        for kind, scores in breakdown.items():
-            mine = sorted(tests[t.id] for t in all_tests if t.type == kind)
-            assert sorted(scores) == mine, (kind, scores, mine)
+        by_type = {}
+        for kind, scores in sorted(breakdown.items()):
+            # evaluate_candidate's lists come in thread completion order: average them in test
+            # order, so that a re-run writes the same bits.
+            in_order = [tests[t.id] for t in all_tests if t.type == kind]
+            assert sorted(scores) == sorted(in_order), (kind, scores, in_order)
+            by_type[kind] = sum(in_order) / len(in_order)
         results[name] = {
             "overall": sum(p / n for n, p in per_jsonl.values()) / len(per_jsonl),
             "by_type": by_type,
             "tests": dict(sorted(tests.items())),
         }
     return results, excluded
+
+
+def make_markup_fixture(sample: Path, candidates, math_ok: bool):
+    """tests/fixtures/olmocr-bench-markup: format and footnote tests on every candidate."""
+    out = REPO / "tests" / "fixtures" / "olmocr-bench-markup"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Path(tmp)
+        for name in candidates:
+            shutil.copytree(OUT / name, bench / name)
+        tests = markup_tests(bench)
+        shutil.copytree(bench / "footnoted", out / "footnoted")
+        (out / "markup.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tests))
+        shutil.copy(out / "markup.jsonl", bench / "markup.jsonl")
+        # Only the PDFs the tests name, as vellum takes them from a folder without pdfs/.
+        for pdf in {t["pdf"] for t in tests}:
+            (bench / "pdfs" / pdf).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(sample / "pdfs" / pdf, bench / "pdfs" / pdf)
+        results, _ = score(bench, [*candidates, "footnoted"], math_ok)
+    (out / "expected.json").write_text(json.dumps({"candidates": results}, indent=1) + "\n")
+    for name, r in results.items():
+        print(f"markup {name:16s} " + "  ".join(f"{k} {v * 100:.1f}" for k, v in r["by_type"].items()))
 
 
 def main():
@@ -334,6 +420,7 @@ def main():
         "candidates": results,
     }
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    make_markup_fixture(sample, candidates, math_ok)
     for name, r in results.items():
         print(f"{name:16s} overall {r['overall'] * 100:5.1f}%  " + "  ".join(f"{k} {v * 100:.1f}" for k, v in r["by_type"].items()))
 

@@ -10,12 +10,12 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::fuzzy::{near_match_starts, partial_ratio, ratio};
+use super::markup::{footnote_marks, formatted_texts, Format};
 use super::math::contains_equation;
 use super::normalize::{collapse_whitespace, normalize_text, py_strip};
 use super::table::{parse_html, parse_markdown, Table};
 
-/// Every field any test type has; olmocr's dataclasses reject unknown keys, so does this. The
-/// fields of types not evaluated here are accepted and ignored.
+/// Every field any test type has; olmocr's dataclasses reject unknown keys, so does this.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
@@ -62,14 +62,10 @@ struct Line {
     math: Option<String>,
     #[serde(default)]
     ignore_dollar_delimited: bool,
-    #[serde(default, rename = "format")]
-    _format: Option<IgnoredAny>,
-    #[serde(default, rename = "marker")]
-    _marker: Option<IgnoredAny>,
-    #[serde(default, rename = "appears_before_marker")]
-    _appears_before_marker: Option<IgnoredAny>,
-    #[serde(default, rename = "appears_after_marker")]
-    _appears_after_marker: Option<IgnoredAny>,
+    format: Option<String>,
+    marker: Option<String>,
+    appears_before_marker: Option<String>,
+    appears_after_marker: Option<String>,
 }
 
 fn yes() -> bool {
@@ -110,9 +106,16 @@ pub enum Check {
         math: String,
         ignore_dollar_delimited: bool,
     },
-    /// A type olmocr has that vellum does not evaluate yet: scored as skipped, never as a pass
-    /// or a fail.
-    Unsupported,
+    Format {
+        text: String,
+        format: Format,
+        case_sensitive: bool,
+    },
+    Footnote {
+        marker: String,
+        before: Option<String>,
+        after: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -209,7 +212,25 @@ impl Test {
                     ignore_dollar_delimited: l.ignore_dollar_delimited,
                 }
             }
-            "format" | "footnote" => Check::Unsupported,
+            "format" => Check::Format {
+                text: normalized_nonempty(l.text, "text")?,
+                format: required(l.format, "format")?.parse().map_err(anyhow::Error::msg)?,
+                case_sensitive: l.case_sensitive,
+            },
+            "footnote" => {
+                let marker = required(l.marker, "marker")?;
+                ensure!(!marker.is_empty(), "marker field is required");
+                ensure!(!marker.contains(' '), "Marker cannot contain whitespace");
+                let optional = |field: Option<String>, name: &str| match field.filter(|t| !t.is_empty()) {
+                    Some(t) => normalized_nonempty(Some(t), name).map(Some),
+                    None => Ok(None),
+                };
+                Check::Footnote {
+                    marker,
+                    before: optional(l.appears_before_marker, "appears_before_marker")?,
+                    after: optional(l.appears_after_marker, "appears_after_marker")?,
+                }
+            }
             other => bail!("Invalid test type: {other}"),
         };
         Ok(Self {
@@ -222,9 +243,8 @@ impl Test {
         })
     }
 
-    /// `None` when the test is of a type vellum does not evaluate.
-    pub fn run(&self, content: &str) -> Option<bool> {
-        Some(match &self.check {
+    pub fn run(&self, content: &str) -> bool {
+        match &self.check {
             Check::Presence {
                 text,
                 absent,
@@ -262,8 +282,60 @@ impl Test {
                 math,
                 ignore_dollar_delimited,
             } => contains_equation(content, math, *ignore_dollar_delimited),
-            Check::Unsupported => return None,
-        })
+            Check::Format {
+                text,
+                format,
+                case_sensitive,
+            } => {
+                let lower = |t: String| if *case_sensitive { t } else { t.to_lowercase() };
+                let search: Vec<char> = lower(text.clone()).chars().collect();
+                let threshold = 1.0 - self.max_diffs as f64 / search.len().max(1) as f64;
+                formatted_texts(content, *format).into_iter().any(|found| {
+                    let found: Vec<char> = lower(normalize_text(&found)).chars().collect();
+                    partial_ratio(&search, &found) / 100.0 >= threshold
+                })
+            }
+            Check::Footnote { marker, before, after } => self.footnote(content, marker, before, after),
+        }
+    }
+
+    /// olmocr's `FootnoteTest.run`: the marker appears, and the texts expected just before and
+    /// just after it (letters and digits only, within 200 characters) are found near one of its
+    /// occurrences.
+    fn footnote(&self, content: &str, marker: &str, before: &Option<String>, after: &Option<String>) -> bool {
+        let marks = footnote_marks(content, marker);
+        if marks.is_empty() {
+            return false;
+        }
+        let chars: Vec<char> = content.chars().collect();
+        let clean = |text: &[char]| -> Vec<char> {
+            let kept: String = normalize_text(&text.iter().collect::<String>())
+                .chars()
+                .filter(|c| ALNUM.is_match(c.encode_utf8(&mut [0; 4])))
+                .collect();
+            kept.to_lowercase().chars().collect()
+        };
+        let near = |expected: &String, side: &dyn Fn((usize, usize)) -> Vec<char>, keep_end: bool| {
+            let target = clean(&expected.chars().collect::<Vec<_>>());
+            let threshold = 1.0 - self.max_diffs as f64 / expected.chars().count().max(1) as f64;
+            marks.iter().any(|&mark| {
+                let text = side(mark);
+                if text.is_empty() {
+                    return false;
+                }
+                let n = text.len().min(target.len() * 2);
+                let part = match (n, keep_end) {
+                    (0, _) => &text[..],
+                    (n, true) => &text[text.len() - n..],
+                    (n, false) => &text[..n],
+                };
+                partial_ratio(&target, part) / 100.0 >= threshold
+            })
+        };
+        let text_before = |(start, _): (usize, usize)| clean(&chars[start.saturating_sub(200)..start]);
+        let text_after = |(_, end): (usize, usize)| clean(&chars[end..(end + 200).min(chars.len())]);
+        before.as_ref().is_none_or(|b| near(b, &text_before, true))
+            && after.as_ref().is_none_or(|a| near(a, &text_after, false))
     }
 }
 
@@ -400,7 +472,13 @@ mod tests {
         assert!(Test::parse(order).unwrap_err().to_string().contains("too large"));
         assert!(Test::parse(r#"{"pdf": "a.pdf", "page": 1, "id": "t", "type": "present", "txt": "x"}"#).is_err());
         let t = Test::parse(r#"{"pdf": "a.pdf", "page": 1, "id": "t", "type": "absent", "text": "Page 3"}"#).unwrap();
-        assert_eq!(t.run("intro\n\nbody"), Some(true));
-        assert_eq!(t.run("body **Page 3**"), Some(false));
+        assert!(t.run("intro\n\nbody"));
+        assert!(!t.run("body **Page 3**"));
+        let note = r#"{"pdf": "a.pdf", "page": 1, "id": "f", "type": "footnote", "marker": "2", "appears_before_marker": "the end", "appears_after_marker": "See Smith"}"#;
+        let t = Test::parse(note).unwrap();
+        assert!(t.run("It was the end<sup>2</sup>.\n\n² See Smith (1999)."));
+        assert!(!t.run("It was the end.\n\n2 See Smith (1999)."));
+        let bold = r#"{"pdf": "a.pdf", "page": 1, "id": "b", "type": "format", "format": "bold", "text": "Results", "case_sensitive": false}"#;
+        assert!(Test::parse(bold).unwrap().run("## **RESULTS**"));
     }
 }

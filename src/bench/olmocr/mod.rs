@@ -6,7 +6,7 @@
 //! - [`checks`]: the test types and what passing each means.
 //! - [`score`]: a candidate folder's per-test, per-type and overall scores.
 //! - [`candidates`]: candidate folders written here (vellum's text layer, tesseract).
-//! - [`normalize`], [`fuzzy`], [`table`] (with [`html`]), [`math`]: the text machinery the
+//! - [`normalize`], [`fuzzy`], [`table`] (with [`html`]), [`math`], [`markup`]: the text machinery the
 //!   checks share, each a port of the Python it names.
 //!
 //! Math is approximate (see [`math`]): olmocr compares KaTeX renderings in a browser.
@@ -15,6 +15,7 @@ pub mod candidates;
 pub mod checks;
 pub mod fuzzy;
 pub mod html;
+pub mod markup;
 pub mod math;
 pub mod normalize;
 pub mod score;

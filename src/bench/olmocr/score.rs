@@ -17,8 +17,8 @@ use super::suite::{files_with_extension, Suite};
 pub struct TestScore {
     pub id: String,
     pub kind: String,
-    /// Fraction of repeats passed; `None` when the test's type is not evaluated (skipped).
-    pub score: Option<f64>,
+    /// Fraction of repeats passed.
+    pub score: f64,
 }
 
 pub struct TypeScore {
@@ -35,7 +35,6 @@ pub struct Report {
     pub overall: f64,
     /// 95% bootstrap interval of `overall` (1000 resamples, fixed seed).
     pub ci: (f64, f64),
-    pub skipped: usize,
     /// Missing or unreadable outputs.
     pub errors: Vec<String>,
 }
@@ -57,7 +56,7 @@ impl Report {
             out += &format!(
                 "  {:<22} {:>6} {:>7.1}%  (95% CI {:.1}–{:.1}%, mean over JSONL files)\n",
                 "overall",
-                self.tests.len() - self.skipped,
+                self.tests.len(),
                 self.overall * 100.0,
                 self.ci.0 * 100.0,
                 self.ci.1 * 100.0
@@ -70,20 +69,6 @@ impl Report {
             for e in self.errors.iter().take(10) {
                 out += &format!("    {e}\n");
             }
-        }
-        if self.skipped > 0 {
-            let kinds: std::collections::BTreeSet<&str> = self
-                .tests
-                .iter()
-                .filter(|t| t.score.is_none())
-                .map(|t| t.kind.as_str())
-                .collect();
-            let kinds: Vec<&str> = kinds.into_iter().collect();
-            out += &format!(
-                "  skipped: {} tests of types not evaluated ({})\n",
-                self.skipped,
-                kinds.join(", ")
-            );
         }
         out
     }
@@ -141,7 +126,7 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
                 .into_iter()
                 .filter(|f| f.rsplit('/').next().unwrap_or(f).contains(&page_tag))
                 .collect();
-            let mut score = Some(0.0);
+            let mut score = 0.0;
             if page_files.is_empty() {
                 errors.push(format!(
                     "missing outputs for {} page {} (expected {stem}_pg{}_repeat*.md)",
@@ -151,15 +136,11 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
                 let mut passed = 0;
                 for file in &page_files {
                     match read_markdown(&candidate.join(file)) {
-                        Ok(content) => match test.run(&content) {
-                            Some(true) => passed += 1,
-                            Some(false) => {}
-                            None => score = None,
-                        },
+                        Ok(content) => passed += usize::from(test.run(&content)),
                         Err(e) => errors.push(format!("reading {file}: {e}")),
                     }
                 }
-                score = score.map(|_| passed as f64 / page_files.len() as f64);
+                score = passed as f64 / page_files.len() as f64;
             }
             (
                 TestScore {
@@ -181,10 +162,10 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
 
 fn aggregate(name: String, suite: &Suite, tests: Vec<TestScore>, errors: Vec<String>) -> Report {
     let mut by_type: BTreeMap<String, TypeScore> = BTreeMap::new();
-    // Per JSONL file, in order of appearance: the majority-passed flag of each scored test.
+    // Per JSONL file, in order of appearance: the majority-passed flag of each test.
     let mut groups: Vec<(&str, Vec<f64>)> = Vec::new();
     for (test, group) in tests.iter().zip(&suite.groups) {
-        let Some(score) = test.score else { continue };
+        let score = test.score;
         let entry = by_type
             .entry(test.kind.clone())
             .or_insert(TypeScore { score: 0.0, tests: 0 });
@@ -205,14 +186,12 @@ fn aggregate(name: String, suite: &Suite, tests: Vec<TestScore>, errors: Vec<Str
     } else {
         (0.0, (0.0, 0.0))
     };
-    let skipped = tests.iter().filter(|t| t.score.is_none()).count();
     Report {
         name,
         tests,
         by_type,
         overall,
         ci,
-        skipped,
         errors,
     }
 }
@@ -258,13 +237,14 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// The `--json` document of `ocr score`:
-/// `{"candidates": {name: {"overall", "by_type": {type: score}, "tests": {id: score or null}}}}`.
+/// `{"candidates": {name: {"overall", "by_type": {type: score}, "tests": {id: score}}}}` (a test
+/// score is never null: every olmocr test type is evaluated).
 pub fn to_json(reports: &[Report]) -> serde_json::Value {
     let candidates: serde_json::Map<String, serde_json::Value> = reports
         .iter()
         .map(|r| {
             let by_type: BTreeMap<&str, f64> = r.by_type.iter().map(|(k, v)| (k.as_str(), v.score)).collect();
-            let tests: BTreeMap<&str, Option<f64>> = r.tests.iter().map(|t| (t.id.as_str(), t.score)).collect();
+            let tests: BTreeMap<&str, f64> = r.tests.iter().map(|t| (t.id.as_str(), t.score)).collect();
             (
                 r.name.clone(),
                 serde_json::json!({"overall": r.overall, "by_type": by_type, "tests": tests}),

@@ -203,72 +203,11 @@ fn attributes(s: &str) -> Vec<(String, String)> {
     attrs
 }
 
-/// Python's `html.unescape` for numeric references and the named ones OCR output uses.
+/// Python's `html.unescape`, which html.parser applies to text and attribute values: numeric
+/// references and the HTML5 named ones.
 fn unescape(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let end = rest.find(';').filter(|&e| e <= 12);
-        let decoded = end.and_then(|e| {
-            let name = &rest[1..e];
-            let c = if let Some(num) = name.strip_prefix('#') {
-                let code = match num.strip_prefix(['x', 'X']) {
-                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                    None => num.parse().ok(),
-                };
-                code.and_then(char::from_u32)
-            } else {
-                NAMED.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
-            };
-            c.map(|c| (c, e))
-        });
-        match decoded {
-            Some((c, e)) => {
-                out.push(c);
-                rest = &rest[e + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    html_escape::decode_html_entities(s).into_owned()
 }
-
-const NAMED: &[(&str, char)] = &[
-    ("amp", '&'),
-    ("lt", '<'),
-    ("gt", '>'),
-    ("quot", '"'),
-    ("apos", '\''),
-    ("nbsp", '\u{a0}'),
-    ("ndash", '–'),
-    ("mdash", '—'),
-    ("lsquo", '‘'),
-    ("rsquo", '’'),
-    ("ldquo", '“'),
-    ("rdquo", '”'),
-    ("hellip", '…'),
-    ("times", '×'),
-    ("divide", '÷'),
-    ("deg", '°'),
-    ("plusmn", '±'),
-    ("minus", '−'),
-    ("middot", '·'),
-    ("bull", '•'),
-    ("copy", '©'),
-    ("reg", '®'),
-    ("euro", '€'),
-    ("pound", '£'),
-    ("micro", 'µ'),
-];
 
 #[cfg(test)]
 mod tests {
@@ -276,12 +215,12 @@ mod tests {
 
     #[test]
     fn builds_nested_cells_with_breaks_and_entities() {
-        let root = parse("x <table><tr><td rowspan='2'>a<br/>b &amp; c</td><td>d</tr></table>");
+        let root = parse("x <table><tr><td rowspan='2'>a<br/>b &amp; c&eacute;&#x41;</td><td>d</tr></table>");
         let mut all = Vec::new();
         root.descendants(&mut Vec::new(), &mut all);
         let names: Vec<&str> = all.iter().map(|(e, _)| e.name.as_str()).collect();
         assert_eq!(names, ["table", "tr", "td", "br", "td"]);
-        assert_eq!(all[2].0.text(), "a\nb & c");
+        assert_eq!(all[2].0.text(), "a\nb & céA");
         assert_eq!(all[2].0.attr("rowspan"), Some("2"));
         // The unclosed <td> is closed by </tr>, as html.parser's tree builder does.
         assert_eq!(all[4].1, ["", "table", "tr"]);

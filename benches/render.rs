@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     // Each page is loaded (its content parsed) and rendered once, as a pipeline does.
     group.bench_function("in_process", |b| {
-        b.iter(|| render_page(&doc.pages().get(0).unwrap(), RenderMode::Finepdfs).unwrap())
+        b.iter(|| render_page(doc.pages().get(0).unwrap(), RenderMode::Finepdfs).unwrap())
     });
     let ocr = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ocr");
     let mut worker = Worker::new(WorkerCommand { program: ocr });

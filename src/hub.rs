@@ -157,14 +157,25 @@ fn cached_snapshot(cache: &Path, repo_id: &str, revision: &str) -> Option<PathBu
 }
 
 /// Resolves `--model`: a local directory; else a hub id in the local HF cache; else a download.
+/// The root cause alone: the HTTP client's errors repeat their sources in their own text.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(source) = e.source() {
+        e = source;
+    }
+    e.to_string()
+}
+
 pub fn resolve(spec: &str) -> Result<ModelFiles> {
     let local = Path::new(spec);
     if local.is_dir() {
         return ModelFiles::from_dir(local);
     }
     let (repo_id, revision) = split_revision(spec);
-    if !repo_id.contains('/') || local.exists() {
-        bail!("model {spec:?}: not a directory, and not a hub id of the form org/name[@revision]");
+    // Hub ids are exactly org/name: anything else that names no directory is a path gone wrong.
+    let hub_like = repo_id.matches('/').count() == 1 && !repo_id.starts_with(['/', '.', '~']);
+    if !hub_like || local.exists() {
+        bail!("model {spec:?}: no such model directory (and not a hub id of the form org/name[@revision])");
     }
     let caches = cache_dirs();
     let mut incomplete = Vec::new();
@@ -207,13 +218,16 @@ fn download(repo_id: &str, revision: &str, cache: Option<&PathBuf>) -> Result<Mo
         RepoType::Model,
         revision.to_string(),
     ));
-    let info = repo.info().with_context(|| {
-        format!("looking up {repo_id}@{revision} on the hub (set HF_HUB_OFFLINE=1 to use only the cache)")
+    let info = repo.info().map_err(|e| {
+        anyhow::anyhow!(
+            "looking up {repo_id}@{revision} on the hub (set HF_HUB_OFFLINE=1 to use only the cache): {}",
+            innermost(&e)
+        )
     })?;
     let available: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let fetch = |name: &str| -> Result<PathBuf> {
         repo.get(name)
-            .with_context(|| format!("downloading {name} of {repo_id}@{revision}"))
+            .map_err(|e| anyhow::anyhow!("downloading {name} of {repo_id}@{revision}: {}", innermost(&e)))
     };
     let config = fetch("config.json")?;
     fetch("tokenizer.json")?;

@@ -76,6 +76,14 @@ impl MmapWeights {
         self.entries.keys().map(String::as_str)
     }
 
+    /// Bytes the tensors take once converted to `dtype`.
+    pub fn bytes_as(&self, dtype: DType) -> u64 {
+        self.entries
+            .values()
+            .map(|e| e.shape.iter().product::<usize>() as u64 * dtype.size_in_bytes() as u64)
+            .sum()
+    }
+
     pub fn into_var_builder(self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(self), dtype, device.clone())
     }

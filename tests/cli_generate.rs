@@ -176,19 +176,39 @@ fn bad_inputs_fail_with_a_message_naming_the_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(not_an_image.to_str().unwrap()));
 
+    // A PNG named .pdf is read by its content, as `run` reads it.
+    let png_named_pdf = tmp.path().join("scan.pdf");
+    std::fs::copy(dir.join("page_140x196.png"), &png_named_pdf).unwrap();
     let out = ocr(
         &[
             "generate",
             "--model",
             tmp.path().to_str().unwrap(),
             "--image",
-            not_an_image.to_str().unwrap(),
+            png_named_pdf.to_str().unwrap(),
         ],
         &[],
     );
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a model that does not load is a setup error"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config.json") && err.contains("missing"), "{err}");
+    let out = ocr(
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            png_named_pdf.to_str().unwrap(),
+            "--max-new-tokens",
+            "2",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

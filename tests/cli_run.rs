@@ -1,6 +1,7 @@
 //! `ocr run`: documents in the DataTrove shape, text-layer pages from pdfium, scanned pages
-//! through the engine with retries and fallback, bad files in failed/ without stopping the run,
-//! and a clear per-page reason when no model is usable.
+//! through the engine with retries and fallback, bad files in failed/ without stopping the run;
+//! a bad setup stops it before any document, and the exit status and stats describe the output
+//! folder across runs.
 
 mod common;
 
@@ -118,27 +119,189 @@ fn documents_with_too_many_bad_pages_go_to_failed_with_the_reason() {
         .contains("1 of 1 OCR pages fell back"));
 }
 
+fn stats(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("00000/stats.json")).unwrap()).unwrap()
+}
+
 #[test]
-fn without_a_model_scanned_pages_say_why_and_keep_their_text_layer() {
+fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
     let tmp = tempfile::tempdir().unwrap();
-    let inputs = [sample("small_page_size.pdf"), sample("olmo-page-1.pdf")];
-    let (_, docs, failed, stderr) = run(
-        "vellum-test/not-in-any-cache",
-        &tmp.path().join("out"),
-        &inputs,
-        &["--max-bad-page-rate", "1"],
+    let out = tmp.path().join("out");
+    let model = common::fixtures().join("models/gqa_window4/model");
+    let model = model.to_str().unwrap();
+    let inputs = [sample("edgar.pdf"), sample("small_page_size.pdf")];
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cases: [(&str, &[PathBuf], &[&str], &str); 7] = [
+        ("vellum-test/not-in-any-cache", &inputs, &[], "not available offline"),
+        ("./no/such/model", &inputs, &[], "no such model directory"),
+        (model, &inputs, &["--device", "cuda"], "cuda feature"),
+        (
+            model,
+            &inputs,
+            &["--kv-cache-gib", "0.001"],
+            "less than one --max-context",
+        ),
+        (model, &inputs, &["--max-new-tokens", "9000"], "leaves no room"),
+        (model, std::slice::from_ref(&empty), &[], "no PDFs or images"),
+        (model, &[tmp.path().join("*.nothing")], &[], "matches nothing"),
+    ];
+    for (model, inputs, extra, message) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
+            .arg("run")
+            .args(inputs)
+            .args(["--model", model, "--out"])
+            .arg(&out)
+            .args(extra)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{extra:?}: {stderr}");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+        assert!(!out.exists(), "{extra:?}: nothing is written, nothing marked done");
+    }
+    // No libpdfium: stopped up front, not one failed document per PDF.
+    let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("run")
+        .args(inputs)
+        .args(["--model", model, "--out"])
+        .arg(&out)
+        .env("PDFIUM_LIB_PATH", tmp.path().join("nowhere"))
+        .env("VELLUM_HOME", tmp.path().join("nowhere"))
+        .env("LD_LIBRARY_PATH", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("libpdfium was not found") && !stderr.contains("DlOpen"),
+        "{stderr}"
     );
-    assert!(stderr.contains("not usable"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn pages_without_a_model_stay_pending_and_a_rerun_with_one_does_exactly_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let inputs = [sample("small_page_size.pdf"), sample("failing_anchor_pg4.pdf")];
+    let (code, docs, failed, stderr) = run("vellum-test/not-in-any-cache", &out, &inputs, &["--allow-no-model"]);
+    assert_eq!(code, Some(5), "pending pages: exit 5: {stderr}");
+    assert!(stderr.contains("not available offline"), "{stderr}");
     assert!(failed.is_empty());
-    let scanned = &docs
+    assert_eq!(docs.len(), 1, "only the born-digital document is done");
+    assert!(docs[0]["id"].as_str().unwrap().ends_with("failing_anchor_pg4.pdf"));
+    let pending = std::fs::read_to_string(out.join("00000/pending.txt")).unwrap();
+    assert!(pending.trim().ends_with("small_page_size.pdf"), "{pending}");
+    assert_eq!(stats(&out)["folder"]["remaining"], 1);
+
+    let model = common::fixtures().join("models/gqa_window4/model");
+    let (code, docs, failed, stderr) = run(
+        model.to_str().unwrap(),
+        &out,
+        &inputs,
+        &["--max-bad-page-rate", "1", "--max-retries", "0"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(failed.is_empty());
+    assert_eq!(docs.len(), 2, "each document once");
+    let scanned = docs
         .iter()
         .find(|d| d["id"].as_str().unwrap().ends_with("small_page_size.pdf"))
-        .unwrap()["metadata"]["pages"][0];
-    assert_eq!(scanned["route"], "ocr");
-    assert!(scanned["error"].as_str().unwrap().contains("no model is available"));
-    assert!(scanned["error"].as_str().unwrap().contains("not available offline"));
-    // Its old OCR layer is kept as the page's text.
-    assert!(!scanned["text"].as_str().unwrap().is_empty());
+        .unwrap();
+    assert_eq!(scanned["metadata"]["pages"][0]["attempts"], 1, "OCR'd now");
+    let s = stats(&out);
+    assert_eq!(s["documents_already_done"], 1);
+    assert_eq!(s["pages"], 1, "only the pending page was done again");
+    assert_eq!(s["folder"]["done"], 2);
+    assert!(!out.join("00000/pending.txt").exists());
+}
+
+#[test]
+fn exit_status_and_stats_describe_the_folder_and_retry_failed_tries_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = common::fixtures().join("models/gqa_window4/model");
+    let model = model.to_str().unwrap();
+    let inputs = [sample("edgar_image.pdf"), sample("edgar.pdf")];
+    // Retried once at 6 tokens a page, the scanned page never ends: its document fails.
+    let (code, _, failed, _) = run(model, &out, &inputs, &["--max-retries", "1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(failed.len(), 1);
+    let s = stats(&out);
+    assert_eq!(s["generated_tokens"], 12, "both attempts' tokens are counted");
+    assert_eq!(s["folder"]["failed"], 1);
+    // A rerun has nothing to do, and still says the folder holds a failure.
+    let (code, _, _, _) = run(model, &out, &inputs, &["--max-retries", "1"]);
+    assert_eq!(code, Some(1), "the folder still has a failed document");
+    let s = stats(&out);
+    assert_eq!(s["documents_written"], 0);
+    assert_eq!(s["folder"]["failed"], 1);
+    assert_eq!(s["folder"]["work"]["generated_tokens"], 12);
+    // --retry-failed attempts it again; accepted this time, it counts as done.
+    let (code, docs, _, stderr) = run(model, &out, &inputs, &["--retry-failed", "--max-bad-page-rate", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(docs.len(), 2);
+    let s = stats(&out);
+    assert_eq!(s["documents_written"], 1);
+    assert_eq!(
+        (s["folder"]["done"].as_u64(), s["folder"]["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
+}
+
+#[test]
+fn another_world_size_on_the_same_folder_is_refused_and_paths_name_one_document() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = common::fixtures().join("models/gqa_window4/model");
+    let model = model.to_str().unwrap();
+    std::fs::create_dir_all(tmp.path().join("bad")).unwrap();
+    std::fs::copy(sample("edgar.pdf"), tmp.path().join("bad/good.pdf")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .current_dir(tmp.path())
+        .args([
+            "run",
+            "bad/good.pdf",
+            "./bad/good.pdf",
+            "bad//good.pdf",
+            "--model",
+            model,
+        ])
+        .args(["--out", "out", "--world-size", "2", "--rank", "0"])
+        .output()
+        .unwrap();
+    let code = output.status.code();
+    let mut docs = documents(&out.join("00000"));
+    let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .current_dir(tmp.path())
+        .args([
+            "run",
+            "bad/good.pdf",
+            "--model",
+            model,
+            "--out",
+            "out",
+            "--world-size",
+            "2",
+            "--rank",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!((code, output.status.code()), (Some(0), Some(0)));
+    docs.extend(documents(&out.join("00001")));
+    assert_eq!(docs.len(), 1, "one document however its path is written");
+    assert_eq!(docs[0]["id"], "bad/good.pdf");
+    let output = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .current_dir(tmp.path())
+        .args(["run", "bad/good.pdf", "--model", model, "--out", "out"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("--world-size 2"), "{stderr}");
 }
 
 #[test]
@@ -147,13 +310,14 @@ fn markdown_and_gzip_outputs() {
     let out = tmp.path().join("out");
     let folder = tmp.path().join("corpus");
     std::fs::create_dir_all(folder.join("sub")).unwrap();
-    std::fs::copy(sample("olmo-page-1.pdf"), folder.join("sub/olmo.pdf")).unwrap();
+    std::fs::copy(sample("edgar.pdf"), folder.join("sub/edgar.pdf")).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .args([
             "run",
             folder.to_str().unwrap(),
             "--model",
             "none/none",
+            "--allow-no-model",
             "--gzip",
             "--markdown",
             "--out",
@@ -164,7 +328,7 @@ fn markdown_and_gzip_outputs() {
         .unwrap();
     assert!(status.success());
     // Ids are relative to the folder given (with its name): deterministic across machines.
-    let md = std::fs::read_to_string(out.join("markdown/corpus/sub/olmo.pdf.md")).unwrap();
+    let md = std::fs::read_to_string(out.join("markdown/corpus/sub/edgar.pdf.md")).unwrap();
     assert!(md.len() > 1000);
     let mut text = String::new();
     std::io::Read::read_to_string(
@@ -173,5 +337,34 @@ fn markdown_and_gzip_outputs() {
     )
     .unwrap();
     let doc: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!(doc["id"], "corpus/sub/olmo.pdf");
+    assert_eq!(doc["id"], "corpus/sub/edgar.pdf");
+}
+
+#[test]
+fn pages_selects_ranges_and_out_dash_prints_the_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = common::fixtures().join("models/gqa_window4/model");
+    let model = model.to_str().unwrap();
+    let form = sample("form_on_later_pages.pdf");
+    let (code, docs, _, stderr) = run(model, &out, std::slice::from_ref(&form), &["--pages", "2-3,9"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let pages: Vec<u64> = docs[0]["metadata"]["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, [2, 3, 9]);
+    let printed = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("run")
+        .arg(&form)
+        .args(["--model", model, "--out", "-", "--pages", "2-3,9"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8(printed.stdout).unwrap().trim_end(),
+        docs[0]["text"].as_str().unwrap().trim_end()
+    );
 }

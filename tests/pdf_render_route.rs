@@ -43,6 +43,18 @@ fn page_sizes_match_pymupdf_and_pdftoppm() {
             img.width(),
             img.height()
         );
+        // olmOCR renders the CropBox (pdftoppm), rotated or not; FinePDFs above shows a rotated
+        // page's whole MediaBox (PyMuPDF's remove_rotation).
+        if !case["olmocr"].is_null() {
+            let img = w.render(&pdf, None, 1, RenderMode::Olmocr { longest: 1288 }).unwrap();
+            let (ew, eh) = size(&case["olmocr"]);
+            assert!(
+                (img.width() as i64 - ew).abs() <= 1 && (img.height() as i64 - eh).abs() <= 1,
+                "{name}: olmocr {}×{} vs pdftoppm {ew}×{eh}",
+                img.width(),
+                img.height()
+            );
+        }
         match case["dpi150"].is_null() {
             // pdftoppm cannot render it either; vellum refuses it with a clear error.
             true => {
@@ -137,12 +149,20 @@ fn scanned_pdfs_route_to_ocr_and_born_digital_ones_to_text() {
         let d = route(&mut w, scanned);
         assert!(d.needs_ocr, "{scanned}: {d:?}");
     }
+    // Text layers whose font encoding is broken: every letter shifted ("Oqnbddchmfr ne sgd"
+    // for "Proceedings of the"), while the pages render cleanly.
+    for garbled in ["dolma-page-1.pdf", "olmo-page-1.pdf"] {
+        let d = route(&mut w, garbled);
+        assert!(d.needs_ocr, "{garbled}: {d:?}");
+        assert!(d.reasons.iter().any(|r| r.contains("not language")), "{garbled}: {d:?}");
+    }
     for digital in [
-        "dolma-page-1.pdf",
         "edgar.pdf",
         "edgar-rotated90.pdf",
-        "olmo-page-1.pdf",
         "failing_anchor_pg4.pdf",
+        "form_on_later_pages.pdf",
+        "skinnypage.pdf",
+        "tobacco_missed_tokens_pg1.pdf",
         "large_prompt_hint2.pdf",
         "lots_of_sci_tables.pdf",
         "pdftotext_two_column_issue.pdf",
@@ -232,14 +252,29 @@ fn route_cli_prints_one_line_per_input_and_survives_bad_ones() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0]["decision"]["needs_ocr"], false);
-    assert_eq!(lines[1]["error"]["kind"], "unknown_format");
-    assert!(lines[1]["message"]
+    // Inputs are read as `run` reads them: sorted by id, each line naming its file.
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["file"].as_str().unwrap().ends_with(name))
+            .unwrap()
+    };
+    assert_eq!(line("edgar.pdf")["decision"]["needs_ocr"], false);
+    let bad_name = bad.path().file_name().unwrap().to_str().unwrap();
+    assert_eq!(line(bad_name)["error"]["kind"], "unknown_format");
+    assert!(line(bad_name)["message"]
         .as_str()
         .unwrap()
         .contains(bad.path().to_str().unwrap()));
-    assert_eq!(lines[2]["decision"]["needs_ocr"], true);
-    assert!(lines[0]["features"]["chars_mean"].as_f64().unwrap() > 100.0);
+    assert_eq!(line("edgar_image.pdf")["decision"]["needs_ocr"], true);
+    assert!(line("edgar.pdf")["features"]["chars_mean"].as_f64().unwrap() > 100.0);
+    // A folder, as `run` takes it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["route"])
+        .arg(samples())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 16);
 }
 
 #[test]

@@ -256,7 +256,7 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let encrypted = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pdf/encrypted.pdf");
     let files = vec![edgar(), corrupt.clone(), form.clone(), encrypted.clone(), png.clone()];
     let stop = Arc::new(AtomicBool::new(false));
-    let stream = document_stream(worker(), files, RenderMode::Finepdfs, 2, |_| true, stop);
+    let stream = document_stream(worker(), files, None, RenderMode::Finepdfs, 2, |_| true, stop);
     // Nobody consumes yet: rendering stops once the channel holds `bound` items.
     std::thread::sleep(Duration::from_millis(1500));
     let ahead = stream.rendered.load(Ordering::SeqCst);
@@ -265,7 +265,7 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     let mut failed = Vec::new();
     for item in stream.items.iter() {
         match item {
-            StreamItem::Page { doc, page, image } => {
+            StreamItem::Page { doc, page, image, .. } => {
                 image.unwrap();
                 pages.push((doc, page));
             }
@@ -289,4 +289,31 @@ fn a_mixed_batch_streams_every_good_page_and_names_every_bad_file() {
     assert_eq!(failed.len(), 2);
     assert!(matches!(&failed[0], (1, PdfError::Corrupt { file, .. }) if *file == corrupt.display().to_string()));
     assert!(matches!(&failed[1], (3, PdfError::Encrypted { .. })));
+}
+
+#[test]
+fn a_page_selection_reads_and_renders_only_those_pages() {
+    let form = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/form_on_later_pages.pdf");
+    let stop = Arc::new(AtomicBool::new(false));
+    let selection = "9-,2".parse().unwrap();
+    let stream = document_stream(
+        worker(),
+        vec![form],
+        Some(selection),
+        RenderMode::Finepdfs,
+        2,
+        |_| true,
+        stop,
+    );
+    let mut rendered = Vec::new();
+    for item in stream.items.iter() {
+        match item {
+            StreamItem::Document { result, .. } => {
+                let (_, texts) = result.unwrap();
+                assert_eq!(texts.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [2, 9, 10]);
+            }
+            StreamItem::Page { index, page, .. } => rendered.push((index, page)),
+        }
+    }
+    assert_eq!(rendered, [(0, 2), (1, 9), (2, 10)]);
 }

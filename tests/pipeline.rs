@@ -227,3 +227,51 @@ fn sigterm_finishes_the_current_chunk_and_a_rerun_completes_the_rest() {
     assert_eq!(all.len(), good.len() + bad.len());
     assert!(all.values().all(|(n, _)| *n == 1));
 }
+
+#[test]
+fn sigint_abandons_pages_in_the_engine_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("scans");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..8u32 {
+        let img = image::RgbImage::from_fn(60, 80, |x, y| image::Rgb([(x * 4 + i) as u8, (y * 3) as u8, 200]));
+        std::fs::write(dir.join(format!("{i}.pdf")), pdfgen::image_pdf(&img, 300, 400)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let model = common::fixtures().join("models/gqa_window4/model");
+    // Thousands of tokens per page: finishing the pages in the engine would take minutes.
+    let child = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("run")
+        .arg(&dir)
+        .args(["--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--max-new-tokens", "7000", "--max-retries", "0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the pages reach the engine.
+    std::thread::sleep(Duration::from_secs(3));
+    let signalled = Instant::now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let waited = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("stopping"),
+        "the first interrupt is acknowledged: {stderr}"
+    );
+    assert!(
+        waited < Duration::from_secs(60),
+        "pages in the engine are abandoned, not finished ({waited:?})"
+    );
+    let mut seen = HashMap::new();
+    read_chunks(&out.join("00000"), &mut seen);
+    read_chunks(&out.join("failed/00000"), &mut seen);
+    assert!(
+        seen.values()
+            .all(|(_, doc)| doc["metadata"]["pages"][0]["finish_reason"] != "cancelled"),
+        "no cancelled page is written as done"
+    );
+    assert!(seen.len() < 8, "the run was cut short");
+}

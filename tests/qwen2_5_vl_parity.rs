@@ -1,6 +1,7 @@
-//! Tiny Qwen2.5-VL models (written by transformers' save_pretrained with seeded random weights;
-//! tests/reference/make_qwen2_5_vl_fixtures.py) against transformers' own outputs: prompt ids,
-//! M-RoPE positions, vision tower output, last-position logits and 32 greedy tokens.
+//! Tiny Qwen2.5-VL and Qwen2-VL models (written by transformers' save_pretrained with seeded
+//! random weights; tests/reference/make_qwen2_5_vl_fixtures.py and make_qwen2_vl_fixtures.py)
+//! against transformers' own outputs: prompt ids, M-RoPE positions, vision tower output,
+//! last-position logits and 32 greedy tokens.
 
 mod common;
 
@@ -24,10 +25,15 @@ struct Case {
     expected: HashMap<String, Tensor>,
 }
 
+/// Every fixture model: Qwen2.5-VL's first (the tests that need one case take it), then Qwen2-VL's.
 fn cases() -> Vec<(String, Vec<Case>)> {
-    let root = common::fixtures().join("models");
-    let mut models: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
-    models.sort();
+    let mut models = Vec::new();
+    for family in ["qwen2_5_vl", "qwen2_vl"] {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{family}/models"));
+        let mut found: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+        found.sort();
+        models.extend(found);
+    }
     models
         .into_iter()
         .map(|dir| {
@@ -49,13 +55,30 @@ fn cases() -> Vec<(String, Vec<Case>)> {
                     }
                 })
                 .collect();
-            (dir.file_name().unwrap().to_string_lossy().into_owned(), cases)
+            let family = dir
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy();
+            (
+                format!("{family}/{}", dir.file_name().unwrap().to_string_lossy()),
+                cases,
+            )
         })
         .collect()
 }
 
+/// Qwen2.5-VL, or Qwen2-VL by its config's model type.
 fn load(dir: &Path, dtype: DType) -> Model {
-    Model::load(&ModelFiles::from_dir(dir).unwrap(), dtype, &Device::Cpu).unwrap()
+    let files = ModelFiles::from_dir(dir).unwrap();
+    let config = common::read_json(dir.join("config.json"));
+    if config["model_type"] == "qwen2_vl" {
+        return vellum::models::qwen2_vl::load(&files, config, dtype, &Device::Cpu).unwrap();
+    }
+    Model::load(&files, dtype, &Device::Cpu).unwrap()
 }
 
 fn name(case: &Case) -> &str {
@@ -301,6 +324,41 @@ fn transformers4_config_and_nested_tensor_names_load_to_the_same_model() {
         .unwrap()
         .contains_key("text_config"));
     let original = prefill_logits(&load(&case.dir.join("model"), DType::F32), case);
+    let variant = prefill_logits(&load(tmp.path(), DType::F32), case);
+    assert_eq!(common::rel_l2(&variant, &original), 0.0);
+}
+
+/// The transformers-4.57 export of a Qwen2-VL fixture rewritten as transformers 5 lays it out:
+/// text fields only under `text_config` with `rope_parameters`, `in_channels` beside `in_chans`.
+#[test]
+fn qwen2_vl_loads_from_the_transformers5_layout_to_the_same_model() {
+    let (_, cases) = cases()
+        .into_iter()
+        .find(|(name, _)| name.starts_with("qwen2_vl/"))
+        .unwrap();
+    let case = &cases[0];
+    let src = case.dir.join("model");
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let old = common::read_json(src.join("config.json"));
+    let mut text = old["text_config"].clone();
+    let scaling = text.as_object_mut().unwrap().remove("rope_scaling").unwrap();
+    text["rope_parameters"] = serde_json::json!({
+        "rope_type": "default", "rope_theta": old["rope_theta"], "mrope_section": scaling["mrope_section"]
+    });
+    let mut vision = old["vision_config"].clone();
+    vision["in_channels"] = vision["in_chans"].clone();
+    let config = serde_json::json!({
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "image_token_id": old["image_token_id"], "video_token_id": old["video_token_id"],
+        "vision_start_token_id": old["vision_start_token_id"], "tie_word_embeddings": false,
+        "text_config": text, "vision_config": vision,
+    });
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    let original = prefill_logits(&load(&src, DType::F32), case);
     let variant = prefill_logits(&load(tmp.path(), DType::F32), case);
     assert_eq!(common::rel_l2(&variant, &original), 0.0);
 }

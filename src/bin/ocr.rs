@@ -68,7 +68,35 @@ fn gib(s: &str) -> Result<f64, String> {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More detail on stderr: -v the pipeline's and engine's phases, -vv everything vellum logs.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Errors and the final summary only (no progress).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
+
+/// A configuration that cannot work: reported before any document is touched, exit status 4.
+#[derive(Debug)]
+struct SetupError(anyhow::Error);
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+fn setup(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    SetupError(e.into()).into()
+}
+
+/// Exit statuses (README "Exit status"): 0 done, 1 documents failed, 2 bad command line (clap),
+/// 3 stopped by a signal, 4 bad setup, 5 pages wait for a model.
+const EXIT_INTERRUPTED: u8 = 3;
+const EXIT_SETUP: u8 = 4;
+const EXIT_PENDING: u8 = 5;
 
 #[derive(Subcommand)]
 enum Command {
@@ -117,13 +145,31 @@ struct RunArgs {
     /// (.txt/.lst: one path per line; .jsonl: {"path": ...} per line).
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// A model directory or hub id. Without a usable model, pages that need OCR get their text
-    /// layer and the reason.
+    /// A model directory or hub id. A model that cannot be loaded stops the run before it
+    /// starts (exit status 4), unless --allow-no-model.
     #[arg(long)]
     model: String,
-    /// Output: <out>/<rank:05>/<chunk:05>.jsonl[.gz], failed/, progress and stats.
+    /// If the model cannot be had, take the text layers anyway: documents with pages that need
+    /// OCR are left pending (listed in <out>/<rank>/pending.txt, not marked done, exit status 5),
+    /// and a rerun with a model OCRs exactly those.
+    #[arg(long)]
+    allow_no_model: bool,
+    /// Attempt again the documents whose latest attempt failed (they are in failed/).
+    #[arg(long)]
+    retry_failed: bool,
+    /// The instruction pages are OCR'd with (default: the model's own, RolmOCR's for Qwen2.5-VL).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// First attempt's temperature (0: greedy); retries climb olmOCR's ladder.
+    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
+    temperature: f64,
+    /// Output: <out>/<rank:05>/<chunk:05>.jsonl[.gz], failed/, progress and stats; `-` prints
+    /// each document's text to stdout instead (no folder, nothing to resume).
     #[arg(long)]
     out: PathBuf,
+    /// Only these pages of each document: 1-based ranges such as 1-3,7,10-.
+    #[arg(long)]
+    pages: Option<vellum::pdf::pages::PageRanges>,
     /// This task's rank (default: from a Slurm array job, else 0).
     #[arg(long)]
     rank: Option<usize>,
@@ -507,9 +553,9 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
 
 #[derive(clap::Args)]
 struct RouteArgs {
-    /// PDFs or page images.
+    /// PDFs and page images, folders, globs or manifests, as `run` takes them.
     #[arg(required = true)]
-    inputs: Vec<PathBuf>,
+    inputs: Vec<String>,
     /// An XGBoost binary classifier saved as JSON, instead of the default rules.
     #[arg(long)]
     xgboost: Option<PathBuf>,
@@ -559,11 +605,23 @@ struct GenerateArgs {
     /// A model directory, or a hub id (org/name[@revision]) found in the HF cache or downloaded.
     #[arg(long)]
     model: String,
-    /// The page image.
-    #[arg(long, required_unless_present = "requests", conflicts_with = "requests")]
+    /// A page image or a PDF (recognised by content, whatever the extension).
+    #[arg(
+        long,
+        visible_alias = "input",
+        required_unless_present = "requests",
+        conflicts_with = "requests"
+    )]
     image: Option<PathBuf>,
-    /// Many requests, one JSON object per line: {"id", "image", "prompt", "max_new_tokens",
-    /// "temperature"}; prints one JSON line per request, with its id, in input order.
+    /// The PDF's page (1-based).
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    page: usize,
+    /// How a PDF page is rendered: finepdfs, olmocr or dpi=N (images are taken as they are).
+    #[arg(long, default_value = "finepdfs")]
+    mode: RenderMode,
+    /// Many requests, one JSON object per line: {"id", "image", "page", "prompt",
+    /// "max_new_tokens", "temperature"}; prints one JSON line per request, with its id, in
+    /// input order.
     #[arg(long)]
     requests: Option<PathBuf>,
     /// The instruction after the image (default: the model's own; RolmOCR's for Qwen2.5-VL,
@@ -647,7 +705,19 @@ impl EngineArgs {
 
 fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let engine = Engine::new(args.place.open(&args.model, args.finepdfs)?, args.engine.config())?;
+    let mut pages = worker(60.0).map_err(setup)?;
+    let mut load = |path: &std::path::Path, page: usize| -> Result<image::DynamicImage> {
+        Ok(image::DynamicImage::ImageRgb8(
+            pages.render(path, None, page, args.mode)?,
+        ))
+    };
+    // A bad input is found before the model loads (seconds to minutes).
+    let image = args.image.as_ref().map(|p| load(p, args.page)).transpose()?;
+    let engine = args
+        .place
+        .open(&args.model, args.finepdfs)
+        .and_then(|m| Engine::new(m, args.engine.config()))
+        .map_err(setup)?;
     let loaded = started.elapsed();
     let params = SamplingParams {
         max_new_tokens: args.max_new_tokens,
@@ -658,7 +728,7 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     };
     let Some(requests) = &args.requests else {
         let path = args.image.as_ref().expect("clap requires --image without --requests");
-        let image = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
+        let image = image.expect("loaded above");
         let prompt = args
             .prompt
             .as_deref()
@@ -681,7 +751,7 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let failed = pipeline::requests::run(&engine, requests, &params, args.prompt.as_deref(), |line| {
+    let failed = pipeline::requests::run(&engine, requests, &params, args.prompt.as_deref(), load, |line| {
         println!("{line}")
     })?;
     Ok(if failed == 0 {
@@ -691,37 +761,97 @@ fn run_generate(args: GenerateArgs) -> Result<ExitCode> {
     })
 }
 
-/// Exit status of a run stopped by a signal (rerun the same command to continue).
-const EXIT_INTERRUPTED: u8 = 3;
-
-fn run_run(args: RunArgs) -> Result<ExitCode> {
-    let shard = Shard::resolve(args.rank, args.world_size)?;
-    let recognizer = match args
-        .place
-        .open(&args.model, false)
-        .and_then(|m| Engine::new(m, args.engine.config()))
-    {
-        Ok(engine) => Recognizer::Engine(Arc::new(engine)),
-        Err(e) => {
-            eprintln!(
-                "warning: model {} is not usable ({e:#}); pages that need OCR get their text layer and this reason",
-                args.model
-            );
-            Recognizer::Unavailable(format!("{e:#}"))
+/// Everything `run` needs that can be wrong before the first document: inputs, the output
+/// folder's sharding, libpdfium, limits, the device and the model.
+fn prepare_run(args: &RunArgs) -> Result<(Shard, Vec<pipeline::sources::Source>, Recognizer, WorkerCommand)> {
+    let shard = Shard::resolve(args.rank, args.world_size).map_err(setup)?;
+    let sources = pipeline::sources::collect(&args.inputs).map_err(setup)?;
+    if sources.is_empty() {
+        return Err(setup(anyhow::anyhow!(
+            "no PDFs or images in {} (looked for {})",
+            args.inputs.join(", "),
+            pipeline::sources::DOCUMENT_EXTENSIONS.join(", ")
+        )));
+    }
+    shard.check_folder(&args.out).map_err(setup)?;
+    let worker = WorkerCommand::locate().map_err(|e| setup(anyhow::anyhow!(e)))?;
+    let images_only = sources.iter().all(|s| {
+        s.path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e != "pdf" && pipeline::sources::DOCUMENT_EXTENSIONS.contains(&e.to_lowercase().as_str()))
+    });
+    if !images_only {
+        Worker::new(worker.clone())
+            .check()
+            .map_err(|e| setup(anyhow::anyhow!("PDFs need libpdfium: {e}")))?;
+    }
+    if let Some(n) = args.max_new_tokens {
+        if n >= args.engine.max_context {
+            return Err(setup(anyhow::anyhow!(
+                "--max-new-tokens {n} leaves no room for the prompt in the {}-token context (--max-context)",
+                args.engine.max_context
+            )));
         }
-    };
-    let mut ocr = OcrOptions::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
+    }
+    let device = vellum::device::parse(&args.place.device).map_err(setup)?;
+    let engine = vellum::models::open(&args.model, &device, args.place.dtype.map(DType::from), false)
+        .and_then(|m| Engine::new(m, args.engine.config()));
+    let engine = engine.and_then(|e| {
+        // Fewer tokens than one full-context sequence: long pages would fail one by one.
+        if e.cache_tokens() < args.engine.max_context {
+            return Err(setup(anyhow::anyhow!(
+                "the KV cache holds {} tokens, less than one --max-context {} sequence: give it more \
+                 memory (--kv-cache-gib) or lower --max-context",
+                e.cache_tokens(),
+                args.engine.max_context
+            )));
+        }
+        Ok(e)
+    });
+    let recognizer =
+        match engine {
+            Ok(engine) => Recognizer::Engine(Arc::new(engine)),
+            Err(e) if e.downcast_ref::<SetupError>().is_some() => return Err(e),
+            Err(e) if args.allow_no_model => {
+                eprintln!("warning: {e:#}; --allow-no-model: pages that need OCR wait for a model");
+                Recognizer::Unavailable(format!("{e:#}"))
+            }
+            Err(e) => return Err(setup(e.context(
+                "the model is needed for scanned pages (--allow-no-model takes text layers and leaves those pending)",
+            ))),
+        };
+    Ok((shard, sources, recognizer, worker))
+}
+
+fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
+    let (shard, sources, recognizer, worker) = prepare_run(&args)?;
+    let mut ocr = OcrOptions::new(worker);
     ocr.mode = args.mode;
+    ocr.pages = args.pages.clone();
+    ocr.instruction = args.prompt.clone();
     ocr.params.max_new_tokens = args.max_new_tokens;
+    ocr.params.temperature = args.temperature;
     ocr.max_retries = args.max_retries;
-    // SIGINT/SIGTERM set the run's stop flag (finish the current chunk, then exit 3); a second
-    // one exits at once, which the chunk ledger makes safe.
+    // SIGINT/SIGTERM set the run's stop flag: nothing new starts, pages in the engine are
+    // cancelled, finished documents are committed, exit 3. A second one exits at once, which
+    // the chunk ledger makes safe.
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED as i32, ocr.stop.clone())?;
         signal_hook::flag::register(signal, ocr.stop.clone())?;
     }
+    let stop = ocr.stop.clone();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("\nstopping: committing the finished documents (interrupt again to exit now; a rerun continues)");
+    });
+    if args.out.as_os_str() == "-" {
+        return print_documents(&sources, &recognizer, &ocr, args.max_bad_page_rate);
+    }
     let options = RunOptions {
-        inputs: args.inputs,
+        sources,
         out: args.out,
         shard,
         model_name: args.model,
@@ -729,95 +859,213 @@ fn run_run(args: RunArgs) -> Result<ExitCode> {
         gzip: args.gzip,
         markdown: args.markdown,
         max_bad_page_rate: args.max_bad_page_rate,
+        retry_failed: args.retry_failed,
     };
-    let mut progress = Progress::new();
+    let engine = match &recognizer {
+        Recognizer::Engine(e) => Some(e.clone()),
+        Recognizer::Unavailable(_) => None,
+    };
+    let mut progress = Progress::new(engine, quiet);
     let stats = pipeline::run::run(&options, &recognizer, &ocr, &mut progress)?;
     progress.finish();
+    let f = &stats.folder;
     eprintln!(
-        "rank {}: {} documents written ({} to failed/), {} pages: {} text layer, {} OCR ({} fell back, {} retried); {:.2} pages/s{}",
+        "rank {}: this run wrote {} documents ({} to failed/, {} pending), {} pages: {} text layer, {} OCR \
+         ({} fell back, {} retried), {} tokens; {:.2} pages/s, {:.1} tokens/s",
         stats.rank,
         stats.documents_written,
         stats.documents_failed,
+        stats.documents_pending,
         stats.pages,
         stats.pages_text_layer,
         stats.pages_ocr,
         stats.pages_fallback,
         stats.pages_retried,
+        stats.generated_tokens,
         stats.pages_per_second,
-        if stats.interrupted { "; stopped by a signal: rerun the same command to continue" } else { "" }
+        stats.tokens_per_second,
+    );
+    eprintln!(
+        "{}: {} of {} documents done, {} failed{}, {} to do{}",
+        options.out.join(format!("{:05}", stats.rank)).display(),
+        f.done,
+        f.documents,
+        f.failed,
+        if f.failed > 0 && !options.retry_failed {
+            " (--retry-failed attempts them again)"
+        } else {
+            ""
+        },
+        f.remaining,
+        if stats.interrupted {
+            "; stopped by a signal: rerun the same command to continue"
+        } else if f.pending > 0 {
+            "; pending documents wait for a model: rerun with one"
+        } else {
+            ""
+        }
     );
     Ok(if stats.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
-    } else if stats.documents_failed > 0 {
+    } else if f.failed > 0 {
         ExitCode::FAILURE
+    } else if f.remaining > 0 {
+        ExitCode::from(EXIT_PENDING)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// A progress bar on a terminal, one log line per document otherwise.
+/// `run --out -`: each document's text on stdout (a form feed between documents), in input
+/// order; problems on stderr.
+fn print_documents(
+    sources: &[pipeline::sources::Source],
+    recognizer: &Recognizer,
+    ocr: &OcrOptions,
+    max_bad_page_rate: f64,
+) -> Result<ExitCode> {
+    use std::io::Write;
+    let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+    let (mut failed, mut pending, mut printed) = (0, 0, 0);
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    pipeline::document::ocr_documents(&paths, recognizer, ocr, |index, doc| {
+        let id = &sources[index].id;
+        if let Some(reason) = doc.failure(max_bad_page_rate) {
+            eprintln!("{id}: failed: {reason}");
+            failed += 1;
+        }
+        if doc.awaits_model {
+            eprintln!("{id}: pages need OCR and there is no model: their text layer is printed");
+            pending += 1;
+        }
+        let separator = if printed > 0 { "\x0c\n" } else { "" };
+        printed += 1;
+        if let Err(e) = writeln!(stdout, "{separator}{}", doc.text()) {
+            write_error.get_or_insert(e);
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("writing to stdout"));
+    }
+    Ok(if ocr.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if failed > 0 {
+        ExitCode::FAILURE
+    } else if pending > 0 {
+        ExitCode::from(EXIT_PENDING)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A progress bar on a terminal (documents with an ETA; pages and tokens, live from the
+/// engine), one line per document otherwise.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    engine: Option<Arc<Engine>>,
+    quiet: bool,
     started: Instant,
-    pages: usize,
-    tokens: usize,
+    pages: Arc<std::sync::atomic::AtomicUsize>,
+    ticker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(engine: Option<Arc<Engine>>, quiet: bool) -> Self {
         Self {
             bar: None,
+            engine,
+            quiet,
             started: Instant::now(),
-            pages: 0,
-            tokens: 0,
+            pages: Default::default(),
+            ticker: None,
         }
     }
 
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
             bar.finish();
         }
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
     }
+}
+
+/// The bar's message: pages finished, tokens generated so far (retries included) and the rate.
+fn rates(pages: usize, tokens: u64, secs: f64) -> String {
+    format!(
+        "{pages} pages, {tokens} tokens ({:.2} pages/s, {:.1} tokens/s)",
+        pages as f64 / secs.max(1e-9),
+        tokens as f64 / secs.max(1e-9)
+    )
 }
 
 impl RunObserver for Progress {
     fn started(&mut self, stats: &RunStats) {
         let todo = stats.documents_in_shard - stats.documents_already_done;
+        if self.quiet {
+            return;
+        }
         eprintln!(
             "rank {}/{}: {} documents, {} done by an earlier run, {todo} to do",
             stats.rank, stats.world_size, stats.documents_in_shard, stats.documents_already_done
         );
         self.started = Instant::now();
-        self.bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(todo as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} documents {msg} [{elapsed_precise}]")
-                    .expect("valid template"),
-            );
-            bar
-        });
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(todo as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} documents, {msg} [{elapsed_precise}, ETA {eta}]",
+            )
+            .expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        // Pages spend minutes in the engine: keep the token count moving meanwhile.
+        if let Some(engine) = self.engine.clone() {
+            let (bar, pages, started) = (bar.clone(), self.pages.clone(), self.started);
+            self.ticker = Some(std::thread::spawn(move || {
+                while !bar.is_finished() {
+                    let pages = pages.load(std::sync::atomic::Ordering::Relaxed);
+                    bar.set_message(rates(
+                        pages,
+                        engine.stats().generated_tokens,
+                        started.elapsed().as_secs_f64(),
+                    ));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }));
+        }
+        self.bar = Some(bar);
     }
 
     fn document(&mut self, doc: &DocumentResult) {
-        self.pages += doc.pages.len();
-        self.tokens += doc.pages.iter().map(|p| p.generated_tokens).sum::<usize>();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let rates = format!(
-            "{:.2} pages/s, {:.1} tokens/s",
-            self.pages as f64 / secs,
-            self.tokens as f64 / secs
-        );
+        let pages = self
+            .pages
+            .fetch_add(doc.pages.len(), std::sync::atomic::Ordering::Relaxed)
+            + doc.pages.len();
+        if self.quiet {
+            return;
+        }
+        let tokens = self.engine.as_ref().map_or(0, |e| e.stats().generated_tokens);
         match &self.bar {
             Some(bar) => {
-                bar.set_message(rates);
+                bar.set_message(rates(pages, tokens, self.started.elapsed().as_secs_f64()));
                 bar.inc(1);
             }
             None => {
-                let status = match &doc.error {
-                    Some(e) => format!("error: {e}"),
-                    None => format!("{} pages", doc.pages.len()),
+                // This document's own numbers: its pages' model time, every attempt's tokens.
+                let seconds: f64 = doc.pages.iter().map(|p| p.seconds).sum();
+                let doc_tokens: usize = doc.pages.iter().map(|p| p.total_generated_tokens).sum();
+                let status = match (&doc.error, doc.awaits_model) {
+                    (Some(e), _) => format!("error: {e}"),
+                    (None, true) => format!("{} pages, pending: needs a model", doc.pages.len()),
+                    (None, false) if doc_tokens == 0 => format!("{} pages, text layer", doc.pages.len()),
+                    (None, false) => format!("{} pages, {doc_tokens} tokens in {seconds:.1}s", doc.pages.len()),
                 };
-                eprintln!("{}: {status} ({rates})", doc.source.display());
+                eprintln!("{}: {status}", doc.source.display());
             }
         }
     }
@@ -922,16 +1170,24 @@ fn run_route(args: RouteArgs) -> Result<ExitCode> {
         }
         None => Router::Rules,
     };
+    let sources = pipeline::sources::collect(&args.inputs).map_err(setup)?;
+    if sources.is_empty() {
+        return Err(setup(anyhow::anyhow!(
+            "no PDFs or images in {}",
+            args.inputs.join(", ")
+        )));
+    }
     let mut worker = worker(args.timeout)?;
     let mut failed = 0;
-    for input in &args.inputs {
-        let line = match route_document(&mut worker, &router, input, args.password.as_deref()) {
+    for source in &sources {
+        let file = &source.path;
+        let line = match route_document(&mut worker, &router, file, args.password.as_deref()) {
             Ok(route) => {
-                serde_json::json!({"file": input, "info": route.info, "decision": route.decision, "features": route.features})
+                serde_json::json!({"id": source.id, "file": file, "info": route.info, "decision": route.decision, "features": route.features})
             }
             Err(e) => {
                 failed += 1;
-                serde_json::json!({"file": input, "error": e, "message": e.to_string()})
+                serde_json::json!({"id": source.id, "file": file, "error": e, "message": e.to_string()})
             }
         };
         println!("{line}");
@@ -950,7 +1206,7 @@ fn run_render(args: RenderArgs) -> Result<()> {
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
-        "{} page {}: {}×{} ({:?}) → {}",
+        "{} page {}: {}×{} ({}) → {}",
         args.input.display(),
         args.page,
         image.width(),
@@ -1037,11 +1293,14 @@ fn run_bench_olmocr(args: BenchOlmocrArgs) -> Result<()> {
     score_candidates(&suite, &folders, args.json.as_deref())
 }
 
-/// `VELLUM_LOG=debug` (any tracing filter) prints the engine's and the pipeline's phases with
+/// `-v`/`-vv` or `VELLUM_LOG=<tracing filter>` print the engine's and the pipeline's phases with
 /// their durations on stderr; off by default.
-fn init_tracing() {
-    let Ok(filter) = std::env::var("VELLUM_LOG") else {
-        return;
+fn init_tracing(verbose: u8) {
+    let filter = match (std::env::var("VELLUM_LOG"), verbose) {
+        (Ok(filter), _) => filter,
+        (Err(_), 0) => return,
+        (Err(_), 1) => "vellum=debug".to_string(),
+        (Err(_), _) => "vellum=trace".to_string(),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -1051,11 +1310,11 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Generate(args) => run_generate(args),
-        Command::Run(args) => run_run(args),
+        Command::Run(args) => run_run(args, cli.quiet),
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
@@ -1106,6 +1365,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<SetupError>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_SETUP)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

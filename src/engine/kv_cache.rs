@@ -32,6 +32,17 @@ pub enum CacheBudget {
     Blocks(usize),
 }
 
+impl std::fmt::Display for CacheBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheBudget::Auto { fraction } => write!(f, "automatic (at most {:.0}% of free memory)", fraction * 100.0),
+            CacheBudget::Bytes(b) => write!(f, "{:.3} GiB", *b as f64 / (1u64 << 30) as f64),
+            CacheBudget::Fraction(x) => write!(f, "{:.0}% of free memory", x * 100.0),
+            CacheBudget::Blocks(n) => write!(f, "{n} blocks"),
+        }
+    }
+}
+
 /// Shape of the cache: what one block holds, and where.
 #[derive(Debug, Clone)]
 pub struct CacheShape {

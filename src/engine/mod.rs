@@ -142,6 +142,15 @@ impl RequestHandle {
         self.rx.try_recv().ok()
     }
 
+    /// The result if the request finishes within `timeout`.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<RequestResult> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(result) => Some(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Some(Err(EngineError::Stopped)),
+        }
+    }
+
     /// Stops the request at the next step; its blocks are freed and it finishes as `cancelled`.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
@@ -165,7 +174,7 @@ impl Engine {
         let num_blocks = shape.num_blocks(config.cache, most_useful);
         if num_blocks == 0 {
             anyhow::bail!(
-                "a KV-cache budget of {:?} holds no block of {} bytes",
+                "a KV-cache budget of {} holds no block of {} bytes",
                 config.cache,
                 shape.bytes_per_block()
             );
@@ -254,6 +263,11 @@ impl Engine {
         params: SamplingParams,
     ) -> anyhow::Result<Generation> {
         Ok(self.submit(image, instruction, params)?.wait()?)
+    }
+
+    /// Tokens the KV cache holds, all sequences together.
+    pub fn cache_tokens(&self) -> usize {
+        self.total_blocks * self.config.block_size
     }
 
     pub fn stats(&self) -> EngineStats {

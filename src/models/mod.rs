@@ -3,6 +3,7 @@
 
 pub mod deepseek_ocr;
 pub mod qwen2_5_vl;
+pub mod qwen2_vl;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -128,6 +129,23 @@ pub fn open(
 ) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
     let files = crate::hub::resolve(spec)?;
+    // Found before loading, not by the OOM killer halfway through it.
+    let needed = files.weights()?.bytes_as(dtype);
+    let available = crate::device::available_memory(device);
+    if needed > available {
+        let gb = |b: u64| b as f64 / 1e9;
+        anyhow::bail!(
+            "model {spec}: its weights take {:.1} GB in {dtype:?} and the {} has {:.1} GB available{}",
+            gb(needed),
+            if device.is_cpu() { "machine" } else { "GPU" },
+            gb(available),
+            if dtype == DType::F32 {
+                "; --dtype bf16 halves them"
+            } else {
+                ""
+            }
+        );
+    }
     if finepdfs_bounds {
         let model = qwen2_5_vl::Model::load(&files, dtype, device)
             .map_err(|e| anyhow::anyhow!("FinePDFs bounds apply to Qwen2.5-VL models: {e:#}"))?;
@@ -145,12 +163,16 @@ pub fn load(
     let path = files.path("config.json");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
-    let arch = config["architectures"][0]
-        .as_str()
-        .unwrap_or("Qwen2_5_VLForConditionalGeneration")
-        .to_string();
+    // Configs saved without `architectures` still name their model type.
+    let arch = match (config["architectures"][0].as_str(), config["model_type"].as_str()) {
+        (Some(arch), _) => arch,
+        (None, Some("qwen2_vl")) => qwen2_vl::ARCHITECTURE,
+        (None, _) => qwen2_5_vl::config::ARCHITECTURE,
+    }
+    .to_string();
     Ok(match arch.as_str() {
         deepseek_ocr::ARCHITECTURE => std::sync::Arc::new(deepseek_ocr::Model::load(files, dtype, device)?),
+        qwen2_vl::ARCHITECTURE => std::sync::Arc::new(qwen2_vl::load(files, config, dtype, device)?),
         _ => std::sync::Arc::new(qwen2_5_vl::Model::load_with_config(files, config, dtype, device)?),
     })
 }

@@ -71,7 +71,7 @@ fn load_error(file: &str, password: Option<&str>, e: PdfiumError) -> PdfError {
         },
         other => PdfError::Corrupt {
             file: file.into(),
-            reason: other.to_string(),
+            reason: super::library::describe(&other),
         },
     }
 }
@@ -151,7 +151,7 @@ impl<'a> Input<'a> {
         doc.pages().get((page - 1) as PdfPageIndex).map_err(|e| PdfError::Page {
             file: file.into(),
             page,
-            reason: format!("pdfium could not load the page: {e}"),
+            reason: format!("pdfium could not load the page: {}", super::library::describe(&e)),
         })
     }
 
@@ -189,7 +189,7 @@ impl<'a> Input<'a> {
     /// Page `page` (1-based) as pixels; an image input is returned as it is.
     pub fn render(&self, file: &str, page: usize, mode: RenderMode) -> Result<RgbImage, PdfError> {
         match self {
-            Input::Pdf(_) => render_page(&self.page(file, page)?, mode).map_err(|reason| PdfError::Page {
+            Input::Pdf(_) => render_page(self.page(file, page)?, mode).map_err(|reason| PdfError::Page {
                 file: file.into(),
                 page,
                 reason,

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use pdfium_render::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::language::WordCounts;
+
 /// One page's text (in pdfium's reading order) and its routing signals.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PageText {
@@ -36,6 +38,24 @@ pub struct PageFeatures {
     pub max_image_area_ratio: f32,
     pub path_objects: u32,
     pub annotations: u32,
+    /// Latin-script words, and among them function words and words with a vowel (see
+    /// [`super::language`]).
+    #[serde(default)]
+    pub words: u32,
+    #[serde(default)]
+    pub function_words: u32,
+    #[serde(default)]
+    pub vowel_words: u32,
+}
+
+impl PageFeatures {
+    pub fn word_counts(&self) -> WordCounts {
+        WordCounts {
+            words: self.words,
+            function_words: self.function_words,
+            with_vowel: self.vowel_words,
+        }
+    }
 }
 
 fn clipped_area(rect: &PdfRect, page_w: f32, page_h: f32) -> f32 {
@@ -97,7 +117,7 @@ pub fn page_text(page: &PdfPage) -> Result<PageText, String> {
     // pdfium ends lines with \r\n (and sometimes a bare \r): one line ending, \n, downstream.
     let text = page
         .text()
-        .map_err(|e| format!("pdfium could not read the text layer: {e}"))?
+        .map_err(|e| format!("pdfium could not read the text layer: {}", super::library::describe(&e)))?
         .all()
         .replace("\r\n", "\n")
         .replace('\r', "\n");
@@ -109,6 +129,8 @@ pub fn page_text(page: &PdfPage) -> Result<PageText, String> {
             f.alnum_chars += 1;
         }
     }
+    let words = WordCounts::of(&text);
+    (f.words, f.function_words, f.vowel_words) = (words.words, words.function_words, words.with_vowel);
     let mut tally = Tally {
         f: &mut f,
         fonts: BTreeSet::new(),

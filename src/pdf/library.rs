@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use pdfium_render::prelude::Pdfium;
+use pdfium_render::prelude::{Pdfium, PdfiumError, PdfiumInternalError};
 
 const INSTALL_HINT: &str = "install it with scripts/install-pdfium (it takes libpdfium.so from the PyPI wheel \
      pypdfium2; only PyPI is needed), or set PDFIUM_LIB_PATH to a libpdfium.so";
@@ -31,6 +31,29 @@ pub fn candidates() -> Vec<PathBuf> {
     paths
 }
 
+/// A pdfium error in words (its Debug-derived Display shows enum variants).
+pub fn describe(e: &PdfiumError) -> String {
+    match e {
+        PdfiumError::LoadLibraryError(e) => match std::error::Error::source(e) {
+            Some(source) => source.to_string(),
+            None => e.to_string(),
+        },
+        PdfiumError::PdfiumLibraryInternalError(internal) => match internal {
+            PdfiumInternalError::FileError => "pdfium could not read the file".into(),
+            PdfiumInternalError::FormatError => "not a valid PDF (pdfium could not parse it)".into(),
+            PdfiumInternalError::PasswordError => "wrong or missing password".into(),
+            PdfiumInternalError::SecurityError => "the PDF's security handler is not supported".into(),
+            PdfiumInternalError::PageError => "pdfium could not load the page".into(),
+            PdfiumInternalError::Unknown => "pdfium failed without saying why".into(),
+        },
+        other => format!("{other:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
 /// Binds pdfium, or says where it looked and how to install it.
 pub fn bind() -> Result<Pdfium, String> {
     let mut tried = Vec::new();
@@ -41,13 +64,13 @@ pub fn bind() -> Result<Pdfium, String> {
         }
         match Pdfium::bind_to_library(&path) {
             Ok(bindings) => return Ok(Pdfium::new(bindings)),
-            Err(e) => tried.push(format!("{} ({e})", path.display())),
+            Err(e) => tried.push(format!("{} ({})", path.display(), describe(&e))),
         }
     }
     match Pdfium::bind_to_system_library() {
         Ok(bindings) => Ok(Pdfium::new(bindings)),
         Err(e) => {
-            tried.push(format!("the system library path ({e})"));
+            tried.push(format!("the system library path ({})", describe(&e)));
             Err(format!(
                 "libpdfium was not found: tried {}; {INSTALL_HINT}",
                 tried.join(", ")

@@ -8,7 +8,9 @@
 
 pub mod document;
 pub mod features;
+pub mod language;
 pub mod library;
+pub mod pages;
 pub mod render;
 pub mod route;
 pub mod stream;
@@ -85,6 +87,17 @@ pub enum RenderMode {
     Olmocr { longest: u32 },
     /// A fixed resolution (150 DPI for dataset preparation).
     Dpi { dpi: f32 },
+}
+
+/// As the flag is written (`finepdfs`, `olmocr`, `dpi=150`), longest side spelled out.
+impl std::fmt::Display for RenderMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderMode::Finepdfs => write!(f, "finepdfs"),
+            RenderMode::Olmocr { longest } => write!(f, "olmocr (longest side {longest})"),
+            RenderMode::Dpi { dpi } => write!(f, "dpi={dpi}"),
+        }
+    }
 }
 
 impl std::str::FromStr for RenderMode {

@@ -3,9 +3,14 @@
 //! Sizes are computed from the page as displayed (its /Rotate applied), in points, the way
 //! PyMuPDF sizes a pixmap: the page rectangle times the zoom, rounded outward with MuPDF's
 //! 0.001 tolerance.
+//!
+//! Which box is drawn follows the tool each mode reproduces. FinePDFs (PyMuPDF) draws the
+//! CropBox, except on a rotated page: datatrove calls `page.remove_rotation()`, which rebuilds
+//! such a page on its MediaBox. olmOCR and 150-DPI dataset preparation render with pdftoppm,
+//! which draws the MediaBox unless given `-cropbox`. A page whose boxes agree is unaffected.
 
 use image::RgbImage;
-use pdfium_render::prelude::{PdfPage, PdfRenderConfig};
+use pdfium_render::prelude::{PdfPage, PdfPageRenderRotation, PdfRenderConfig};
 
 use super::RenderMode;
 use crate::imaging::round_half_even;
@@ -62,7 +67,33 @@ pub fn pixel_size(width: f64, height: f64, mode: RenderMode) -> (u32, u32) {
 }
 
 /// Renders `page` (form fields and annotations included) at the size `mode` gives it.
-pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
+pub fn render_page(mut page: PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
+    let rotated = !matches!(page.rotation(), Ok(PdfPageRenderRotation::None));
+    let media_box = match mode {
+        RenderMode::Finepdfs => rotated,
+        RenderMode::Olmocr { .. } | RenderMode::Dpi { .. } => true,
+    };
+    let mut crop_to_restore = None;
+    if media_box {
+        let boxes = page.boundaries();
+        if let (Ok(media), Ok(crop)) = (boxes.media(), boxes.crop()) {
+            if media.bounds != crop.bounds {
+                page.boundaries_mut()
+                    .set_crop(media.bounds)
+                    .map_err(|e| format!("pdfium could not reset the CropBox: {}", super::library::describe(&e)))?;
+                crop_to_restore = Some(crop.bounds);
+            }
+        }
+    }
+    let image = render_box(&page, mode);
+    // The open document is reused for the page's later requests: leave it as it was.
+    if let Some(crop) = crop_to_restore {
+        let _ = page.boundaries_mut().set_crop(crop);
+    }
+    image
+}
+
+fn render_box(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String> {
     let (pw, ph) = (page.width().value as f64, page.height().value as f64);
     if !(pw > 0.0 && ph > 0.0 && pw.is_finite() && ph.is_finite()) {
         return Err(format!("the page has no area ({pw}×{ph} pt)"));
@@ -70,7 +101,7 @@ pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String>
     let (w, h) = pixel_size(pw, ph, mode);
     if w as u64 * h as u64 > MAX_RENDER_PIXELS {
         return Err(format!(
-            "a {pw:.0}×{ph:.0} pt page would render to {w}×{h} pixels in {mode:?}, more than the {MAX_RENDER_PIXELS}-pixel limit"
+            "a {pw:.0}×{ph:.0} pt page would render to {w}×{h} pixels in {mode}, more than the {MAX_RENDER_PIXELS}-pixel limit"
         ));
     }
     let config = PdfRenderConfig::new()
@@ -79,10 +110,10 @@ pub fn render_page(page: &PdfPage, mode: RenderMode) -> Result<RgbImage, String>
         .render_annotations(true);
     let bitmap = page
         .render_with_config(&config)
-        .map_err(|e| format!("pdfium could not render the page: {e}"))?;
+        .map_err(|e| format!("pdfium could not render the page: {}", super::library::describe(&e)))?;
     let image = bitmap
         .as_image()
-        .map_err(|e| format!("pdfium returned an unusable bitmap: {e}"))?;
+        .map_err(|e| format!("pdfium returned an unusable bitmap: {}", super::library::describe(&e)))?;
     Ok(image.to_rgb8())
 }
 

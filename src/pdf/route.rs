@@ -5,7 +5,8 @@
 //! [`rules`] by default, or with an XGBoost JSON model when given one.
 //!
 //! The default rules, per sampled page, first match wins:
-//! 1. any U+FFFD in the text layer → OCR ("garbled text layer");
+//! 1. any U+FFFD in the text layer → OCR ("garbled text layer"); text that is not language
+//!    (see [`super::language`]: a broken font encoding) → OCR likewise;
 //! 2. at least half the characters invisible (render mode 3) over an image covering ≥ 50%
 //!    of the page → OCR ("an earlier OCR's invisible text over a scan");
 //! 3. fewer than 16 visible characters: → OCR if images cover ≥ 5% of the page or it has
@@ -14,7 +15,7 @@
 //! 5. otherwise → text layer.
 //!
 //! The document's probability is the share of sampled pages sent to OCR; it needs OCR when that
-//! is ≥ 0.2 (FinePDFs' threshold) or any sampled text is garbled.
+//! is ≥ 0.2 (FinePDFs' threshold) or any sampled text is garbled or not language.
 
 use std::path::Path;
 
@@ -78,6 +79,9 @@ pub fn page_route(f: &PageFeatures) -> (bool, &'static str) {
     if f.garbled_chars > 0 {
         return (true, "garbled text layer");
     }
+    if f.word_counts().not_language() {
+        return (true, "text layer is not language (a broken font encoding)");
+    }
     if f.chars > 0 && f.invisible_chars * 2 >= f.chars && f.max_image_area_ratio >= 0.5 {
         return (true, "an earlier OCR's invisible text over a scan");
     }
@@ -138,7 +142,12 @@ impl DocumentFeatures {
         let chars: u32 = pages.iter().map(|p| p.chars).sum();
         let garbled: u32 = pages.iter().map(|p| p.garbled_chars).sum();
         push("garbled_ratio".into(), ratio(garbled, chars));
-        let per_page: [(&str, PageMetric); 14] = [
+        let not_language = pages.iter().filter(|p| p.word_counts().not_language()).count();
+        push(
+            "not_language_ratio".into(),
+            not_language as f32 / pages.len().max(1) as f32,
+        );
+        let per_page: [(&str, PageMetric); 16] = [
             ("chars", |p| p.chars as f32),
             ("alnum_ratio", |p| ratio(p.alnum_chars, p.chars)),
             ("invisible_ratio", |p| ratio(p.invisible_chars, p.chars)),
@@ -155,6 +164,8 @@ impl DocumentFeatures {
             }),
             ("aspect_ratio", |p| p.height_pt / p.width_pt.max(1e-3)),
             ("routed_to_ocr", |p| page_route(p).0 as u8 as f32),
+            ("function_word_ratio", |p| ratio(p.function_words, p.words)),
+            ("vowel_word_ratio", |p| ratio(p.vowel_words, p.words)),
         ];
         for (name, f) in per_page {
             let v: Vec<f32> = pages.iter().map(f).collect();
@@ -219,6 +230,7 @@ impl Router {
             })
             .collect();
         let garbled = features.get("garbled_ratio").unwrap_or(0.0) > 0.0;
+        let not_language = features.get("not_language_ratio").unwrap_or(0.0) > 0.0;
         let (probability, router) = match self {
             Router::Rules => {
                 let flagged = page_routes.iter().filter(|r| r.needs_ocr).count();
@@ -233,6 +245,9 @@ impl Router {
         if garbled {
             reasons.push("garbled text in the sampled pages".to_string());
         }
+        if not_language {
+            reasons.push("sampled text that is not language (a broken font encoding)".to_string());
+        }
         if probability >= OCR_THRESHOLD {
             reasons.push(format!("p(needs OCR) = {probability:.2} ≥ {OCR_THRESHOLD}"));
         }
@@ -243,7 +258,7 @@ impl Router {
             ));
         }
         let decision = RouteDecision {
-            needs_ocr: garbled || probability >= OCR_THRESHOLD,
+            needs_ocr: garbled || not_language || probability >= OCR_THRESHOLD,
             probability,
             router,
             reasons,

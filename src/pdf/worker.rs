@@ -25,6 +25,8 @@ const PIPE_BYTES: libc::c_int = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
+    /// Is libpdfium there? Asked once before a run, so a missing library stops it up front.
+    Check,
     Info {
         path: PathBuf,
         password: Option<String>,
@@ -44,6 +46,7 @@ enum Request {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
+    Ready,
     Info(DocumentInfo),
     Text(PageText),
     /// Followed by width·height·3 bytes of RGB.
@@ -65,6 +68,19 @@ pub fn serve() -> std::io::Result<()> {
             Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         };
         let (path, password) = match &request {
+            Request::Check => {
+                let reply = match &pdfium {
+                    Ok(_) => Reply::Ready,
+                    Err(reason) => Reply::Error(PdfError::Library {
+                        file: String::new(),
+                        reason: reason.clone(),
+                    }),
+                };
+                serde_json::to_writer(&mut out, &reply)?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+                continue;
+            }
             Request::Info { path, password }
             | Request::Text { path, password, .. }
             | Request::Render { path, password, .. } => (path.clone(), password.clone()),
@@ -83,6 +99,7 @@ pub fn serve() -> std::io::Result<()> {
                 }
                 let input = &open.as_ref().expect("opened above").2;
                 Ok(match &request {
+                    Request::Check => (Reply::Ready, Vec::new()),
                     Request::Info { .. } => (Reply::Info(input.info()), Vec::new()),
                     Request::Text { page, .. } => (Reply::Text(input.text(&file, *page)?), Vec::new()),
                     Request::Render { page, mode, .. } => {
@@ -104,7 +121,7 @@ pub fn serve() -> std::io::Result<()> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             let page = match &request {
-                Request::Info { .. } => 1,
+                Request::Check | Request::Info { .. } => 1,
                 Request::Text { page, .. } | Request::Render { page, .. } => *page,
             };
             Err(PdfError::Page {
@@ -312,6 +329,16 @@ impl Worker {
                     reason: status,
                 })
             }
+        }
+    }
+
+    /// Starts the worker and checks that it has libpdfium; the error says what to install.
+    pub fn check(&mut self) -> Result<(), String> {
+        match self.request(&Request::Check, "", None) {
+            Ok((Reply::Ready, _)) => Ok(()),
+            Ok((other, _)) => Err(format!("the pdfium worker gave an unexpected reply {other:?}")),
+            Err(PdfError::Library { reason, .. }) => Err(reason),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -7,15 +7,19 @@
 //! make a retry cheap), then falls back to its text layer. A document with too many such pages
 //! is marked failed, with the reason.
 //!
+//! When `stop` is set, nothing new starts, pages in the engine are cancelled, and only the
+//! documents already complete are handed back (in whatever order they completed); a resumed
+//! run does the others again.
+//!
 //! Rendering runs in a thread of its own (through the pdfium worker) and feeds pages through a
 //! bounded channel, so it never runs more than a few pages ahead of the model; at most
 //! `max_in_flight` pages wait in the engine at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use image::{DynamicImage, RgbImage};
 use serde::Serialize;
@@ -23,8 +27,9 @@ use serde::Serialize;
 use super::quality::find_repetition;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
+use crate::pdf::pages::PageRanges;
 use crate::pdf::route::DocumentRoute;
-use crate::pdf::stream::{document_stream, StreamItem};
+use crate::pdf::stream::{document_stream, RoutedDocument, StreamItem};
 use crate::pdf::worker::{Worker, WorkerCommand};
 use crate::pdf::{PdfError, RenderMode};
 
@@ -48,7 +53,10 @@ pub struct PageResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,
     pub prompt_tokens: usize,
+    /// Tokens of the attempt whose text this is.
     pub generated_tokens: usize,
+    /// Tokens of every attempt, retries included: the work the page took.
+    pub total_generated_tokens: usize,
     /// Model runs for this page (1 + retries).
     pub attempts: usize,
     /// The page's OCR was bad or failed, and its text is the text layer's.
@@ -68,6 +76,9 @@ pub struct DocumentResult {
     /// Why the document could not be read at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<PdfError>,
+    /// Pages of it need OCR and there is no model: it is not finished.
+    #[serde(skip)]
+    pub awaits_model: bool,
 }
 
 impl DocumentResult {
@@ -108,6 +119,8 @@ pub struct OcrOptions {
     pub instruction: Option<String>,
     pub params: SamplingParams,
     pub mode: RenderMode,
+    /// Only these pages of each document (all without it).
+    pub pages: Option<PageRanges>,
     /// Retries of a bad page (temperatures from [`TEMPERATURE_LADDER`]).
     pub max_retries: usize,
     /// Rendered pages waiting for the model, at most.
@@ -128,6 +141,7 @@ impl OcrOptions {
                 ..Default::default()
             },
             mode: RenderMode::Finepdfs,
+            pages: None,
             max_retries: 3,
             render_ahead: 4,
             max_in_flight: 32,
@@ -143,12 +157,30 @@ struct Running {
     image: Arc<RgbImage>,
     handle: RequestHandle,
     attempt: usize,
+    /// Tokens of the attempts before this one.
+    spent_tokens: usize,
     started: Instant,
+}
+
+impl Running {
+    /// Waits for the run; once `stop` is set, cancels it (it then ends within a step).
+    fn wait(&self, stop: &AtomicBool) -> RequestResult {
+        loop {
+            if let Some(result) = self.handle.wait_timeout(Duration::from_millis(100)) {
+                return result;
+            }
+            if stop.load(Ordering::Relaxed) {
+                self.handle.cancel();
+            }
+        }
+    }
 }
 
 enum Pending {
     Done(PageResult),
     Running(Running),
+    /// Cancelled by a stop: the document is not finished.
+    Abandoned,
 }
 
 /// The engine and settings pages are submitted with.
@@ -180,15 +212,15 @@ impl Submitter<'_> {
         let generation = match result {
             Ok(g) => g,
             Err(e) => {
-                return Pending::Done(fallback(
-                    run.page,
-                    run.text_layer,
-                    e.to_string(),
-                    run.attempt + 1,
-                    seconds,
-                ))
+                let mut page = fallback(run.page, run.text_layer, e.to_string(), run.attempt + 1, seconds);
+                page.total_generated_tokens = run.spent_tokens;
+                return Pending::Done(page);
             }
         };
+        let spent_tokens = run.spent_tokens + generation.tokens.len();
+        if generation.finish_reason == FinishReason::Cancelled {
+            return Pending::Abandoned;
+        }
         let bad = match generation.finish_reason {
             FinishReason::Length | FinishReason::Repetition => Some("length".to_string()),
             _ => find_repetition(&generation.text).map(|r| r.as_str().to_string()),
@@ -201,6 +233,7 @@ impl Submitter<'_> {
                 finish_reason: Some(generation.finish_reason),
                 prompt_tokens: generation.prompt_tokens,
                 generated_tokens: generation.tokens.len(),
+                total_generated_tokens: spent_tokens,
                 attempts: run.attempt + 1,
                 fallback: false,
                 error: None,
@@ -210,20 +243,26 @@ impl Submitter<'_> {
                 Ok(handle) => Pending::Running(Running {
                     handle,
                     attempt: run.attempt + 1,
+                    spent_tokens,
                     ..run
                 }),
-                Err(e) => Pending::Done(fallback(
-                    run.page,
-                    run.text_layer,
-                    format!("{reason}; retry failed: {e}"),
-                    run.attempt + 1,
-                    seconds,
-                )),
+                Err(e) => {
+                    let mut page = fallback(
+                        run.page,
+                        run.text_layer,
+                        format!("{reason}; retry failed: {e}"),
+                        run.attempt + 1,
+                        seconds,
+                    );
+                    page.total_generated_tokens = spent_tokens;
+                    Pending::Done(page)
+                }
             },
             Some(reason) => {
                 let mut page = fallback(run.page, run.text_layer, reason, run.attempt + 1, seconds);
                 page.finish_reason = Some(generation.finish_reason);
                 page.generated_tokens = generation.tokens.len();
+                page.total_generated_tokens = spent_tokens;
                 page.prompt_tokens = generation.prompt_tokens;
                 Pending::Done(page)
             }
@@ -239,6 +278,7 @@ fn fallback(page: usize, text_layer: String, error: String, attempts: usize, sec
         finish_reason: None,
         prompt_tokens: 0,
         generated_tokens: 0,
+        total_generated_tokens: 0,
         attempts,
         fallback: true,
         error: Some(error),
@@ -273,44 +313,45 @@ impl DocState {
         }
     }
 
-    /// Waits until page `page` is done (through its retries).
-    fn settle(&mut self, page: usize, submitter: &Submitter) {
-        let slot = &mut self.pages[page - 1];
+    /// Waits until the `index`-th page is done (through its retries), or abandoned by a stop.
+    fn settle(&mut self, index: usize, submitter: &Submitter) {
+        let slot = &mut self.pages[index];
         while matches!(slot, Pending::Running(_)) {
-            let Pending::Running(run) =
-                std::mem::replace(slot, Pending::Done(fallback(0, String::new(), String::new(), 0, 0.0)))
-            else {
+            let Pending::Running(run) = std::mem::replace(slot, Pending::Abandoned) else {
                 unreachable!("checked by the loop")
             };
-            let result = run.handle.wait();
+            let result = run.wait(&submitter.options.stop);
             *slot = submitter.judge(run, result);
         }
     }
 
-    fn into_result(mut self, submitter: &Submitter) -> DocumentResult {
-        for p in 1..=self.pages.len() {
-            self.settle(p, submitter);
+    /// The finished document; None if a stop abandoned any of its pages.
+    fn into_result(mut self, submitter: &Submitter) -> Option<DocumentResult> {
+        for index in 0..self.pages.len() {
+            self.settle(index, submitter);
         }
-        self.result.pages = self
+        let pages: Option<Vec<PageResult>> = self
             .pages
             .into_iter()
             .map(|p| match p {
-                Pending::Done(r) => r,
+                Pending::Done(r) => Some(r),
+                Pending::Abandoned => None,
                 Pending::Running(_) => unreachable!("settled above"),
             })
             .collect();
-        self.result
+        self.result.pages = pages?;
+        Some(self.result)
     }
 }
 
-/// OCRs `files` (PDFs or page images), calling `done` with each document, in input order, as
-/// soon as all of its pages are finished. With `options.stop` set, documents not yet started
-/// are skipped (and not reported).
+/// OCRs `files` (PDFs or page images), calling `done` with each document's index in `files`
+/// and its result, in input order, as soon as all of its pages are finished. Once
+/// `options.stop` is set, unfinished documents are abandoned (and not reported).
 pub fn ocr_documents(
     files: &[PathBuf],
     recognizer: &Recognizer,
     options: &OcrOptions,
-    mut done: impl FnMut(DocumentResult),
+    mut done: impl FnMut(usize, DocumentResult),
 ) {
     let submitter = Submitter {
         engine: match recognizer {
@@ -323,6 +364,7 @@ pub fn ocr_documents(
     let stream = document_stream(
         Worker::new(options.worker.clone()),
         files.to_vec(),
+        options.pages.clone(),
         options.mode,
         options.render_ahead,
         move |route| renders && route.decision.needs_ocr,
@@ -336,7 +378,12 @@ pub fn ocr_documents(
             StreamItem::Document { doc, result } => {
                 docs.insert(doc, new_doc_state(files[doc].clone(), result, recognizer));
             }
-            StreamItem::Page { doc, page, image } => {
+            StreamItem::Page {
+                doc,
+                index,
+                page,
+                image,
+            } => {
                 while in_flight.len() >= options.max_in_flight {
                     let (d, p) = in_flight.pop_front().expect("non-empty");
                     if let Some(state) = docs.get_mut(&d) {
@@ -344,27 +391,32 @@ pub fn ocr_documents(
                     }
                 }
                 let state = docs.get_mut(&doc).expect("a document is announced before its pages");
-                let text_layer = match &state.pages[page - 1] {
+                let text_layer = match &state.pages[index] {
                     Pending::Done(p) => p.text.clone(),
-                    Pending::Running(_) => unreachable!("each page is rendered once"),
+                    _ => unreachable!("each page is rendered once"),
                 };
                 let started = Instant::now();
                 let submitted = image.map_err(|e| e.to_string()).and_then(|img| {
+                    if options.stop.load(Ordering::Relaxed) {
+                        return Err("stopped".to_string());
+                    }
                     let image = Arc::new(img);
                     submitter.submit(&image, 0).map(|handle| (image, handle))
                 });
-                state.pages[page - 1] = match submitted {
+                state.pages[index] = match submitted {
                     Ok((image, handle)) => {
-                        in_flight.push_back((doc, page));
+                        in_flight.push_back((doc, index));
                         Pending::Running(Running {
                             page,
                             text_layer,
                             image,
                             handle,
                             attempt: 0,
+                            spent_tokens: 0,
                             started,
                         })
                     }
+                    Err(_) if options.stop.load(Ordering::Relaxed) => Pending::Abandoned,
                     Err(error) => Pending::Done(fallback(page, text_layer, error, 0, started.elapsed().as_secs_f64())),
                 };
                 state.rendered += 1;
@@ -372,25 +424,40 @@ pub fn ocr_documents(
         }
         docs.values_mut().for_each(|d| d.poll(&submitter));
         while docs.get(&next_out).is_some_and(DocState::ready) {
-            done(docs.remove(&next_out).expect("checked").into_result(&submitter));
+            if let Some(result) = docs.remove(&next_out).expect("checked").into_result(&submitter) {
+                done(next_out, result);
+            }
             next_out += 1;
         }
+        if options.stop.load(Ordering::Relaxed) {
+            break;
+        }
     }
+    let stopped = options.stop.load(Ordering::Relaxed);
+    if stopped {
+        // Cancel everything in the engine at once rather than one page at a time.
+        for state in docs.values() {
+            for page in &state.pages {
+                if let Pending::Running(run) = page {
+                    run.handle.cancel();
+                }
+            }
+        }
+    }
+    drop(stream.items);
     let _ = stream.thread.join();
-    for (_, state) in std::mem::take(&mut docs) {
-        // A document the stop flag cut short before all its pages were rendered is dropped: it
-        // was never finished, and a resumed run does it again.
-        if state.rendered == state.to_render {
-            done(state.into_result(&submitter));
+    for (index, state) in std::mem::take(&mut docs) {
+        // A document cut short by a stop (not all its pages rendered, or some cancelled) was
+        // never finished: it is dropped, and a resumed run does it again.
+        if state.rendered == state.to_render && (!stopped || state.ready()) {
+            if let Some(result) = state.into_result(&submitter) {
+                done(index, result);
+            }
         }
     }
 }
 
-fn new_doc_state(
-    source: PathBuf,
-    routed: Result<(DocumentRoute, Vec<Result<String, PdfError>>), PdfError>,
-    recognizer: &Recognizer,
-) -> DocState {
+fn new_doc_state(source: PathBuf, routed: Result<RoutedDocument, PdfError>, recognizer: &Recognizer) -> DocState {
     let (route, texts) = match routed {
         Ok(r) => r,
         Err(error) => {
@@ -399,6 +466,7 @@ fn new_doc_state(
                 route: None,
                 pages: Vec::new(),
                 error: Some(error),
+                awaits_model: false,
             };
             return DocState {
                 result,
@@ -411,20 +479,20 @@ fn new_doc_state(
     let needs_ocr = route.decision.needs_ocr;
     let pages: Vec<Pending> = texts
         .into_iter()
-        .enumerate()
-        .map(|(i, text)| {
+        .map(|(number, text)| {
             // A page whose text layer cannot be read says so (OCR may still replace it).
             let (text, error) = match text {
                 Ok(text) => (text, None),
                 Err(e) => (String::new(), Some(format!("text layer: {e}"))),
             };
             let page = PageResult {
-                page: i + 1,
+                page: number,
                 route: PageSource::TextLayer,
                 text,
                 finish_reason: None,
                 prompt_tokens: 0,
                 generated_tokens: 0,
+                total_generated_tokens: 0,
                 attempts: 0,
                 fallback: false,
                 error,
@@ -457,6 +525,7 @@ fn new_doc_state(
             route: Some(route),
             pages: Vec::new(),
             error: None,
+            awaits_model: needs_ocr && matches!(recognizer, Recognizer::Unavailable(_)),
         },
         pages,
         to_render,

@@ -1,11 +1,12 @@
-//! A JSONL file of generation requests (`{"id", "image", "prompt"?, "max_new_tokens"?,
-//! "temperature"?}` per line) through one engine: everything is submitted first so the engine
+//! A JSONL file of generation requests (`{"id", "image", "page"?, "prompt"?, "max_new_tokens"?,
+//! "temperature"?}` per line; `image` is a page image or a PDF, `page` 1-based) through one engine: everything is submitted first so the engine
 //! batches it, then the results come back in input order, one JSON object each — the generation
 //! with its id, or the id and why that request failed (the others go on).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use image::DynamicImage;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -16,6 +17,7 @@ use crate::engine::{Engine, RequestHandle};
 struct RequestLine {
     id: Value,
     image: PathBuf,
+    page: Option<usize>,
     prompt: Option<String>,
     max_new_tokens: Option<usize>,
     temperature: Option<f64>,
@@ -23,12 +25,14 @@ struct RequestLine {
 
 /// Runs the requests of `path` with `defaults` where a line says nothing (its prompt: `prompt`,
 /// else the model's default instruction), calling `emit` with each result in input order.
-/// Returns how many failed. Image paths are taken as given, else relative to the file.
+/// Returns how many failed. Image paths are taken as given, else relative to the file; `load`
+/// reads page `page` of one (as every command reads its inputs).
 pub fn run(
     engine: &Engine,
     path: &Path,
     defaults: &SamplingParams,
     prompt: Option<&str>,
+    mut load: impl FnMut(&Path, usize) -> Result<DynamicImage>,
     mut emit: impl FnMut(Value),
 ) -> Result<usize> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -58,8 +62,7 @@ pub fn run(
                 temperature: req.temperature.unwrap_or(defaults.temperature),
                 ..defaults.clone()
             };
-            let handle = image::open(&image_path)
-                .with_context(|| format!("reading image {}", image_path.display()))
+            let handle = load(&image_path, req.page.unwrap_or(1))
                 .and_then(|img| engine.submit(&img, req.prompt.as_deref().unwrap_or(default_prompt), params));
             (req.id, handle)
         })

@@ -2,8 +2,20 @@
 //! `fnv1a(id) mod world_size`. The hash is fixed (FNV-1a, 64 bit), so the split is the same in
 //! every run, whatever the input order: the ranks' shares are disjoint and cover everything.
 //! Inside a Slurm array job the rank and world size default to the array's.
+//!
+//! The world size is recorded in the output folder (`sharding.json`): a later run with another
+//! world size would own other documents per rank and write some of them twice, so it is refused.
 
-use anyhow::{bail, Result};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+const RECORD: &str = "sharding.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    world_size: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -38,6 +50,46 @@ impl Shard {
         Ok(Self { rank, world_size })
     }
 
+    /// Refuses an output folder that another world size wrote to.
+    pub fn check_folder(&self, out: &Path) -> Result<()> {
+        let path = out.join(RECORD);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let record: Record = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        if record.world_size != self.world_size {
+            bail!(
+                "{} was written by a run with --world-size {}, and this one has {}: documents would move \
+                 between ranks and some would be written twice. Use --world-size {} (or another --out)",
+                out.display(),
+                record.world_size,
+                self.world_size,
+                record.world_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks `out` (see [`Shard::check_folder`]) and records this world size there.
+    pub fn record(&self, out: &Path) -> Result<()> {
+        self.check_folder(out)?;
+        let path = out.join(RECORD);
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        // Ranks starting together write the same content; the rename makes each write whole.
+        let temp = out.join(format!(".{RECORD}.{}.tmp", std::process::id()));
+        std::fs::write(
+            &temp,
+            serde_json::to_string(&Record {
+                world_size: self.world_size,
+            })?,
+        )?;
+        std::fs::rename(&temp, &path)?;
+        Ok(())
+    }
+
     pub fn owns(&self, id: &str) -> bool {
         fnv1a(id.as_bytes()) % self.world_size as u64 == self.rank as u64
     }
@@ -70,5 +122,15 @@ mod tests {
             Shard { rank: 2, world_size: 4 }
         );
         assert!(Shard::resolve(Some(4), Some(4)).is_err());
+    }
+
+    #[test]
+    fn a_folder_keeps_its_world_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let two = Shard { rank: 1, world_size: 2 };
+        two.record(tmp.path()).unwrap();
+        two.record(tmp.path()).unwrap();
+        let err = Shard { rank: 0, world_size: 1 }.check_folder(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("--world-size 2"), "{err}");
     }
 }

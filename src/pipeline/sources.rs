@@ -3,10 +3,11 @@
 //! relative paths are relative to the manifest). PDFs and page images (PNG, JPEG, TIFF, WebP).
 //!
 //! A document's id is deterministic: the path relative to the folder it was found in (prefixed
-//! with that folder's name), or the path as given for files, glob matches and manifest entries.
-//! The same inputs give the same ids in every run and on every rank.
+//! with that folder's name), or the path as given for files, glob matches and manifest entries,
+//! written plainly (`./a//b.pdf` is `a/b.pdf`). The same inputs give the same ids in every run
+//! and on every rank.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -23,6 +24,24 @@ fn extension(path: &Path) -> String {
     path.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase()
 }
 
+/// The path without `.` components and repeated separators, as text.
+fn plain(path: &Path) -> String {
+    let plain: PathBuf = path.components().filter(|c| *c != Component::CurDir).collect();
+    match plain.as_os_str().is_empty() {
+        true => ".".to_string(),
+        false => plain.to_string_lossy().into_owned(),
+    }
+}
+
+/// The name a folder's documents are prefixed with (`.` and `..` by the folder's real name).
+fn folder_name(root: &Path) -> String {
+    root.file_name()
+        .map(|n| n.to_os_string())
+        .or_else(|| root.canonicalize().ok()?.file_name().map(|n| n.to_os_string()))
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Source>) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading folder {}", dir.display()))?
@@ -33,13 +52,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Source>) -> Result<()> {
         if path.is_dir() {
             walk(root, &path, out)?;
         } else if DOCUMENT_EXTENSIONS.contains(&extension(&path).as_str()) {
-            let name = root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let rel = plain(path.strip_prefix(root).unwrap_or(&path));
             out.push(Source {
-                id: format!("{name}/{rel}"),
+                id: format!("{}/{rel}", folder_name(root)),
                 path,
             });
         }
@@ -76,7 +91,7 @@ fn manifest(path: &Path, out: &mut Vec<Source>) -> Result<()> {
         let entry = entry.trim_start_matches("file://");
         let p = Path::new(entry);
         out.push(Source {
-            id: entry.to_string(),
+            id: plain(p),
             path: if p.is_absolute() { p.to_path_buf() } else { base.join(p) },
         });
     }
@@ -94,7 +109,7 @@ pub fn collect(inputs: &[String]) -> Result<Vec<Source>> {
             manifest(path, &mut out)?;
         } else if path.exists() {
             out.push(Source {
-                id: input.clone(),
+                id: plain(path),
                 path: path.to_path_buf(),
             });
         } else if input.contains(['*', '?', '[']) {
@@ -106,14 +121,16 @@ pub fn collect(inputs: &[String]) -> Result<Vec<Source>> {
             if matched.is_empty() {
                 bail!("{input} matches nothing");
             }
-            out.extend(matched.into_iter().filter(|p| p.is_file()).map(|p| Source {
-                id: p.display().to_string(),
-                path: p,
-            }));
+            out.extend(
+                matched
+                    .into_iter()
+                    .filter(|p| p.is_file())
+                    .map(|p| Source { id: plain(&p), path: p }),
+            );
         } else {
             // A missing file is still a document: it will be reported as failed with its error.
             out.push(Source {
-                id: input.clone(),
+                id: plain(path),
                 path: path.to_path_buf(),
             });
         }
@@ -154,6 +171,11 @@ mod tests {
         );
         let pattern = format!("{}/docs/*.pdf", tmp.path().display());
         assert_eq!(collect(&[pattern]).unwrap().len(), 1);
+        let dotted = format!("{}/./docs//a.pdf", tmp.path().display());
+        let plain_id = format!("{}/docs/a.pdf", tmp.path().display());
+        let same = collect(&[dotted, plain_id.clone()]).unwrap();
+        assert_eq!(same.len(), 1, "one document however its path is written");
+        assert_eq!(same[0].id, plain_id);
         std::fs::write(tmp.path().join("urls.txt"), "https://example.com/a.pdf\n").unwrap();
         assert!(collect(&[tmp.path().join("urls.txt").display().to_string()]).is_err());
     }

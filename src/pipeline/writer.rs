@@ -7,8 +7,12 @@
 //! line per committed chunk, with its document ids). The record is the truth: on restart,
 //! chunk files it does not list (a kill between rename and record, or a half-written temporary)
 //! are deleted and their documents done again. So every document is written exactly once.
+//!
+//! The record also keeps each chunk's failed ids and page/token counts, so the folder's state
+//! (what is done, what failed, the work it took) is known across runs; with `retry_failed`, a
+//! document whose latest outcome is a failure is not done and is attempted again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -53,18 +57,58 @@ impl Sink {
     }
 }
 
+/// Work a chunk took, summed across runs in [`Ledger::totals`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Work {
+    pub pages: usize,
+    pub pages_ocr: usize,
+    pub pages_fallback: usize,
+    pub pages_retried: usize,
+    /// Every attempt's tokens, retries included.
+    pub generated_tokens: usize,
+}
+
+impl std::ops::AddAssign for Work {
+    fn add_assign(&mut self, o: Self) {
+        self.pages += o.pages;
+        self.pages_ocr += o.pages_ocr;
+        self.pages_fallback += o.pages_fallback;
+        self.pages_retried += o.pages_retried;
+        self.generated_tokens += o.generated_tokens;
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct ChunkRecord {
     chunk: usize,
     documents: Vec<String>,
     failed: usize,
+    #[serde(default)]
+    failed_ids: Vec<String>,
+    #[serde(default)]
+    work: Work,
 }
 
+#[derive(Default)]
 struct OpenChunk {
     good: Option<Sink>,
     failed: Option<Sink>,
     documents: Vec<String>,
-    failed_count: usize,
+    failed_ids: Vec<String>,
+    work: Work,
+}
+
+/// What earlier runs committed under one rank's folder.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Ids not to do again.
+    pub done: HashSet<String>,
+    /// Ids whose latest outcome is a failure.
+    pub failed: HashSet<String>,
+    /// Documents committed (each id once, by its latest outcome).
+    pub documents: usize,
+    pub totals: Work,
 }
 
 pub struct ChunkWriter {
@@ -88,15 +132,18 @@ fn chunk_of(name: &str) -> Option<usize> {
 
 impl ChunkWriter {
     /// Opens rank `rank`'s output under `out`, cleaning up after an earlier run that was
-    /// killed, and returns the ids that run already committed.
-    pub fn open(out: &Path, rank: usize, chunk_size: usize, gzip: bool) -> Result<(Self, HashSet<String>)> {
+    /// killed, and returns what earlier runs committed; with `retry_failed`, failed documents
+    /// are not counted as done.
+    pub fn open(out: &Path, rank: usize, chunk_size: usize, gzip: bool, retry_failed: bool) -> Result<(Self, Ledger)> {
         let dir = out.join(format!("{rank:05}"));
         let failed_dir = out.join("failed").join(format!("{rank:05}"));
         for d in [&dir, &failed_dir] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         let progress_path = dir.join(PROGRESS);
-        let mut done = HashSet::new();
+        // id → failed, by the latest record that names it.
+        let mut outcome: HashMap<String, bool> = HashMap::new();
+        let mut totals = Work::default();
         let mut committed = HashSet::new();
         let mut valid_len = 0u64;
         if let Ok(f) = File::open(&progress_path) {
@@ -108,7 +155,12 @@ impl ChunkWriter {
                 };
                 valid_len += line.len() as u64 + 1;
                 committed.insert(record.chunk);
-                done.extend(record.documents);
+                totals += record.work;
+                // Records written before failed ids were kept count their failures only.
+                let failed: HashSet<&String> = record.failed_ids.iter().collect();
+                for id in &record.documents {
+                    outcome.insert(id.clone(), failed.contains(id));
+                }
             }
         }
         let progress = OpenOptions::new().create(true).append(true).open(&progress_path)?;
@@ -117,9 +169,9 @@ impl ChunkWriter {
             for entry in std::fs::read_dir(d)? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let orphan = name != PROGRESS
-                    && chunk_of(&name).is_none_or(|c| !committed.contains(&c) || name.ends_with(".tmp"));
-                if orphan && entry.path().is_file() && name != "stats.json" {
+                // Only chunk files are ours to clean: stats and lists beside them stay.
+                let orphan = chunk_of(&name).is_some_and(|c| !committed.contains(&c) || name.ends_with(".tmp"));
+                if orphan && entry.path().is_file() {
                     std::fs::remove_file(entry.path())?;
                 }
             }
@@ -131,15 +183,21 @@ impl ChunkWriter {
             chunk_size: chunk_size.max(1),
             gzip,
             next_chunk,
-            open: OpenChunk {
-                good: None,
-                failed: None,
-                documents: Vec::new(),
-                failed_count: 0,
-            },
+            open: OpenChunk::default(),
             progress,
         };
-        Ok((writer, done))
+        let failed: HashSet<String> = outcome.iter().filter(|(_, &f)| f).map(|(id, _)| id.clone()).collect();
+        let ledger = Ledger {
+            done: outcome
+                .keys()
+                .filter(|id| !(retry_failed && failed.contains(*id)))
+                .cloned()
+                .collect(),
+            documents: outcome.len(),
+            failed,
+            totals,
+        };
+        Ok((writer, ledger))
     }
 
     pub fn rank_dir(&self) -> &Path {
@@ -152,7 +210,7 @@ impl ChunkWriter {
 
     /// Adds one document's JSON line, to the documents or to the failed output; commits the
     /// chunk when it is full.
-    pub fn write(&mut self, id: &str, line: &str, failed: bool) -> Result<()> {
+    pub fn write(&mut self, id: &str, line: &str, failed: bool, work: Work) -> Result<()> {
         let temp = |dir: &Path, name: &str| dir.join(format!(".{name}.tmp"));
         let name = self.name(self.next_chunk);
         let (slot, dir) = if failed {
@@ -165,7 +223,10 @@ impl ChunkWriter {
         }
         slot.as_mut().expect("opened above").write_line(line)?;
         self.open.documents.push(id.to_string());
-        self.open.failed_count += failed as usize;
+        if failed {
+            self.open.failed_ids.push(id.to_string());
+        }
+        self.open.work += work;
         if self.open.documents.len() >= self.chunk_size {
             self.commit()?;
         }
@@ -179,15 +240,7 @@ impl ChunkWriter {
         }
         let _span = tracing::debug_span!("write", documents = self.open.documents.len()).entered();
         let name = self.name(self.next_chunk);
-        let open = std::mem::replace(
-            &mut self.open,
-            OpenChunk {
-                good: None,
-                failed: None,
-                documents: Vec::new(),
-                failed_count: 0,
-            },
-        );
+        let open = std::mem::take(&mut self.open);
         for (sink, dir) in [(open.good, &self.dir), (open.failed, &self.failed_dir)] {
             if let Some(sink) = sink {
                 sink.finish()?;
@@ -198,7 +251,9 @@ impl ChunkWriter {
         let record = ChunkRecord {
             chunk: self.next_chunk,
             documents: open.documents,
-            failed: open.failed_count,
+            failed: open.failed_ids.len(),
+            failed_ids: open.failed_ids,
+            work: open.work,
         };
         writeln!(self.progress, "{}", serde_json::to_string(&record)?)?;
         self.progress.sync_all()?;
@@ -222,22 +277,23 @@ mod tests {
     #[test]
     fn chunks_appear_only_when_complete_and_resume_skips_them() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut w, done) = ChunkWriter::open(tmp.path(), 3, 2, false).unwrap();
-        assert!(done.is_empty());
-        w.write("a", r#"{"id":"a"}"#, false).unwrap();
+        let (mut w, ledger) = ChunkWriter::open(tmp.path(), 3, 2, false, false).unwrap();
+        assert!(ledger.done.is_empty());
+        w.write("a", r#"{"id":"a"}"#, false, Work::default()).unwrap();
         let rank = tmp.path().join("00003");
         assert!(!rank.join("00000.jsonl").exists(), "half a chunk is invisible");
-        w.write("b", r#"{"id":"b"}"#, true).unwrap();
+        w.write("b", r#"{"id":"b"}"#, true, Work::default()).unwrap();
         assert_eq!(lines(&rank.join("00000.jsonl")), [r#"{"id":"a"}"#]);
         assert_eq!(lines(&tmp.path().join("failed/00003/00000.jsonl")), [r#"{"id":"b"}"#]);
-        w.write("c", r#"{"id":"c"}"#, false).unwrap();
+        w.write("c", r#"{"id":"c"}"#, false, Work::default()).unwrap();
         drop(w); // killed with "c" in an uncommitted chunk
-        let (mut w, done) = ChunkWriter::open(tmp.path(), 3, 2, false).unwrap();
-        assert_eq!(done, HashSet::from(["a".to_string(), "b".to_string()]));
+        let (mut w, ledger) = ChunkWriter::open(tmp.path(), 3, 2, false, false).unwrap();
+        assert_eq!(ledger.done, HashSet::from(["a".to_string(), "b".to_string()]));
+        assert_eq!(ledger.failed, HashSet::from(["b".to_string()]));
         assert!(std::fs::read_dir(&rank)
             .unwrap()
             .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
-        w.write("c", r#"{"id":"c"}"#, false).unwrap();
+        w.write("c", r#"{"id":"c"}"#, false, Work::default()).unwrap();
         w.commit().unwrap();
         assert_eq!(lines(&rank.join("00001.jsonl")), [r#"{"id":"c"}"#]);
     }
@@ -245,16 +301,16 @@ mod tests {
     #[test]
     fn a_chunk_renamed_but_not_recorded_is_redone() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut w, _) = ChunkWriter::open(tmp.path(), 0, 1, true).unwrap();
-        w.write("a", r#"{"id":"a"}"#, false).unwrap();
+        let (mut w, _) = ChunkWriter::open(tmp.path(), 0, 1, true, false).unwrap();
+        w.write("a", r#"{"id":"a"}"#, false, Work::default()).unwrap();
         drop(w);
         let rank = tmp.path().join("00000");
         // As if killed after the rename of chunk 1 and before its record, mid-way through a line.
         std::fs::write(rank.join("00001.jsonl.gz"), b"orphan").unwrap();
         let mut progress = OpenOptions::new().append(true).open(rank.join(PROGRESS)).unwrap();
         write!(progress, "{{\"chunk\":1,\"docu").unwrap();
-        let (_, done) = ChunkWriter::open(tmp.path(), 0, 1, true).unwrap();
-        assert_eq!(done.len(), 1);
+        let (_, ledger) = ChunkWriter::open(tmp.path(), 0, 1, true, false).unwrap();
+        assert_eq!(ledger.done.len(), 1);
         assert!(!rank.join("00001.jsonl.gz").exists());
         assert_eq!(lines(&rank.join(PROGRESS)).len(), 1);
         let mut gz = String::new();
@@ -264,5 +320,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(gz, "{\"id\":\"a\"}\n");
+    }
+
+    #[test]
+    fn retried_failures_count_by_their_latest_outcome() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = Work {
+            pages: 2,
+            generated_tokens: 7,
+            ..Default::default()
+        };
+        let (mut w, _) = ChunkWriter::open(tmp.path(), 0, 10, false, false).unwrap();
+        w.write("a", "{}", true, work).unwrap();
+        w.write("b", "{}", false, work).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        let (_, ledger) = ChunkWriter::open(tmp.path(), 0, 10, false, false).unwrap();
+        assert!(ledger.done.contains("a"), "without --retry-failed a failure is final");
+        let (mut w, ledger) = ChunkWriter::open(tmp.path(), 0, 10, false, true).unwrap();
+        assert_eq!(ledger.done, HashSet::from(["b".to_string()]));
+        w.write("a", "{}", false, work).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        let (_, ledger) = ChunkWriter::open(tmp.path(), 0, 10, false, true).unwrap();
+        assert!(ledger.failed.is_empty());
+        assert_eq!(ledger.documents, 2);
+        assert_eq!(ledger.totals.pages, 6, "the work of every attempt");
+        assert_eq!(ledger.totals.generated_tokens, 21);
     }
 }

@@ -11,7 +11,10 @@ Writes tests/fixtures/deepseek_ocr/<model>/: the model in vellum's layout (confi
 model.safetensors, tokenizer.json) and as the trainer saves it (step_1.pt); a tiny tiktoken
 tokenizer.pkl; and per case (image, base size) the preprocessed image, the encoder output, the
 last-position logits and 32 greedy tokens (image token masked, as eval_to_html.py does).
-The encoders are the real code at reduced size: build_sam_vit_b / build_clip_l are patched to
+On demand, `--full-encoders --out /tmp/dsfull` writes the hd32 model with the real SAM-B and
+CLIP-L (1.6 GB, not committed; two cases), checked by
+`VELLUM_DEEPSEEK_FIXTURES=/tmp/dsfull cargo test --test deepseek_ocr_parity`.
+Otherwise the encoders are the real code at reduced size: build_sam_vit_b / build_clip_l are patched to
 build small instances (SAM's hard-coded net_2/net_3 channels replaced; CLIP with one head, so
 that its head count follows from its width as for CLIP-L: max(1, hidden / 64)).
 """
@@ -40,6 +43,8 @@ INSTRUCTIONS = ["OCR this document.", "Convert this table to HTML.", "Describe t
 MODELS = {
     "gqa": dict(gpt=dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=64), seed=5),
     "mha": dict(gpt=dict(n_layer=3, n_head=2, n_kv_head=2, n_embd=48), seed=6),
+    # head_dim 32 (2 layers x 4 heads x 128): the decoder shape of a decode-drift report.
+    "hd32": dict(gpt=dict(n_layer=2, n_head=4, n_kv_head=4, n_embd=128), seed=7),
 }
 SAM = dict(embed_dim=16, depth=4, num_heads=1, global_attn_indexes=[1, 3], out_chans=8, net_2=12, net_3=32)
 CLIP = dict(hidden_size=32, num_layers=2, num_attention_heads=1, ffn_hidden_size=48)
@@ -109,7 +114,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nanochat", required=True, help="path of a tier2-vision-tasks checkout")
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "deepseek_ocr"))
+    ap.add_argument("--full-encoders", action="store_true", help="real SAM-B and CLIP-L, the hd32 model only")
     args = ap.parse_args()
+    global MODELS, SAM, CLIP, CASES
+    if args.full_encoders:
+        MODELS = {"hd32": MODELS["hd32"]}
+        SAM = dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=[2, 5, 8, 11], out_chans=256, net_2=512, net_3=1024)
+        CLIP = dict(hidden_size=1024, num_layers=24, num_attention_heads=16, ffn_hidden_size=4096)
+        CASES = CASES[:2]
     sys.path.insert(0, args.nanochat)
     torch.set_num_threads(2)
     from nanochat import nano_deepseek_ocr as ndo
@@ -117,7 +129,8 @@ def main():
     from nanochat.gpt import GPTConfig
     from nanochat.image_process import process_image
 
-    use_small_encoders()
+    if not args.full_encoders:
+        use_small_encoders()
 
     enc = tiny_tiktoken(nano_tok)
     image_id = enc._special_tokens["<|image|>"]

@@ -1,13 +1,13 @@
 """Fixtures for vellum's PDF tests, from the reference tools: PyMuPDF (what datatrove renders
 FinePDFs pages with) and poppler's pdftoppm (what 150-DPI dataset preparation used).
 
-    pip install pymupdf xgboost-cpu numpy pillow ; apt install poppler-utils
+    pip install pymupdf xgboost-cpu scikit-learn numpy pillow ; apt install poppler-utils
     python tests/reference/make_pdf_fixtures.py        # writes tests/fixtures/pdf
 
 - sizes/: one-page PDFs of many page sizes (A4, Letter, tiny, long and skinny, landscape,
-  /Rotate 90 and 270, huge), and sizes.json with, for each, the pixel size PyMuPDF gives under
+  /Rotate 90 and 270, huge, a CropBox with and without /Rotate), and sizes.json with, for each, the pixel size PyMuPDF gives under
   datatrove's FinePDFs rule and the size pdftoppm gives at 150 DPI.
-- pixels/: PyMuPDF's FinePDFs-mode renders (grey) of a few pages of ../shared/data/pdfs, for a
+- pixels/: PyMuPDF's FinePDFs-mode renders (grey) of a few pages of samples/, for a
   pixel comparison in CI; compare_renders.py measures every page of every shared PDF.
 - encrypted.pdf: a Letter page encrypted with AES-256, user password "secret".
 - xgboost/: a small binary classifier trained on random data with vellum's routing feature
@@ -26,14 +26,15 @@ import pymupdf
 from PIL import Image
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SHARED_PDFS = os.path.join(ROOT, "..", "shared", "data", "pdfs")
+SHARED_PDFS = os.path.join(ROOT, "samples")
 
-# (name, width pt, height pt, /Rotate)
+# (name, width pt, height pt, /Rotate[, CropBox])
 PAGES = [
     ("a4", 595, 842, 0), ("letter", 612, 792, 0), ("tiny", 50, 30, 0), ("skinny_tall", 40, 3000, 0),
     ("skinny_wide", 2500, 36, 0), ("landscape_a4", 842, 595, 0), ("a4_rotate90", 595, 842, 90),
     ("letter_rotate270", 612, 792, 270), ("huge", 14400, 14400, 0), ("legal", 612, 1008, 0),
     ("half_points", 300.5, 421.25, 0), ("a5", 420, 595, 0), ("square", 700, 700, 0), ("b5_rotate90", 499, 709, 90),
+    ("letter_cropbox", 612, 792, 0, (37, 37, 575, 755)), ("letter_rotate90_cropbox", 612, 792, 90, (37, 37, 575, 755)),
 ]
 
 
@@ -66,12 +67,24 @@ def pdftoppm_size(pdf, dpi=150):
         return list(Image.open(os.path.join(d, png)).size)
 
 
-def make_page_pdf(path, w, h, rotate):
+def olmocr_size(pdf, longest=1288):
+    """The size olmOCR's render_pdf_to_base64png gives: pdftoppm, longest side 1288 (pdftoppm
+    renders the MediaBox unless given -cropbox)."""
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["pdftoppm", "-png", "-f", "1", "-l", "1", "-scale-to", str(longest), pdf, os.path.join(d, "p")], check=True)
+        png = [f for f in os.listdir(d) if f.endswith(".png")][0]
+        return list(Image.open(os.path.join(d, png)).size)
+
+
+def make_page_pdf(path, w, h, rotate, crop=None):
     doc = pymupdf.open()
     page = doc.new_page(width=w, height=h)
     fs = max(2, min(w, h) / 12)
     page.insert_text((min(10, w / 10), min(20, h / 3) + fs / 2), "vellum", fontsize=fs)
     page.draw_rect(pymupdf.Rect(w * 0.1, h * 0.5, w * 0.6, h * 0.9), color=(0.8, 0, 0), fill=(0.2, 0.4, 0.9))
+    if crop:
+        # PDF coordinates (origin bottom-left), as a PDF writer would set it.
+        doc.xref_set_key(page.xref, "CropBox", "[%g %g %g %g]" % crop)
     if rotate:
         page.set_rotation(rotate)
     doc.save(path)
@@ -80,12 +93,15 @@ def make_page_pdf(path, w, h, rotate):
 def write_sizes(out):
     os.makedirs(out, exist_ok=True)
     cases = []
-    for name, w, h, rot in PAGES:
+    for name, w, h, rot, *crop in PAGES:
         pdf = os.path.join(out, f"{name}.pdf")
-        make_page_pdf(pdf, w, h, rot)
+        make_page_pdf(pdf, w, h, rot, crop[0] if crop else None)
         pix = finepdfs_pixmap(pymupdf.open(pdf)[0])
         cases.append({"name": name, "width_pt": w, "height_pt": h, "rotate": rot,
                       "finepdfs": [pix.width, pix.height], "dpi150": pdftoppm_size(pdf)})
+        if crop:
+            cases[-1]["cropbox"] = list(crop[0])
+            cases[-1]["olmocr"] = olmocr_size(pdf)
         print(name, cases[-1]["finepdfs"], cases[-1]["dpi150"])
     json.dump(cases, open(os.path.join(out, "sizes.json"), "w"), indent=1)
     # An encrypted document (user password "secret") for the robustness tests.

@@ -41,6 +41,19 @@ pub struct VisionConfig {
     /// transformers ≥ 5.24 writes the tower's rotary base here.
     #[serde(default)]
     rope_parameters: Option<RawRope>,
+    /// Which generation of the tower this is; Qwen2-VL's configs are read by
+    /// [`crate::models::qwen2_vl`].
+    #[serde(skip)]
+    pub tower: Tower,
+}
+
+/// Qwen2-VL's tower (LayerNorm, fc1 → QuickGELU → fc2, full attention in every block, a
+/// LayerNorm in the merger) or Qwen2.5-VL's (RMSNorm, gated MLP, windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tower {
+    Qwen2,
+    #[default]
+    Qwen25,
 }
 
 impl VisionConfig {
@@ -109,8 +122,13 @@ impl TextConfig {
     }
 }
 
+/// The architecture name Qwen2.5-VL checkpoints carry.
+pub const ARCHITECTURE: &str = "Qwen2_5_VLForConditionalGeneration";
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `architectures[0]`: this model's, or Qwen2-VL's.
+    pub architecture: &'static str,
     pub text: TextConfig,
     pub vision: VisionConfig,
     pub image_token_id: u32,
@@ -171,8 +189,8 @@ impl Config {
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
             .unwrap_or("");
-        if !arch.is_empty() && arch != "Qwen2_5_VLForConditionalGeneration" {
-            bail!("config.json describes {arch}, not Qwen2_5_VLForConditionalGeneration");
+        if !arch.is_empty() && arch != ARCHITECTURE {
+            bail!("config.json describes {arch}, not {ARCHITECTURE}");
         }
         // Files saved without `architectures` still name their model type.
         match root.get("model_type").and_then(Value::as_str) {
@@ -247,6 +265,7 @@ impl Config {
                 .with_context(|| format!("config.json has no {name}"))
         };
         Ok(Config {
+            architecture: ARCHITECTURE,
             image_token_id: id("image_token_id")?,
             eos_token_ids: top
                 .eos_token_id

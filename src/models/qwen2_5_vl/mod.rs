@@ -80,7 +80,11 @@ impl Model {
     ) -> Result<Self> {
         let config_path = files.path("config.json");
         let config = Config::from_value(root).with_context(|| format!("in {}", config_path.display()))?;
+        Self::load_config(files, config, dtype, device)
+    }
 
+    /// As [`Model::load`], with the configuration already read (Qwen2-VL's, say).
+    pub fn load_config(files: &ModelFiles, config: Config, dtype: DType, device: &Device) -> Result<Self> {
         let image_processor = match files.optional("preprocessor_config.json") {
             Some(path) => ImageProcessorConfig::from_json(&std::fs::read_to_string(&path)?)
                 .with_context(|| format!("in {}", path.display()))?,
@@ -117,7 +121,7 @@ impl Model {
         let visual = vision::VisionModel::new(&config.vision, config.vision.rope_theta(), vb.pp("visual"))?;
         let text = text::TextModel::new(&config.text, vb.clone())?;
         let info = ModelInfo {
-            architecture: "Qwen2_5_VLForConditionalGeneration",
+            architecture: config.architecture,
             num_layers: config.text.num_hidden_layers,
             num_kv_heads: config.text.num_key_value_heads,
             head_dim: config.text.head_dim(),

@@ -1,6 +1,8 @@
 //! The Qwen2.5-VL vision tower (`visual.*`): a ViT over 14×14×2 patches with 2D rotary
 //! embeddings, window attention in most blocks and full attention in `fullatt_block_indexes`,
 //! RMSNorm, SiLU-gated MLPs with bias, and a merger that folds 2×2 patches into one LM token.
+//! Qwen2-VL's tower ([`Tower::Qwen2`]) is the same with LayerNorm, fc1 → QuickGELU → fc2 MLPs
+//! and full attention in every block.
 //!
 //! Tokens are processed in window order (all patches of one 8×8-patch window together) so that
 //! window attention is attention over contiguous segments; the merger's output is put back into
@@ -9,10 +11,13 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
-use super::config::VisionConfig;
+use super::config::{Tower, VisionConfig};
 use super::text::Mlp;
 use crate::ops::rotary::{self, Rotation};
-use crate::ops::{attention::varlen_attention, norm::RmsNorm};
+use crate::ops::{
+    attention::varlen_attention,
+    norm::{LayerNorm, RmsNorm},
+};
 
 const NORM_EPS: f64 = 1e-6;
 const DEFAULT_ROPE_THETA: f64 = 10_000.0;
@@ -67,26 +72,87 @@ impl VisionAttention {
     }
 }
 
+/// RMSNorm (Qwen2.5-VL) or LayerNorm (Qwen2-VL), eps 1e-6 either way.
+enum Norm {
+    Rms(RmsNorm),
+    Layer(LayerNorm),
+}
+
+impl Norm {
+    fn new(tower: Tower, size: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(match tower {
+            Tower::Qwen25 => Norm::Rms(RmsNorm::new(size, NORM_EPS, vb)?),
+            Tower::Qwen2 => Norm::Layer(LayerNorm::new(size, NORM_EPS, vb)?),
+        })
+    }
+
+    /// (xs + residual, its normalisation).
+    fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self {
+            Norm::Rms(n) => n.forward_residual(xs, residual),
+            Norm::Layer(n) => {
+                let sum = (xs + residual)?;
+                let normed = n.forward(&sum)?;
+                Ok((sum, normed))
+            }
+        }
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Rms(n) => n.forward(xs),
+            Norm::Layer(n) => n.forward(xs),
+        }
+    }
+}
+
+/// The gated SiLU MLP (Qwen2.5-VL), or fc1 → QuickGELU → fc2 (Qwen2-VL, `x·σ(1.702·x)`).
+enum VisionMlp {
+    Gated(Mlp),
+    QuickGelu { fc1: Linear, fc2: Linear },
+}
+
+impl VisionMlp {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let (dim, hidden) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(match cfg.tower {
+            Tower::Qwen25 => VisionMlp::Gated(Mlp::new(dim, hidden, cfg.hidden_act, true, vb)?),
+            Tower::Qwen2 => VisionMlp::QuickGelu {
+                fc1: linear(dim, hidden, vb.pp("fc1"))?,
+                fc2: linear(hidden, dim, vb.pp("fc2"))?,
+            },
+        })
+    }
+}
+
+impl Module for VisionMlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            VisionMlp::Gated(mlp) => mlp.forward(xs),
+            VisionMlp::QuickGelu { fc1, fc2 } => {
+                let h = fc1.forward(xs)?;
+                fc2.forward(&(&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?)
+            }
+        }
+    }
+}
+
 struct VisionBlock {
-    norm1: RmsNorm,
-    norm2: RmsNorm,
+    norm1: Norm,
+    norm2: Norm,
     attn: VisionAttention,
-    mlp: Mlp,
+    mlp: VisionMlp,
 }
 
 impl VisionBlock {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm1: RmsNorm::new(cfg.hidden_size, NORM_EPS, vb.pp("norm1"))?,
-            norm2: RmsNorm::new(cfg.hidden_size, NORM_EPS, vb.pp("norm2"))?,
+            norm1: Norm::new(cfg.tower, cfg.hidden_size, vb.pp("norm1"))?,
+            norm2: Norm::new(cfg.tower, cfg.hidden_size, vb.pp("norm2"))?,
             attn: VisionAttention::new(cfg, vb.pp("attn"))?,
-            mlp: Mlp::new(
-                cfg.hidden_size,
-                cfg.intermediate_size,
-                cfg.hidden_act,
-                true,
-                vb.pp("mlp"),
-            )?,
+            mlp: VisionMlp::new(cfg, vb.pp("mlp"))?,
         })
     }
 
@@ -97,9 +163,10 @@ impl VisionBlock {
     }
 }
 
-/// RMSNorm per patch, then each 2×2 group of patches (adjacent rows) concatenated and projected.
+/// RMSNorm (LayerNorm in Qwen2-VL) per patch, then each 2×2 group of patches (adjacent rows)
+/// concatenated and projected.
 struct PatchMerger {
-    ln_q: RmsNorm,
+    ln_q: Norm,
     mlp0: Linear,
     mlp2: Linear,
     group_dim: usize,
@@ -109,7 +176,7 @@ impl PatchMerger {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let group_dim = cfg.hidden_size * cfg.spatial_merge_size.pow(2);
         Ok(Self {
-            ln_q: RmsNorm::new(cfg.hidden_size, NORM_EPS, vb.pp("ln_q"))?,
+            ln_q: Norm::new(cfg.tower, cfg.hidden_size, vb.pp("ln_q"))?,
             mlp0: linear(group_dim, group_dim, vb.pp("mlp.0"))?,
             mlp2: linear(group_dim, cfg.out_hidden_size, vb.pp("mlp.2"))?,
             group_dim,

@@ -74,6 +74,22 @@ impl Report {
     }
 }
 
+/// `os.path.splitext(pdf)[0]`.
+fn stem(pdf: &str) -> String {
+    Path::new(pdf).with_extension("").to_string_lossy().into_owned()
+}
+
+/// A PDF's output files as `benchmark.py` finds them: `<stem>_pg<n>_repeat<k>.md`, matched on
+/// the path relative to the candidate folder.
+fn outputs_of<'a>(pdf: &str, outputs: &'a [String]) -> Vec<&'a str> {
+    let pattern = Regex::new(&format!(r"^{}_pg\d+_repeat\d+\.md$", regex::escape(&stem(pdf)))).expect("escaped");
+    outputs
+        .iter()
+        .map(String::as_str)
+        .filter(|f| pattern.is_match(f))
+        .collect()
+}
+
 /// Python's `open(..., encoding="utf-8").read()`: universal newlines.
 fn read_markdown(path: &Path) -> Result<String> {
     Ok(std::fs::read_to_string(path)?.replace("\r\n", "\n").replace('\r', "\n"))
@@ -90,16 +106,11 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
     let mut errors = Vec::new();
     let mut by_pdf: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for pdf in &suite.pdfs {
-        let stem = pdf.strip_suffix(".pdf").unwrap_or(pdf);
-        let pattern = Regex::new(&format!(r"^{}_pg\d+_repeat\d+\.md$", regex::escape(stem)))?;
-        let files: Vec<&str> = outputs
-            .iter()
-            .map(String::as_str)
-            .filter(|f| pattern.is_match(f))
-            .collect();
+        let files = outputs_of(pdf, &outputs);
         if files.is_empty() {
             errors.push(format!(
-                "missing outputs for {pdf} (expected {stem}_pg{{page}}_repeat*.md)"
+                "missing outputs for {pdf} (expected {}_pg{{page}}_repeat*.md)",
+                stem(pdf)
             ));
         }
         by_pdf.insert(pdf, files);
@@ -109,19 +120,12 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
         .par_iter()
         .map(|test| {
             let mut errors = Vec::new();
-            let stem = test.pdf.strip_suffix(".pdf").unwrap_or(&test.pdf);
             let page_tag = format!("_pg{}_", test.page);
-            // benchmark.py looks at PDFs under pdfs/ only; a test naming another PDF still
-            // finds its outputs by the same file pattern.
-            let pattern = Regex::new(&format!(r"^{}_pg\d+_repeat\d+\.md$", regex::escape(stem))).unwrap();
-            let files: Vec<&str> = match by_pdf.get(test.pdf.as_str()) {
-                Some(files) => files.clone(),
-                None => outputs
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|f| pattern.is_match(f))
-                    .collect(),
-            };
+            // A test may name a PDF that is not under pdfs/: its outputs are found all the same.
+            let files = by_pdf
+                .get(test.pdf.as_str())
+                .cloned()
+                .unwrap_or_else(|| outputs_of(&test.pdf, &outputs));
             let page_files: Vec<&str> = files
                 .into_iter()
                 .filter(|f| f.rsplit('/').next().unwrap_or(f).contains(&page_tag))
@@ -129,8 +133,11 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
             let mut score = 0.0;
             if page_files.is_empty() {
                 errors.push(format!(
-                    "missing outputs for {} page {} (expected {stem}_pg{}_repeat*.md)",
-                    test.pdf, test.page, test.page
+                    "missing outputs for {} page {} (expected {}_pg{}_repeat*.md)",
+                    test.pdf,
+                    test.page,
+                    stem(&test.pdf),
+                    test.page
                 ));
             } else {
                 let mut passed = 0;

@@ -4,7 +4,7 @@
 //!
 //! - [`suite`]: the benchmark folder (JSONL tests, PDFs, added baseline tests).
 //! - [`checks`]: the test types and what passing each means.
-//! - [`score`]: a candidate folder's per-test, per-type and overall scores.
+//! - [`mod@score`]: a candidate folder's per-test, per-type and overall scores.
 //! - [`candidates`]: candidate folders written here (vellum's text layer, tesseract).
 //! - [`normalize`], [`fuzzy`], [`table`] (with [`html`]), [`math`], [`markup`]: the text machinery the
 //!   checks share, each a port of the Python it names.

@@ -268,3 +268,34 @@ fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
         assert_eq!(score, &expected["candidates"]["vellum_text_layer"]["tests"][id], "{id}");
     }
 }
+
+#[test]
+fn string_matching_equals_rapidfuzz_and_fuzzysearch() {
+    use vellum::bench::olmocr::fuzzy::{find_near_matches, partial_ratio, ratio};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-bench-fuzzy.json");
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut wrong = Vec::new();
+    let cases = fixture["cases"].as_array().unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        let pattern: Vec<char> = case["pattern"].as_str().unwrap().chars().collect();
+        let text: Vec<char> = case["text"].as_str().unwrap().chars().collect();
+        let k = case["max_l_dist"].as_u64().unwrap() as usize;
+        let want: Vec<(usize, usize)> = serde_json::from_value(case["near_matches"].clone()).unwrap();
+        let got = find_near_matches(&pattern, &text, k);
+        if got != want {
+            wrong.push(format!("case {i}: find_near_matches {got:?}, fuzzysearch {want:?}"));
+        }
+        // Exact equality (the scores are written as text, Python's repr, and parsed exactly here):
+        // thresholds are compared against these floats.
+        for (name, value) in [
+            ("ratio", ratio(&pattern, &text)),
+            ("partial_ratio", partial_ratio(&pattern, &text)),
+        ] {
+            if Some(value) != case[name].as_str().and_then(|v| v.parse().ok()) {
+                wrong.push(format!("case {i}: {name} {value}, rapidfuzz {}", case[name]));
+            }
+        }
+    }
+    assert_eq!(cases.len(), 400);
+    assert!(wrong.is_empty(), "{} differences:\n{}", wrong.len(), wrong.join("\n"));
+}

@@ -22,6 +22,12 @@ words that `styled` set in bold or italics, footnote marks), the candidate footn
 pipeline's outputs with `<sup>1</sup>`, `[^2]` and `³` marks added), and expected.json for
 footnoted/ and every candidate folder above.
 
+tests/fixtures/olmocr-bench-fuzzy.json holds the string matching the tests rest on, case by case:
+rapidfuzz's `fuzz.ratio` and `fuzz.partial_ratio` and fuzzysearch's `find_near_matches` on
+random edits of the sample's text and on small-alphabet strings (where near matches crowd
+together). Cases where fuzzysearch's pick among equally good matches depends on Python's string
+hashing are left out.
+
 The PDFs are not copied (6 MB): the scorer needs only their names, and the tests name the same 21
 PDFs that sample_data/pdfs holds, so vellum (which takes the PDFs the tests name when there is no
 pdfs/ folder) adds the same baseline tests as benchmark.py does here with the real folder.
@@ -264,6 +270,72 @@ def write_candidates(sample: Path, bench: Path):
     return [PIPELINE, *PERTURBATIONS, "mixed_repeats"]
 
 
+# --- string matching, case by case -----------------------------------------------------------
+
+
+def fuzzy_cases(sample: Path):
+    from fuzzysearch import find_near_matches
+    from fuzzysearch.common import group_matches
+    from fuzzysearch.levenshtein import find_near_matches_levenshtein
+    from rapidfuzz import fuzz
+
+    rng = random.Random("fuzzy")
+    words = " ".join(p.read_text(encoding="utf-8") for p in sorted((sample / PIPELINE).rglob("*.md"))).split()
+
+    def edit(s, n, alphabet):
+        s = list(s)
+        for _ in range(n):
+            i = rng.randrange(len(s) + 1)
+            op = rng.random()
+            if op < 0.34 and i < len(s):
+                s[i] = rng.choice(alphabet)
+            elif op < 0.67:
+                s.insert(i, rng.choice(alphabet))
+            elif i < len(s):
+                del s[i]
+        return "".join(s)
+
+    def unambiguous(pattern, text, k):
+        groups = group_matches(find_near_matches_levenshtein(pattern, text, k))
+        for g in groups:
+            keys = sorted((m.dist, -(m.end - m.start)) for m in g)
+            if len(keys) > 1 and keys[0] == keys[1] and len({(m.start, m.end) for m in g if (m.dist, -(m.end - m.start)) == keys[0]}) > 1:
+                return False
+        return True
+
+    cases, ambiguous = [], 0
+    while len(cases) < 400:
+        if len(cases) % 2:
+            alphabet = "abc d"
+            text = "".join(rng.choices(alphabet, k=rng.randint(5, 60)))
+            k = rng.randint(1, 3)
+            pattern = edit(text[rng.randrange(len(text)) :][: rng.randint(2 * k + 1, 14)], rng.randint(0, k + 1), alphabet) or "a"
+        else:
+            start = rng.randrange(len(words) - 60)
+            text = " ".join(words[start : start + rng.randint(10, 60)])
+            k = rng.randint(1, 4)
+            i = rng.randrange(len(text) - 10)
+            pattern = edit(text[i : i + rng.randint(2 * k + 2, 80)], rng.randint(0, k + 2), "abcdefgh ")
+        if len(pattern) < 2 * k:
+            continue
+        if not unambiguous(pattern, text, k):
+            ambiguous += 1
+            continue
+        cases.append(
+            {
+                "pattern": pattern,
+                "text": text,
+                "max_l_dist": k,
+                "near_matches": [[m.start, m.end] for m in find_near_matches(pattern, text, max_l_dist=k)],
+                # As text: serde_json's default float parsing may be off by one ulp.
+                "ratio": repr(fuzz.ratio(pattern, text)),
+                "partial_ratio": repr(fuzz.partial_ratio(pattern, text)),
+            }
+        )
+    out = REPO / "tests" / "fixtures" / "olmocr-bench-fuzzy.json"
+    out.write_text(json.dumps({"cases": cases, "ambiguous_left_out": ambiguous}, ensure_ascii=False, indent=0) + "\n")
+
+
 # --- olmocr's scoring ------------------------------------------------------------------------
 
 
@@ -421,6 +493,7 @@ def main():
     }
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     make_markup_fixture(sample, candidates, math_ok)
+    fuzzy_cases(sample)
     for name, r in results.items():
         print(f"{name:16s} overall {r['overall'] * 100:5.1f}%  " + "  ".join(f"{k} {v * 100:.1f}" for k, v in r["by_type"].items()))
 

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::fuzzy::{near_match_starts, partial_ratio, ratio};
+use super::fuzzy::{find_near_matches, partial_ratio, ratio};
 use super::markup::{footnote_marks, formatted_texts, Format};
 use super::math::contains_equation;
 use super::normalize::{collapse_whitespace, normalize_text, py_strip};
@@ -268,13 +268,9 @@ impl Test {
             }
             Check::Order { before, after } => {
                 let md: Vec<char> = normalize_text(content).chars().collect();
-                match (
-                    near_match_starts(before, &md, self.max_diffs),
-                    near_match_starts(after, &md, self.max_diffs),
-                ) {
-                    (Some((first_before, _)), Some((_, last_after))) => first_before < last_after,
-                    _ => false,
-                }
+                let befores = find_near_matches(before, &md, self.max_diffs);
+                let afters = find_near_matches(after, &md, self.max_diffs);
+                befores.iter().any(|b| afters.iter().any(|a| b.0 < a.0))
             }
             Check::Table(t) => t.run(content, self.max_diffs),
             Check::Baseline(b) => b.run(content),

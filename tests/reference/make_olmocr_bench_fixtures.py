@@ -28,6 +28,12 @@ random edits of the sample's text and on small-alphabet strings (where near matc
 together). Cases where fuzzysearch's pick among equally good matches depends on Python's string
 hashing are left out.
 
+tests/fixtures/olmocr-bench-math.json measures vellum's math approximation: pairs of an
+equation (from the sample's math tests and the pipeline's outputs) and a rewrite of it (spacing,
+braces, `\left`/`\right`, `\dfrac`, `\over`, primes, font commands, sub/superscript order, and
+real changes: a dropped token, a changed digit or letter), each with KaTeX's verdict as olmocr's
+MathTest reaches it (the same string, or `compare_rendered_equations` on the two renderings).
+
 The PDFs are not copied (6 MB): the scorer needs only their names, and the tests name the same 21
 PDFs that sample_data/pdfs holds, so vellum (which takes the PDFs the tests name when there is no
 pdfs/ folder) adds the same baseline tests as benchmark.py does here with the real folder.
@@ -336,6 +342,65 @@ def fuzzy_cases(sample: Path):
     out.write_text(json.dumps({"cases": cases, "ambiguous_left_out": ambiguous}, ensure_ascii=False, indent=0) + "\n")
 
 
+# --- math: KaTeX's verdicts on rewritten equations ---------------------------------------------
+
+
+MATH_REWRITES = {
+    "same": lambda e, rng: e,
+    "spaces": lambda e, rng: re.sub(r"\s*([=+<>,])\s*", r" \1 ", e),
+    "fewer_braces": lambda e, rng: re.sub(r"([_^])\{(\w)\}", r"\1\2", e),
+    "more_braces": lambda e, rng: re.sub(r"([_^])(\w)", r"\1{\2}", e),
+    "no_left_right": lambda e, rng: re.sub(r"\\(left|right)(?![a-zA-Z])", "", e),
+    "dfrac": lambda e, rng: e.replace("\\frac", "\\dfrac"),
+    "over": lambda e, rng: re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"{\1 \\over \2}", e),
+    "prime": lambda e, rng: e.replace("^{\\prime}", "'"),
+    "font": lambda e, rng: re.sub(r"\\(mathrm|operatorname|text)\{", r"\\mathrm{", e),
+    "subsup_order": lambda e, rng: re.sub(r"_(\{[^{}]*\}|\w)\^(\{[^{}]*\}|\w)", r"^\2_\1", e),
+    "context": lambda e, rng: "y + " + e + " = 0",
+    "drop_token": lambda e, rng: _drop_token(e, rng),
+    "digit": lambda e, rng: re.sub(r"\d", lambda m: str((int(m.group()) + 1) % 10), e, count=1),
+    "letter": lambda e, rng: re.sub(r"(?<![\\a-zA-Z])([a-z])(?![a-zA-Z])", lambda m: "q" if m.group() != "q" else "w", e, count=1),
+}
+
+
+def _drop_token(e, rng):
+    tokens = re.findall(r"\\[a-zA-Z]+|\\.|[^\s{}]", e)
+    if len(tokens) < 3:
+        return e
+    victim = tokens[rng.randrange(len(tokens))]
+    i = e.find(victim)
+    return e[:i] + e[i + len(victim) :]
+
+
+def math_cases(sample: Path, bench: Path):
+    from olmocr.bench.katex.render import compare_rendered_equations, render_equation
+
+    rng = random.Random("math")
+    equations = [json.loads(l)["math"] for l in (sample / "dataset.jsonl").read_text().splitlines() if '"math"' in l]
+    for p in sorted((bench / PIPELINE).rglob("*.md")):
+        for e in re.findall(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", p.read_text(encoding="utf-8"), re.S):
+            e = "".join(e).strip()
+            if 6 <= len(e) <= 200:
+                equations.append(e)
+    equations = list(dict.fromkeys(equations))
+    cases = []
+    for reference in equations:
+        ref_render = render_equation(reference)
+        if ref_render is None or ref_render.error:
+            continue
+        for name, rewrite in MATH_REWRITES.items():
+            hypothesis = rewrite(reference, rng)
+            if name != "same" and hypothesis == reference:
+                continue
+            hyp_render = render_equation(hypothesis)
+            katex = hypothesis == reference or bool(
+                hyp_render and not hyp_render.error and compare_rendered_equations(ref_render, hyp_render)
+            )
+            cases.append({"variant": name, "reference": reference, "hypothesis": hypothesis, "katex": katex})
+    out = REPO / "tests" / "fixtures" / "olmocr-bench-math.json"
+    out.write_text(json.dumps({"cases": cases}, ensure_ascii=False, indent=0) + "\n")
+
+
 # --- olmocr's scoring ------------------------------------------------------------------------
 
 
@@ -478,6 +543,8 @@ def main():
             (shutil.copytree if item.is_dir() else shutil.copy)(item, bench / item.name)
         shutil.copytree(sample / "pdfs", bench / "pdfs")
         results, excluded = score(bench, candidates, math_ok)
+        if math_ok:
+            math_cases(sample, bench)
 
     commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     expected = {

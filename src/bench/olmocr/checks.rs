@@ -26,6 +26,7 @@ struct Line {
     kind: String,
     #[serde(default)]
     max_diffs: usize,
+    // Review metadata: read (so the key is allowed) and never scored.
     #[serde(default, rename = "checked")]
     _checked: Option<IgnoredAny>,
     #[serde(default, rename = "url")]
@@ -38,18 +39,13 @@ struct Line {
     before: Option<String>,
     after: Option<String>,
     cell: Option<String>,
-    #[serde(default)]
-    up: String,
-    #[serde(default)]
-    down: String,
-    #[serde(default)]
-    left: String,
-    #[serde(default)]
-    right: String,
-    #[serde(default)]
-    top_heading: String,
-    #[serde(default)]
-    left_heading: String,
+    // olmocr's table fields may be null (its normalize_text passes None through): no relation.
+    up: Option<String>,
+    down: Option<String>,
+    left: Option<String>,
+    right: Option<String>,
+    top_heading: Option<String>,
+    left_heading: Option<String>,
     #[serde(default)]
     ignore_markdown_tables: bool,
     max_length: Option<usize>,
@@ -187,12 +183,12 @@ impl Test {
             }
             "table" => Check::Table(TableCheck {
                 cell: normalize_text(&required(l.cell, "cell")?),
-                up: normalize_text(&l.up),
-                down: normalize_text(&l.down),
-                left: normalize_text(&l.left),
-                right: normalize_text(&l.right),
-                top_heading: normalize_text(&l.top_heading),
-                left_heading: normalize_text(&l.left_heading),
+                up: normalize_text(l.up.as_deref().unwrap_or_default()),
+                down: normalize_text(l.down.as_deref().unwrap_or_default()),
+                left: normalize_text(l.left.as_deref().unwrap_or_default()),
+                right: normalize_text(l.right.as_deref().unwrap_or_default()),
+                top_heading: normalize_text(l.top_heading.as_deref().unwrap_or_default()),
+                left_heading: normalize_text(l.left_heading.as_deref().unwrap_or_default()),
                 ignore_markdown_tables: l.ignore_markdown_tables,
             }),
             "baseline" => Check::Baseline(Baseline {

@@ -257,7 +257,7 @@ pub fn parse_html(content: &str) -> Vec<Table> {
     let mut all = Vec::new();
     root.descendants(&mut Vec::new(), &mut all);
     let mut tables = Vec::new();
-    for (table, _) in all.iter().filter(|(e, _)| e.name == "table") {
+    for (table, table_ancestors) in all.iter().filter(|(e, _)| e.name == "table") {
         let mut inside = Vec::new();
         table.descendants(&mut Vec::new(), &mut inside);
         let rows: Vec<(&Element, Vec<&str>)> = inside.into_iter().filter(|(e, _)| e.name == "tr").collect();
@@ -265,12 +265,11 @@ pub fn parse_html(content: &str) -> Vec<Table> {
             continue;
         }
         let total = rows.len();
-        // A row's ancestors within the table, plus those of the table itself.
-        let table_ancestors = &all.iter().find(|(e, _)| std::ptr::eq(*e, *table)).unwrap().1;
         let specs: Vec<Vec<CellSpec>> = rows
             .iter()
             .enumerate()
             .map(|(row_idx, (row, ancestors))| {
+                // A <thead> anywhere above the row: inside the table, or around the table itself.
                 let in_thead = ancestors.contains(&"thead") || table_ancestors.contains(&"thead");
                 row.children
                     .iter()

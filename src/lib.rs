@@ -23,7 +23,8 @@
 //!   `run` (the resumable run), `sources`, `shard`, `quality` (repetition checks), `writer`
 //!   (chunked, exactly-once JSONL). [`train`]: the trainer of the nano DeepSeek-OCR model
 //!   (`data`, `optim`, `trainer`, `checkpoint`, `metrics`, `report`, `prepare`, `synth`).
-//!   [`mod@bench`], [`selftest`]: throughput harness and the GPU self-test.
+//!   [`mod@bench`] (throughput, and olmOCR-Bench scoring in `bench::olmocr`), [`selftest`]: the
+//!   benchmark harness and the GPU self-test.
 //! - [`engine`]: continuous batching over a paged KV cache. `block_pool` (blocks, prefix hashes),
 //!   `kv_cache` (block tables), `scheduler` (what runs next, under a token budget),
 //!   `encoder_cache` (vision outputs by image hash), `sampler`, `sequence`; one step is

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::DType;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use vellum::bench::olmocr;
 use vellum::engine::kv_cache::CacheBudget;
 use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
@@ -110,6 +111,8 @@ enum Command {
     Render(RenderArgs),
     /// Measure decode and OCR throughput on a model (prints JSON).
     Bench(BenchArgs),
+    /// Score OCR outputs on olmOCR-Bench: a table per candidate folder, optionally JSON.
+    Score(ScoreArgs),
     /// Turn a nano DeepSeek-OCR trainer checkpoint (step_N.pt) into a model directory.
     Convert(ConvertArgs),
     /// Train the nano DeepSeek-OCR model (Stage 1 or 2) on the fork's sample format.
@@ -207,9 +210,12 @@ struct RunArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct BenchArgs {
-    #[arg(long)]
-    model: String,
+    #[command(subcommand)]
+    suite: Option<BenchSuite>,
+    #[arg(long, required = true)]
+    model: Option<String>,
     /// Batch sizes for the decode measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64", value_parser = positive)]
     batches: Vec<usize>,
@@ -243,6 +249,46 @@ struct BenchArgs {
     /// Draws the finepdfs output lengths.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// The benchmark folder: test *.jsonl files (and pdfs/).
+    bench_dir: PathBuf,
+    /// Folders of `<pdf stem>_pg<page>_repeat<k>.md` outputs, one per OCR system.
+    #[arg(required = true)]
+    candidates: Vec<PathBuf>,
+    /// Also write the scores as JSON: {"candidates": {name: {overall, by_type, tests}}}.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// olmOCR-Bench: write vellum's (and tesseract's) outputs for the PDFs of a benchmark folder,
+    /// then score them beside the candidate folders the benchmark already has.
+    Olmocr(BenchOlmocrArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchOlmocrArgs {
+    /// The benchmark folder: test *.jsonl files, pdfs/, candidate folders.
+    bench_dir: PathBuf,
+    /// vellum's text-layer route alone, no model (the only route wired in so far).
+    #[arg(long)]
+    text_layer_only: bool,
+    /// Also run tesseract on the pages (skipped, with a message, when it is not installed).
+    #[arg(long)]
+    tesseract: bool,
+    /// Where the candidate folders are written (<out>/vellum_text_layer, <out>/tesseract).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the scores as JSON, as `ocr score --json` does.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Seconds a page may take in the pdfium worker.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -1066,7 +1112,11 @@ impl RunObserver for Progress {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
-    let model = args.place.open(&args.model, false)?;
+    if let Some(BenchSuite::Olmocr(args)) = args.suite {
+        return run_bench_olmocr(args);
+    }
+    let model_name = args.model.context("--model is required")?;
+    let model = args.place.open(&model_name, false)?;
     if let Some(Workload::Finepdfs) = args.workload {
         let w = vellum::bench::finepdfs_workload(
             &model,
@@ -1207,6 +1257,82 @@ fn run_render(args: RenderArgs) -> Result<()> {
     Ok(())
 }
 
+fn load_suite(dir: &std::path::Path) -> Result<olmocr::Suite> {
+    let suite = olmocr::Suite::load(dir)?;
+    if suite.pdfs_from_tests {
+        eprintln!(
+            "{} has no pdfs/ folder: taking the PDFs the tests name ({})",
+            dir.display(),
+            suite.pdfs.len()
+        );
+    }
+    Ok(suite)
+}
+
+/// Scores each candidate folder, prints its table, and writes the JSON if asked.
+fn score_candidates(suite: &olmocr::Suite, candidates: &[PathBuf], json: Option<&std::path::Path>) -> Result<()> {
+    let mut reports: Vec<olmocr::Report> = Vec::new();
+    for dir in candidates {
+        let report = olmocr::score(suite, dir)?;
+        if reports.iter().any(|r| r.name == report.name) {
+            anyhow::bail!("two candidate folders are named {}", report.name);
+        }
+        print!("{}", report.table());
+        reports.push(report);
+    }
+    if let Some(path) = json {
+        let json = serde_json::to_string_pretty(&olmocr::to_json(&reports))?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_score(args: ScoreArgs) -> Result<()> {
+    let suite = load_suite(&args.bench_dir)?;
+    score_candidates(&suite, &args.candidates, args.json.as_deref())
+}
+
+/// Writes vellum's (and tesseract's) candidate folders, then scores them after the benchmark's
+/// own candidate folders (every subfolder but pdfs/, as benchmark.py takes them).
+fn run_bench_olmocr(args: BenchOlmocrArgs) -> Result<()> {
+    use olmocr::candidates::{self, System};
+    if !args.text_layer_only {
+        anyhow::bail!("only vellum's text-layer route is wired in so far: pass --text-layer-only");
+    }
+    let suite = load_suite(&args.bench_dir)?;
+    let mut systems = vec![System::TextLayer];
+    if args.tesseract {
+        if candidates::tesseract_available() {
+            systems.push(System::Tesseract);
+        } else {
+            eprintln!("tesseract is not installed (apt-get install tesseract-ocr): skipping it");
+        }
+    }
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&args.bench_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "pdfs"))
+        .collect();
+    folders.sort();
+    let mut worker = worker(args.timeout)?;
+    for system in systems {
+        let out = args.out.join(system.name());
+        let started = Instant::now();
+        let failed = candidates::write(&suite, system, &mut worker, &out)?;
+        eprintln!(
+            "{}: {} pages in {:.1}s → {}",
+            system.name(),
+            candidates::pages(&suite).len(),
+            started.elapsed().as_secs_f64(),
+            out.display()
+        );
+        for f in &failed {
+            eprintln!("  failed (scored as a blank page): {f}");
+        }
+        folders.push(out);
+    }
+    score_candidates(&suite, &folders, args.json.as_deref())
+}
+
 /// `-v`/`-vv` or `VELLUM_LOG=<tracing filter>` print the engine's and the pipeline's phases with
 /// their durations on stderr; off by default.
 fn init_tracing(verbose: u8) {
@@ -1232,6 +1358,7 @@ fn main() -> ExitCode {
         Command::Route(args) => run_route(args),
         Command::Render(args) => run_render(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Score(args) => run_score(args).map(|()| ExitCode::SUCCESS),
         Command::Selftest(args) => run_selftest(args),
         Command::Train(args) => run_train(args),
         Command::Prepare(args) => run_prepare(args),

@@ -2,6 +2,10 @@
 //! given batch size, and a set of OCR-like requests through continuous batching against the
 //! same requests one at a time. Also writes a Qwen2.5-VL-shaped checkpoint with random weights,
 //! so benchmarks need nothing downloaded.
+//!
+//! Quality is measured by [`olmocr`]: olmOCR-Bench's tests scored on OCR outputs.
+
+pub mod olmocr;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -270,6 +270,56 @@ fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
 }
 
 #[test]
+fn bench_olmocr_runs_vellum_with_a_model_as_a_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench");
+    std::fs::create_dir_all(bench.join("pdfs")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("samples/small_page_size.pdf"),
+        bench.join("pdfs/small_page_size.pdf"),
+    )
+    .unwrap();
+    let dataset = std::fs::read_to_string(fixture().join("dataset.jsonl")).unwrap();
+    let lines: Vec<&str> = dataset
+        .lines()
+        .filter(|l| l.contains("\"small_page_size.pdf\""))
+        .collect();
+    std::fs::write(bench.join("small.jsonl"), lines.join("\n")).unwrap();
+    let (out, json) = (dir.path().join("out"), dir.path().join("scores.json"));
+    let model = root.join("tests/fixtures/qwen2_5_vl/models/gqa_window4/model");
+    let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["bench", "olmocr"])
+        .arg(&bench)
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--card",
+            "rolmocr",
+            "--max-new-tokens",
+            "8",
+            "--max-retries",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // The scanned page went through the tiny model (which never ends a page: it falls back to
+    // its text layer after the retries, and says so).
+    assert!(String::from_utf8_lossy(&run.stderr).contains("fell back"));
+    assert!(out.join("vellum_rolmocr/small_page_size_pg1_repeat1.md").is_file());
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for candidate in ["vellum_rolmocr", "vellum_text_layer"] {
+        let tests = got["candidates"][candidate]["tests"].as_object().unwrap();
+        assert_eq!(tests.len(), 7, "{candidate}: 6 tests and the added baseline");
+    }
+}
+
+#[test]
 fn string_matching_equals_rapidfuzz_and_fuzzysearch() {
     use vellum::bench::olmocr::fuzzy::{find_near_matches, partial_ratio, ratio};
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-bench-fuzzy.json");

@@ -274,9 +274,26 @@ enum BenchSuite {
 struct BenchOlmocrArgs {
     /// The benchmark folder: test *.jsonl files, pdfs/, candidate folders.
     bench_dir: PathBuf,
-    /// vellum's text-layer route alone, no model (the only route wired in so far).
-    #[arg(long)]
+    /// vellum with this model (a directory or hub id), run as `ocr run` runs it; its candidate
+    /// folder is vellum_<card>.
+    #[arg(long, required_unless_present = "text_layer_only")]
+    model: Option<String>,
+    /// The model card (default: by hub id, else by architecture).
+    #[arg(long, requires = "model")]
+    card: Option<String>,
+    /// Per page (default: the card's, else what the context leaves).
+    #[arg(long, requires = "model")]
+    max_new_tokens: Option<usize>,
+    /// Retries of a bad page before it falls back to its text layer.
+    #[arg(long, default_value_t = 3)]
+    max_retries: usize,
+    /// vellum's text-layer route alone, no model (with --model it is scored too).
+    #[arg(long, conflicts_with = "model")]
     text_layer_only: bool,
+    #[command(flatten)]
+    place: DeviceArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Also run tesseract on the pages (skipped, with a message, when it is not installed).
     #[arg(long)]
     tesseract: bool,
@@ -854,24 +871,14 @@ fn prepare_run(args: &RunArgs) -> Result<Prepared> {
 fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
     let (shard, sources, recognizer, worker, card) = prepare_run(&args)?;
     let mut ocr = OcrOptions::new(worker);
-    ocr.mode = args.mode.unwrap_or(card.render);
-    ocr.pages = args.pages.clone();
-    ocr.prompt = match (&args.prompt, &card.prompt) {
-        (Some(p), _) => PagePrompt::Fixed(Some(p.clone())),
-        (None, Prompt::Fixed(p)) => PagePrompt::Fixed(Some(p.clone())),
-        (None, Prompt::OlmocrAnchored { target_length }) => PagePrompt::Anchored {
-            max_length: *target_length,
-        },
+    let overrides = CardOverrides {
+        prompt: args.prompt.clone(),
+        mode: args.mode,
+        temperature: args.temperature,
+        max_new_tokens: args.max_new_tokens,
     };
-    ocr.answer = card.answer;
-    // A card's cap that leaves the prompt too little of the context gives way to what is left.
-    let card_cap = card
-        .sampling
-        .max_new_tokens
-        .filter(|&n| n <= args.engine.max_context / 2);
-    ocr.params.max_new_tokens = args.max_new_tokens.or(card_cap);
-    ocr.params.temperature = args.temperature.unwrap_or(card.sampling.temperature);
-    ocr.params.repetition_penalty = card.sampling.repetition_penalty;
+    apply_card(&mut ocr, &card, &overrides, args.engine.max_context);
+    ocr.pages = args.pages.clone();
     ocr.max_retries = args.max_retries;
     // SIGINT/SIGTERM set the run's stop flag: nothing new starts, pages in the engine are
     // cancelled, finished documents are committed, exit 3. A second one exits at once, which
@@ -954,6 +961,33 @@ fn run_run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What the command line sets over a model card.
+#[derive(Default)]
+struct CardOverrides {
+    prompt: Option<String>,
+    mode: Option<RenderMode>,
+    temperature: Option<f64>,
+    max_new_tokens: Option<usize>,
+}
+
+/// The card's prompt, render size, sampling and answer format, where the flags say nothing.
+fn apply_card(ocr: &mut OcrOptions, card: &pipeline::card::Card, flags: &CardOverrides, max_context: usize) {
+    ocr.mode = flags.mode.unwrap_or(card.render);
+    ocr.prompt = match (&flags.prompt, &card.prompt) {
+        (Some(p), _) => PagePrompt::Fixed(Some(p.clone())),
+        (None, Prompt::Fixed(p)) => PagePrompt::Fixed(Some(p.clone())),
+        (None, Prompt::OlmocrAnchored { target_length }) => PagePrompt::Anchored {
+            max_length: *target_length,
+        },
+    };
+    ocr.answer = card.answer;
+    // A card's cap that leaves the prompt too little of the context gives way to what is left.
+    let card_cap = card.sampling.max_new_tokens.filter(|&n| n <= max_context / 2);
+    ocr.params.max_new_tokens = flags.max_new_tokens.or(card_cap);
+    ocr.params.temperature = flags.temperature.unwrap_or(card.sampling.temperature);
+    ocr.params.repetition_penalty = card.sampling.repetition_penalty;
 }
 
 /// `run --out -`: each document's text on stdout (a form feed between documents), in input
@@ -1296,9 +1330,6 @@ fn run_score(args: ScoreArgs) -> Result<()> {
 /// own candidate folders (every subfolder but pdfs/, as benchmark.py takes them).
 fn run_bench_olmocr(args: BenchOlmocrArgs) -> Result<()> {
     use olmocr::candidates::{self, System};
-    if !args.text_layer_only {
-        anyhow::bail!("only vellum's text-layer route is wired in so far: pass --text-layer-only");
-    }
     let suite = load_suite(&args.bench_dir)?;
     let mut systems = vec![System::TextLayer];
     if args.tesseract {
@@ -1314,6 +1345,39 @@ fn run_bench_olmocr(args: BenchOlmocrArgs) -> Result<()> {
         .collect();
     folders.sort();
     let mut worker = worker(args.timeout)?;
+    if let Some(spec) = &args.model {
+        let engine = args
+            .place
+            .open(spec, false)
+            .and_then(|m| Engine::new(m, args.engine.config()))
+            .map_err(setup)?;
+        let (card, warning) =
+            pipeline::card::for_model(spec, engine.model().info().architecture, args.card.as_deref()).map_err(setup)?;
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        let mut ocr = OcrOptions::new(WorkerCommand::locate().map_err(|e| setup(anyhow::anyhow!(e)))?);
+        let overrides = CardOverrides {
+            max_new_tokens: args.max_new_tokens,
+            ..Default::default()
+        };
+        apply_card(&mut ocr, &card, &overrides, args.engine.max_context);
+        ocr.max_retries = args.max_retries;
+        let out = args.out.join(format!("vellum_{}", card.name));
+        let started = Instant::now();
+        let failed = candidates::write_vellum(&suite, &Recognizer::Engine(Arc::new(engine)), &ocr, &out)?;
+        eprintln!(
+            "vellum ({} card): {} pages in {:.1}s → {}",
+            card.name,
+            candidates::pages(&suite).len(),
+            started.elapsed().as_secs_f64(),
+            out.display()
+        );
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        folders.push(out);
+    }
     for system in systems {
         let out = args.out.join(system.name());
         let started = Instant::now();

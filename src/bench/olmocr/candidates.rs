@@ -1,6 +1,7 @@
 //! Candidate folders written for a benchmark by systems run here, in olmocr's layout
-//! (`<pdf stem>_pg<page>_repeat1.md` for every page a test names): vellum's text-layer route,
-//! which costs no model, and tesseract, the classic CPU OCR, as a subprocess.
+//! (`<pdf stem>_pg<page>_repeat1.md` for every page a test names): vellum with a model, as
+//! `ocr run` runs it (routing, the model card's prompt and render size, retries), vellum's
+//! text-layer route, which costs no model, and tesseract, the classic CPU OCR, as a subprocess.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::suite::Suite;
 use crate::pdf::worker::Worker;
 use crate::pdf::RenderMode;
+use crate::pipeline::document::{ocr_documents, OcrOptions, Recognizer};
 
 #[derive(Clone, Copy)]
 pub enum System {
@@ -44,6 +46,48 @@ pub fn pages(suite: &Suite) -> Vec<(String, u32)> {
     pages.sort();
     pages.dedup();
     pages
+}
+
+/// Runs vellum with a model over the suite's PDFs (every document through one engine, so pages
+/// batch) and writes each page a test names into `out`; returns the pages that failed or fell
+/// back to their text layer, with why.
+pub fn write_vellum(suite: &Suite, recognizer: &Recognizer, ocr: &OcrOptions, out: &Path) -> Result<Vec<String>> {
+    if suite.pdfs_from_tests {
+        bail!(
+            "{} has no pdfs/ folder: there is nothing to run OCR on",
+            suite.dir.display()
+        );
+    }
+    let wanted = pages(suite);
+    let mut pdfs: Vec<String> = wanted.iter().map(|(pdf, _)| pdf.clone()).collect();
+    pdfs.dedup();
+    let files: Vec<std::path::PathBuf> = pdfs.iter().map(|p| suite.dir.join("pdfs").join(p)).collect();
+    let mut texts = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    ocr_documents(&files, recognizer, ocr, |index, doc| {
+        if let Some(e) = &doc.error {
+            failed.push(format!("{}: {e}", pdfs[index]));
+        }
+        for page in doc.pages {
+            if page.fallback {
+                failed.push(format!(
+                    "{} page {}: fell back to its text layer ({})",
+                    pdfs[index],
+                    page.page,
+                    page.error.as_deref().unwrap_or("")
+                ));
+            }
+            texts.insert((pdfs[index].clone(), page.page as u32), page.text);
+        }
+    });
+    for (pdf, page) in wanted {
+        let text = texts.remove(&(pdf.clone(), page)).unwrap_or_default();
+        let stem = pdf.strip_suffix(".pdf").unwrap_or(&pdf);
+        let file = out.join(format!("{stem}_pg{page}_repeat1.md"));
+        std::fs::create_dir_all(file.parent().expect("inside out"))?;
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(failed)
 }
 
 /// Writes `system`'s output for every page the tests name into `out`; a page that fails gets an

@@ -214,8 +214,20 @@ struct RunArgs {
 struct BenchArgs {
     #[command(subcommand)]
     suite: Option<BenchSuite>,
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "peer")]
     model: Option<String>,
+    /// Measure HF transformers beside vellum in one run, on the same model and requests:
+    /// runs tests/reference/bench_vs_transformers.py, which writes the benchmark model, runs
+    /// this binary's `bench` on it, then transformers in f32 and bf16, and prints the ratios
+    /// against the faster of the two.
+    #[arg(long, value_enum, conflicts_with = "model")]
+    peer: Option<Peer>,
+    /// The Python with torch and transformers (default: $VELLUM_PYTHON, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// With --peer: also write the measurements as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Batch sizes for the decode measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64", value_parser = positive)]
     batches: Vec<usize>,
@@ -306,6 +318,11 @@ struct BenchOlmocrArgs {
     /// Seconds a page may take in the pdfium worker.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Peer {
+    Transformers,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -1149,6 +1166,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     if let Some(BenchSuite::Olmocr(args)) = args.suite {
         return run_bench_olmocr(args);
     }
+    if let Some(Peer::Transformers) = args.peer {
+        return run_bench_peer(&args);
+    }
     let model_name = args.model.context("--model is required")?;
     let model = args.place.open(&model_name, false)?;
     if let Some(Workload::Finepdfs) = args.workload {
@@ -1324,6 +1344,56 @@ fn score_candidates(suite: &olmocr::Suite, candidates: &[PathBuf], json: Option<
 fn run_score(args: ScoreArgs) -> Result<()> {
     let suite = load_suite(&args.bench_dir)?;
     score_candidates(&suite, &args.candidates, args.json.as_deref())
+}
+
+/// `bench --peer transformers`: the reference script measures both sides in one run.
+fn run_bench_peer(args: &BenchArgs) -> Result<()> {
+    let python = args
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("VELLUM_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let probe = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import torch, transformers; transformers.Qwen2_5_VLForConditionalGeneration",
+        ])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Err(setup(anyhow::anyhow!(
+            "the transformers peer needs a Python with torch and transformers (>= 4.49) and dashscope \
+             (the Qwen tokenizer): {} has not (pass --python or set VELLUM_PYTHON)",
+            python.display()
+        )));
+    }
+    let script = [
+        PathBuf::from("tests/reference/bench_vs_transformers.py"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/bench_vs_transformers.py"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        setup(anyhow::anyhow!(
+            "tests/reference/bench_vs_transformers.py not found: run from the repository"
+        ))
+    })?;
+    let mut command = std::process::Command::new(&python);
+    command
+        .arg(&script)
+        .arg("--ocr")
+        .arg(std::env::current_exe()?)
+        .args(["--requests", &args.requests.to_string()])
+        .args(["--new-tokens", &args.new_tokens.to_string()]);
+    if let Some(json) = &args.json {
+        command.arg("--out").arg(json);
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        anyhow::bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
 }
 
 /// Writes vellum's (and tesseract's) candidate folders, then scores them after the benchmark's

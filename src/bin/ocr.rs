@@ -228,6 +228,9 @@ struct BenchArgs {
     /// With --peer: also write the measurements as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// With --peer: the dtypes transformers runs in; the fastest is the anchor.
+    #[arg(long, default_value = "float32,bfloat16")]
+    peer_dtypes: String,
     /// Batch sizes for the decode measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64", value_parser = positive)]
     batches: Vec<usize>,
@@ -1361,8 +1364,8 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         return Err(setup(anyhow::anyhow!(
-            "the transformers peer needs a Python with torch and transformers (>= 4.49) and dashscope \
-             (the Qwen tokenizer): {} has not (pass --python or set VELLUM_PYTHON)",
+            "the transformers peer needs a Python with torch and transformers (>= 4.49): {} has not \
+             (pass --python or set VELLUM_PYTHON)",
             python.display()
         )));
     }
@@ -1383,7 +1386,8 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .arg("--ocr")
         .arg(std::env::current_exe()?)
         .args(["--requests", &args.requests.to_string()])
-        .args(["--new-tokens", &args.new_tokens.to_string()]);
+        .args(["--new-tokens", &args.new_tokens.to_string()])
+        .args(["--dtypes", &args.peer_dtypes]);
     if let Some(json) = &args.json {
         command.arg("--out").arg(json);
     }

@@ -223,12 +223,9 @@ fn bad_input_names_the_file_and_line() {
     );
 }
 
-#[test]
-fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
-    // samples/small_page_size.pdf is sample_data's small_page_size.pdf; the fixture's
-    // vellum_text_layer/ is what this command wrote for the whole sample, scored by olmocr.
-    let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("bench");
+/// A benchmark folder under `dir` with samples/small_page_size.pdf (sample_data's) and its 6 tests.
+fn small_bench(dir: &Path) -> PathBuf {
+    let bench = dir.join("bench");
     std::fs::create_dir_all(bench.join("pdfs")).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     std::fs::copy(
@@ -243,6 +240,15 @@ fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
         .collect();
     assert_eq!(lines.len(), 6);
     std::fs::write(bench.join("small.jsonl"), lines.join("\n")).unwrap();
+    bench
+}
+
+#[test]
+fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
+    // The fixture's vellum_text_layer/ is what this command wrote for the whole sample, scored
+    // by olmocr.
+    let dir = tempfile::tempdir().unwrap();
+    let bench = small_bench(dir.path());
     let out = dir.path().join("out");
     let json = dir.path().join("scores.json");
     let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
@@ -272,20 +278,8 @@ fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
 #[test]
 fn bench_olmocr_runs_vellum_with_a_model_as_a_candidate() {
     let dir = tempfile::tempdir().unwrap();
-    let bench = dir.path().join("bench");
-    std::fs::create_dir_all(bench.join("pdfs")).unwrap();
+    let bench = small_bench(dir.path());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(
-        root.join("samples/small_page_size.pdf"),
-        bench.join("pdfs/small_page_size.pdf"),
-    )
-    .unwrap();
-    let dataset = std::fs::read_to_string(fixture().join("dataset.jsonl")).unwrap();
-    let lines: Vec<&str> = dataset
-        .lines()
-        .filter(|l| l.contains("\"small_page_size.pdf\""))
-        .collect();
-    std::fs::write(bench.join("small.jsonl"), lines.join("\n")).unwrap();
     let (out, json) = (dir.path().join("out"), dir.path().join("scores.json"));
     let model = root.join("tests/fixtures/qwen2_5_vl/models/gqa_window4/model");
     let run = Command::new(env!("CARGO_BIN_EXE_ocr"))

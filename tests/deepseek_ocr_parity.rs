@@ -16,19 +16,22 @@ use vellum::models::deepseek_ocr::{self, Model};
 use vellum::models::{embed_rows, VisionLanguageModel};
 use vellum::ops::attention::ContiguousKvCache;
 
-/// The committed fixtures, or (on demand) those of `make_deepseek_ocr_fixtures.py --full-encoders`.
+/// The committed fixtures.
 fn root() -> PathBuf {
-    match std::env::var_os("VELLUM_DEEPSEEK_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepseek_ocr"),
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deepseek_ocr")
+}
+
+/// Where the parity tests' models are: the committed fixtures, or (on demand) those of
+/// `make_deepseek_ocr_fixtures.py --full-encoders`.
+fn parity_root() -> PathBuf {
+    std::env::var_os("VELLUM_DEEPSEEK_FIXTURES").map_or_else(root, PathBuf::from)
 }
 
 /// The models under [`root`].
 fn models() -> Vec<String> {
     ["gqa", "mha", "hd32"]
         .into_iter()
-        .filter(|m| root().join(m).is_dir())
+        .filter(|m| parity_root().join(m).is_dir())
         .map(String::from)
         .collect()
 }
@@ -40,8 +43,8 @@ fn load(dir: &Path, base_size: usize) -> Model {
     model
 }
 
-fn cases(model: &str) -> Vec<serde_json::Value> {
-    let dir = root().join(model);
+/// The cases of the model in `dir`.
+fn cases(dir: &Path) -> Vec<serde_json::Value> {
     common::read_json(dir.join("cases.json"))["cases"]
         .as_array()
         .unwrap()
@@ -50,11 +53,9 @@ fn cases(model: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn expected(model: &str, case: &serde_json::Value) -> std::collections::HashMap<String, Tensor> {
+fn expected(dir: &Path, case: &serde_json::Value) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(
-        root()
-            .join(model)
-            .join(format!("{}.expected.safetensors", case["case"].as_str().unwrap())),
+        dir.join(format!("{}.expected.safetensors", case["case"].as_str().unwrap())),
         &Device::Cpu,
     )
     .unwrap()
@@ -75,8 +76,8 @@ fn last_logits(model: &Model, prompt: &vellum::models::PreparedPrompt, vision: &
 fn padding_prompt_encoder_and_logits_match() {
     for name in models() {
         let name = name.as_str();
-        let dir = root().join(name);
-        for case in cases(name) {
+        let dir = parity_root().join(name);
+        for case in cases(&dir) {
             let base = case["base_size"].as_u64().unwrap() as usize;
             let model = load(&dir, base);
             let label = format!("{name}/{}", case["case"]);
@@ -92,7 +93,7 @@ fn padding_prompt_encoder_and_logits_match() {
                 "{label}: prompt ids"
             );
             let vision = model.encode_images(&[&prompt.image]).unwrap().remove(0);
-            let exp = expected(name, &case);
+            let exp = expected(&dir, &case);
             let err = common::rel_l2(&vision, &exp["vision_embeds"]);
             assert!(err <= 1e-4, "{label}: encoder output rel L2 {err}");
             let err_logits = common::rel_l2(&last_logits(&model, &prompt, &vision), &exp["last_logits"]);
@@ -106,8 +107,8 @@ fn padding_prompt_encoder_and_logits_match() {
 fn greedy_tokens_match_through_the_engine() {
     for name in models() {
         let name = name.as_str();
-        let dir = root().join(name);
-        for case in cases(name) {
+        let dir = parity_root().join(name);
+        for case in cases(&dir) {
             let base = case["base_size"].as_u64().unwrap() as usize;
             let engine = Engine::new(Arc::new(load(&dir, base)), EngineConfig::default()).unwrap();
             let image = image::open(dir.join(case["image"].as_str().unwrap())).unwrap();
@@ -166,7 +167,7 @@ fn a_trainer_checkpoint_converts_to_the_same_model() {
     assert_eq!(inferred, original);
     // The .pt's tensors (extra position_ids buffer and unused patch_embedding included) give the
     // same outputs as the safetensors form.
-    let case = &cases("gqa")[0];
+    let case = &cases(&dir)[0];
     let image = image::open(dir.join(case["image"].as_str().unwrap())).unwrap();
     let logits = |model: &Model| {
         let prompt = model.prepare(&image, case["instruction"].as_str().unwrap()).unwrap();
@@ -186,7 +187,7 @@ fn a_trainer_checkpoint_converts_to_the_same_model() {
 fn ocr_generate_matches_the_reference_at_base_sizes_1024_and_512() {
     let dir = root().join("gqa");
     let tmp = tempfile::tempdir().unwrap();
-    for case in cases("gqa") {
+    for case in cases(&dir) {
         let base = case["base_size"].as_u64().unwrap().to_string();
         let out = tmp.path().join(format!("base{base}"));
         let run = ocr(&[
@@ -248,7 +249,7 @@ fn both_model_kinds_batch_through_the_same_engine() {
     )
     .unwrap();
     assert_eq!(nano.info().architecture, "NanoDeepseekOCR");
-    let requests: Vec<(Arc<dyn VisionLanguageModel>, image::DynamicImage, String)> = cases("gqa")
+    let requests: Vec<(Arc<dyn VisionLanguageModel>, image::DynamicImage, String)> = cases(&root().join("gqa"))
         .iter()
         .map(|c| {
             (

@@ -148,6 +148,24 @@ fn split_revision(spec: &str) -> (&str, &str) {
     spec.split_once('@').unwrap_or((spec, "main"))
 }
 
+/// Hub ids are exactly `org/name`: anything else is a path.
+fn is_repo_id(id: &str) -> bool {
+    id.matches('/').count() == 1 && !id.starts_with(['/', '.', '~'])
+}
+
+/// The hub repository a model spec names: its `org/name[@revision]`, or the repository of the
+/// HF-cache folder a path lies in (`…/models--org--name/snapshots/<rev>`); None for other paths.
+pub fn repo_id(spec: &str) -> Option<String> {
+    let (id, _) = split_revision(spec);
+    let cached = Path::new(id)
+        .ancestors()
+        .find_map(|a| a.file_name()?.to_str()?.strip_prefix("models--"));
+    match cached {
+        Some(repo) => Some(repo.replacen("--", "/", 1)),
+        None => is_repo_id(id).then(|| id.to_string()),
+    }
+}
+
 /// The snapshot directory of `repo_id` at `revision` in one cache, if present.
 fn cached_snapshot(cache: &Path, repo_id: &str, revision: &str) -> Option<PathBuf> {
     let repo_dir = cache.join(format!("models--{}", repo_id.replace('/', "--")));
@@ -175,9 +193,8 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         return ModelFiles::from_dir(local);
     }
     let (repo_id, revision) = split_revision(spec);
-    // Hub ids are exactly org/name: anything else that names no directory is a path gone wrong.
-    let hub_like = repo_id.matches('/').count() == 1 && !repo_id.starts_with(['/', '.', '~']);
-    if !hub_like || local.exists() {
+    // Anything but org/name that names no directory is a path gone wrong.
+    if !is_repo_id(repo_id) || local.exists() {
         bail!("model {spec:?}: no such model directory (and not a hub id of the form org/name[@revision])");
     }
     let caches = cache_dirs();

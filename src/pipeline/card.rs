@@ -83,20 +83,6 @@ pub fn finetuning_prompt(anchor: &str) -> String {
     )
 }
 
-/// The hub id a model spec names: itself, or the repository of an HF-cache snapshot folder
-/// (`…/models--org--name/snapshots/<rev>`).
-fn hub_id(spec: &str) -> Option<String> {
-    let spec = spec.split('@').next().unwrap_or(spec);
-    if let Some(repo) = std::path::Path::new(spec)
-        .ancestors()
-        .filter_map(|a| a.file_name()?.to_str()?.strip_prefix("models--"))
-        .next()
-    {
-        return Some(repo.replacen("--", "/", 1));
-    }
-    (spec.matches('/').count() == 1 && !spec.starts_with(['.', '/', '~'])).then(|| spec.to_string())
-}
-
 /// The card for a model given as `spec` whose config names `architecture`; `chosen` is the
 /// `--card` flag. Returns the card and, when it was a guess, a warning saying so.
 pub fn for_model(spec: &str, architecture: &str, chosen: Option<&str>) -> Result<(Card, Option<String>)> {
@@ -110,7 +96,7 @@ pub fn for_model(spec: &str, architecture: &str, chosen: Option<&str>) -> Result
             ),
         };
     }
-    if let Some(id) = hub_id(spec) {
+    if let Some(id) = crate::hub::repo_id(spec) {
         if let Some(card) = cards
             .iter()
             .find(|c| c.hub_ids.iter().any(|h| h.eq_ignore_ascii_case(&id)))

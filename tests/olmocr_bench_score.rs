@@ -243,6 +243,25 @@ fn small_bench(dir: &Path) -> PathBuf {
     bench
 }
 
+/// `ocr bench olmocr <bench> <args> --out <out> --json <json>`, which must succeed; its stderr
+/// and the scores it wrote.
+fn bench_olmocr(bench: &Path, args: &[&str], out: &Path, json: &Path) -> (String, Value) {
+    let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["bench", "olmocr"])
+        .arg(bench)
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{stderr}");
+    let scores = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (stderr, scores)
+}
+
 #[test]
 fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
     // The fixture's vellum_text_layer/ is what this command wrote for the whole sample, scored
@@ -250,23 +269,12 @@ fn bench_olmocr_writes_the_text_layer_olmocr_scored() {
     let dir = tempfile::tempdir().unwrap();
     let bench = small_bench(dir.path());
     let out = dir.path().join("out");
-    let json = dir.path().join("scores.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
-        .args(["bench", "olmocr"])
-        .arg(&bench)
-        .args(["--text-layer-only", "--out"])
-        .arg(&out)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (_, got) = bench_olmocr(&bench, &["--text-layer-only"], &out, &dir.path().join("scores.json"));
     let page = "vellum_text_layer/small_page_size_pg1_repeat1.md";
     assert_eq!(
         std::fs::read_to_string(out.join(page)).unwrap(),
         std::fs::read_to_string(fixture().join(page)).unwrap()
     );
-    let got: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let tests = got["candidates"]["vellum_text_layer"]["tests"].as_object().unwrap();
     assert_eq!(tests.len(), 7, "6 tests and the added baseline");
     let expected = expected();
@@ -280,33 +288,24 @@ fn bench_olmocr_runs_vellum_with_a_model_as_a_candidate() {
     let dir = tempfile::tempdir().unwrap();
     let bench = small_bench(dir.path());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (out, json) = (dir.path().join("out"), dir.path().join("scores.json"));
+    let out = dir.path().join("out");
     let model = root.join("tests/fixtures/qwen2_5_vl/models/gqa_window4/model");
-    let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
-        .args(["bench", "olmocr"])
-        .arg(&bench)
-        .arg("--model")
-        .arg(&model)
-        .args([
-            "--card",
-            "rolmocr",
-            "--max-new-tokens",
-            "8",
-            "--max-retries",
-            "1",
-            "--out",
-        ])
-        .arg(&out)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let model = model.to_str().unwrap();
+    let args = [
+        "--model",
+        model,
+        "--card",
+        "rolmocr",
+        "--max-new-tokens",
+        "8",
+        "--max-retries",
+        "1",
+    ];
+    let (stderr, got) = bench_olmocr(&bench, &args, &out, &dir.path().join("scores.json"));
     // The scanned page went through the tiny model (which never ends a page: it falls back to
     // its text layer after the retries, and says so).
-    assert!(String::from_utf8_lossy(&run.stderr).contains("fell back"));
+    assert!(stderr.contains("fell back"));
     assert!(out.join("vellum_rolmocr/small_page_size_pg1_repeat1.md").is_file());
-    let got: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for candidate in ["vellum_rolmocr", "vellum_text_layer"] {
         let tests = got["candidates"][candidate]["tests"].as_object().unwrap();
         assert_eq!(tests.len(), 7, "{candidate}: 6 tests and the added baseline");

@@ -34,26 +34,26 @@ fn page_sizes_match_pymupdf_and_pdftoppm() {
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let pdf = dir.join(format!("{name}.pdf"));
-        let size = |v: &serde_json::Value| (v[0].as_i64().unwrap(), v[1].as_i64().unwrap());
-        let img = w.render(&pdf, None, 1, RenderMode::Finepdfs).unwrap();
-        let (ew, eh) = size(&case["finepdfs"]);
-        assert!(
-            (img.width() as i64 - ew).abs() <= 1 && (img.height() as i64 - eh).abs() <= 1,
-            "{name}: finepdfs {}×{} vs PyMuPDF {ew}×{eh}",
-            img.width(),
-            img.height()
-        );
-        // olmOCR renders the CropBox (pdftoppm), rotated or not; FinePDFs above shows a rotated
-        // page's whole MediaBox (PyMuPDF's remove_rotation).
-        if !case["olmocr"].is_null() {
-            let img = w.render(&pdf, None, 1, RenderMode::Olmocr { longest: 1288 }).unwrap();
-            let (ew, eh) = size(&case["olmocr"]);
+        // Within a pixel of the reference's size.
+        let check = |img: &image::RgbImage, want: &serde_json::Value, what: &str| {
+            let (ew, eh) = (want[0].as_i64().unwrap(), want[1].as_i64().unwrap());
             assert!(
                 (img.width() as i64 - ew).abs() <= 1 && (img.height() as i64 - eh).abs() <= 1,
-                "{name}: olmocr {}×{} vs pdftoppm {ew}×{eh}",
+                "{name}: {what} {}×{} vs {ew}×{eh}",
                 img.width(),
                 img.height()
             );
+        };
+        // FinePDFs (PyMuPDF) shows a rotated page's whole MediaBox (its remove_rotation).
+        check(
+            &w.render(&pdf, None, 1, RenderMode::Finepdfs).unwrap(),
+            &case["finepdfs"],
+            "finepdfs vs PyMuPDF",
+        );
+        // olmOCR (pdftoppm) renders the MediaBox, rotated or not.
+        if !case["olmocr"].is_null() {
+            let img = w.render(&pdf, None, 1, RenderMode::Olmocr { longest: 1288 }).unwrap();
+            check(&img, &case["olmocr"], "olmocr vs pdftoppm");
         }
         match case["dpi150"].is_null() {
             // pdftoppm cannot render it either; vellum refuses it with a clear error.
@@ -66,13 +66,7 @@ fn page_sizes_match_pymupdf_and_pdftoppm() {
             }
             false => {
                 let img = w.render(&pdf, None, 1, RenderMode::Dpi { dpi: 150.0 }).unwrap();
-                let (ew, eh) = size(&case["dpi150"]);
-                assert!(
-                    (img.width() as i64 - ew).abs() <= 1 && (img.height() as i64 - eh).abs() <= 1,
-                    "{name}: 150 dpi {}×{} vs pdftoppm {ew}×{eh}",
-                    img.width(),
-                    img.height()
-                );
+                check(&img, &case["dpi150"], "150 dpi vs pdftoppm");
             }
         }
     }

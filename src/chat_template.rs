@@ -6,6 +6,7 @@ use minijinja::{context, Environment, Error, ErrorKind};
 
 use crate::hub::ModelFiles;
 
+#[derive(Clone)]
 pub struct ChatTemplate {
     source: String,
     origin: String,

@@ -115,7 +115,8 @@ enum Command {
     Score(ScoreArgs),
     /// Turn a nano DeepSeek-OCR trainer checkpoint (step_N.pt) into a model directory.
     Convert(ConvertArgs),
-    /// Train the nano DeepSeek-OCR model (Stage 1 or 2) on the fork's sample format.
+    /// Train a model on the fork's sample format: the nano DeepSeek-OCR model (Stage 1 or 2),
+    /// or fine-tune Qwen2.5-VL / Qwen2-VL (RolmOCR, olmOCR) the olmOCR way.
     Train(TrainArgs),
     /// Write synthetic printed pages (words in the standard PDF fonts) as a training set.
     Synth(SynthArgs),
@@ -357,6 +358,11 @@ enum ScheduleArg {
     Linear,
 }
 
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum FreezeArg {
+    Vision,
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     /// The model directory to start from (config.json, model.safetensors, tokenizer.json).
@@ -371,9 +377,16 @@ struct TrainArgs {
     /// Where step_N/, best/ and final/ go.
     #[arg(long)]
     out: PathBuf,
-    /// 1: everything trains; 2: SAM (net_2/net_3 included) frozen.
+    /// The vision-tokenizer model: 1: everything trains; 2: SAM (net_2/net_3 included) frozen.
     #[arg(long, default_value_t = 1)]
     stage: u8,
+    /// Qwen2.5-VL: `vision` keeps the vision tower and merger fixed (no gradients computed).
+    #[arg(long, value_enum)]
+    freeze: Option<FreezeArg>,
+    /// Qwen2.5-VL: keep only each decoder layer's input and recompute the layer on the way
+    /// back (activation memory of one layer instead of all).
+    #[arg(long)]
+    gradient_checkpointing: bool,
     #[arg(long, value_parser = positive)]
     steps: usize,
     /// Samples per micro-batch; a step is batch-size × grad-accum samples.
@@ -388,6 +401,9 @@ struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = 10)]
     warmup_steps: usize,
+    /// Warmup as a fraction of --steps, rounded up (olmOCR: 0.1); replaces --warmup-steps.
+    #[arg(long, value_parser = fraction, conflicts_with = "warmup_steps")]
+    warmup_ratio: Option<f64>,
     #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
     schedule: ScheduleArg,
     /// StepLR: decay every this many steps after warmup.
@@ -437,11 +453,16 @@ struct TrainArgs {
 impl TrainArgs {
     fn config(&self) -> vellum::train::TrainConfig {
         use vellum::train::optim::{AdamWConfig, Schedule};
-        let warmup = self.warmup_steps;
+        let warmup = match self.warmup_ratio {
+            Some(ratio) => (self.steps as f64 * ratio).ceil() as usize,
+            None => self.warmup_steps,
+        };
         vellum::train::TrainConfig {
             data: self.data.clone(),
             out: self.out.clone(),
             stage: self.stage,
+            freeze_vision: self.freeze == Some(FreezeArg::Vision),
+            gradient_checkpointing: self.gradient_checkpointing,
             steps: self.steps,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,

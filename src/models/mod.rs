@@ -154,6 +154,17 @@ pub fn open(
     load(&files, dtype, device)
 }
 
+/// The architecture a config.json names; configs saved without `architectures` still name
+/// their model type.
+pub fn architecture(config: &serde_json::Value) -> String {
+    match (config["architectures"][0].as_str(), config["model_type"].as_str()) {
+        (Some(arch), _) => arch,
+        (None, Some("qwen2_vl")) => qwen2_vl::ARCHITECTURE,
+        (None, _) => qwen2_5_vl::config::ARCHITECTURE,
+    }
+    .to_string()
+}
+
 /// Opens the model a directory holds, by the architecture its config.json names.
 pub fn load(
     files: &crate::hub::ModelFiles,
@@ -163,14 +174,7 @@ pub fn load(
     let path = files.path("config.json");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
-    // Configs saved without `architectures` still name their model type.
-    let arch = match (config["architectures"][0].as_str(), config["model_type"].as_str()) {
-        (Some(arch), _) => arch,
-        (None, Some("qwen2_vl")) => qwen2_vl::ARCHITECTURE,
-        (None, _) => qwen2_5_vl::config::ARCHITECTURE,
-    }
-    .to_string();
-    Ok(match arch.as_str() {
+    Ok(match architecture(&config).as_str() {
         deepseek_ocr::ARCHITECTURE => std::sync::Arc::new(deepseek_ocr::Model::load(files, dtype, device)?),
         qwen2_vl::ARCHITECTURE => std::sync::Arc::new(qwen2_vl::load(files, config, dtype, device)?),
         _ => std::sync::Arc::new(qwen2_5_vl::Model::load_with_config(files, config, dtype, device)?),

@@ -1,5 +1,5 @@
 //! Tensor operations shared by the models: attention, rotary embeddings, normalisation,
-//! activations.
+//! activations, the training loss.
 //!
 //! Each operation has a CPU twin written with plain candle ops (it carries gradients where the
 //! trainer needs them) and, with the `cuda` feature, a kernel of kernels/*.cu. The public
@@ -10,6 +10,7 @@ pub mod activation;
 pub mod attention;
 #[cfg(feature = "cuda")]
 pub mod kernels;
+pub mod loss;
 pub mod norm;
 pub mod paged_attention;
 pub mod rotary;

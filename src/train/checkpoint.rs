@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::data::Cursor;
-use crate::models::deepseek_ocr::Model;
+use super::model::Trainable;
 
 pub const STATE_FILE: &str = "trainer_state.json";
 const MOMENTS_FILE: &str = "optimizer.safetensors";
@@ -38,7 +38,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub fn save(
     out: &Path,
     name: &str,
-    model: &Model,
+    model: &impl Trainable,
     state: Option<(&TrainerState, Vec<(String, Tensor)>)>,
 ) -> Result<PathBuf> {
     let tmp = out.join(format!(".{name}.tmp"));
@@ -47,12 +47,7 @@ pub fn save(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp)?;
-    std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&model.config)?)?;
-    model.params().save(&tmp.join("model.safetensors"))?;
-    model
-        .tokenizer
-        .save(tmp.join("tokenizer.json"), false)
-        .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+    model.write_model(&tmp)?;
     if let Some((state, moments)) = state {
         let moments: std::collections::HashMap<String, Tensor> = moments.into_iter().collect();
         candle_core::safetensors::save(&moments, tmp.join(MOMENTS_FILE))?;

@@ -80,6 +80,12 @@ impl Dataset {
     pub fn image_path(&self, i: usize) -> PathBuf {
         self.dir.join(&self.samples[i].image)
     }
+
+    /// Sample `i`'s image, read.
+    pub fn image(&self, i: usize) -> Result<image::DynamicImage> {
+        let (s, path) = (&self.samples[i], self.image_path(i));
+        image::open(&path).with_context(|| format!("sample {} ({}): reading {}", i, s.id, path.display()))
+    }
 }
 
 /// Token ids and targets of a sample, before its image is loaded.
@@ -156,13 +162,15 @@ impl<'a> Encoder<'a> {
     /// A training example: the sample's tokens and its preprocessed image.
     pub fn example(&self, data: &Dataset, i: usize, seq_len: usize) -> Result<(Example, usize)> {
         let s = &data.samples[i];
-        let path = data.image_path(i);
-        let t = self
-            .tokenize(&s.prompt, &s.answer, seq_len)
-            .with_context(|| format!("sample {} ({})", i, s.id))?;
-        let image =
-            image::open(&path).with_context(|| format!("sample {} ({}): reading {}", i, s.id, path.display()))?;
-        let (_, pixels) = deepseek_ocr::preprocess(&image, self.model.config.base_size, &self.model.info().device)?;
+        let image = data.image(i)?;
+        self.example_from(s, &image, seq_len)
+            .with_context(|| format!("sample {} ({})", i, s.id))
+    }
+
+    /// As [`Encoder::example`], for a sample and its image in hand.
+    pub fn example_from(&self, s: &Sample, image: &image::DynamicImage, seq_len: usize) -> Result<(Example, usize)> {
+        let t = self.tokenize(&s.prompt, &s.answer, seq_len)?;
+        let (_, pixels) = deepseek_ocr::preprocess(image, self.model.config.base_size, &self.model.info().device)?;
         Ok((
             Example {
                 input_ids: t.input_ids,

@@ -3,6 +3,7 @@
 //! - [`data`]: the fork's sample format, tokenized as its dataloader does (plus an end token),
 //!   the data order, token-budget micro-batches;
 //! - [`optim`]: AdamW, gradient clipping and schedules with PyTorch's semantics;
+//! - [`model`]: what the trainer asks of a model (the vision-tokenizer model, Qwen2.5-VL);
 //! - [`trainer`]: the loop over the engine's own parameter store;
 //! - [`checkpoint`]: model directories plus resumable trainer state;
 //! - [`metrics`]: CER / WER of generated answers;
@@ -13,6 +14,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod metrics;
+pub mod model;
 pub mod optim;
 pub mod prepare;
 pub mod report;

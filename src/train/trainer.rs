@@ -13,24 +13,24 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainerState};
-use super::data::{self, Cursor, Dataset, Encoder, Order};
+use super::data::{Cursor, Dataset, Order};
 use super::metrics;
+use super::model::Trainable;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, EngineConfig};
-use crate::models::deepseek_ocr::{Example, Model};
-use crate::models::VisionLanguageModel;
-
-/// Stage 1 trains everything; Stage 2 freezes SAM (`sam_model.*`, net_2/net_3 included).
-pub fn frozen(stage: u8) -> impl Fn(&str) -> bool + Send + Sync + 'static {
-    move |name: &str| stage == 2 && name.starts_with("sam_model.")
-}
+use crate::models::{deepseek_ocr, qwen2_5_vl, qwen2_vl, VisionLanguageModel};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub data: PathBuf,
     pub out: PathBuf,
+    /// The vision-tokenizer model's stage: 1 trains everything, 2 freezes SAM.
     pub stage: u8,
+    /// Qwen2.5-VL: the vision tower and merger take no gradient.
+    pub freeze_vision: bool,
+    /// Keep only each decoder layer's input and recompute the layer in the backward pass.
+    pub gradient_checkpointing: bool,
     pub steps: usize,
     /// Samples per micro-batch (the whole step's samples are `batch_size × grad_accum`).
     pub batch_size: usize,
@@ -67,6 +67,8 @@ impl TrainConfig {
             data,
             out,
             stage: 1,
+            freeze_vision: false,
+            gradient_checkpointing: false,
             steps,
             batch_size: 10,
             grad_accum: 1,
@@ -120,11 +122,11 @@ pub struct EvalSample {
     pub wer: f64,
 }
 
-pub struct Trainer {
+pub struct Trainer<M: Trainable> {
     pub config: TrainConfig,
     /// The model the engine serves (views without gradients over the same store).
-    serving: Arc<Model>,
-    model: Model,
+    serving: Arc<M>,
+    model: M,
     opt: AdamW,
     train: Dataset,
     val: Option<Dataset>,
@@ -135,10 +137,10 @@ pub struct Trainer {
     log: Option<std::fs::File>,
 }
 
-impl Trainer {
+impl<M: Trainable> Trainer<M> {
     /// A trainer over `serving`'s parameters. With `resume`, the optimizer and data position
     /// continue from that checkpoint (whose weights `serving` must have been loaded from).
-    pub fn new(serving: Arc<Model>, config: TrainConfig, resume: Option<(&Path, TrainerState)>) -> Result<Self> {
+    pub fn new(serving: Arc<M>, config: TrainConfig, resume: Option<(&Path, TrainerState)>) -> Result<Self> {
         if serving.info().dtype != DType::F32 {
             bail!(
                 "training runs in f32 (the model was loaded as {:?}); bf16 compute with f32 master weights is not built yet",
@@ -162,9 +164,9 @@ impl Trainer {
             (None, true) => bail!("--text-ratio needs --text-data (a JSONL file of {{\"text\"}} lines)"),
             _ => Vec::new(),
         };
-        let model = serving.training_view(frozen(config.stage))?;
+        let is_frozen = serving.frozen(&config)?;
+        let model = serving.training_view(is_frozen.clone())?;
         let used = serving.params().requested();
-        let is_frozen = frozen(config.stage);
         let params: Vec<_> = serving
             .params()
             .vars()
@@ -226,32 +228,13 @@ impl Trainer {
                 < self.config.text_ratio
     }
 
-    fn examples(&mut self, step: usize) -> Result<Vec<Example>> {
+    fn examples(&mut self, step: usize) -> Result<Vec<M::Example>> {
         let n = self.config.batch_size * self.config.grad_accum;
-        let encoder = Encoder::new(&self.serving)?;
-        let image_cost = data::image_cost(self.serving.config.base_size);
-        // A sample longer than the budget alone is cut to fit it.
-        let seq_len = match self.config.batch_tokens {
-            Some(budget) => self.config.seq_len.min(budget.saturating_sub(image_cost).max(1)),
-            None => self.config.seq_len,
-        };
         if self.text_step(step) {
-            let bos = self
-                .serving
-                .tokenizer
-                .token_to_id("<|bos|>")
-                .context("the tokenizer has no <|bos|>")?;
             return (0..n)
                 .map(|i| {
                     let text = &self.texts[(step * n + i) % self.texts.len()];
-                    let mut ids = vec![bos];
-                    ids.extend(encoder.tokenize("", text, usize::MAX)?.input_ids);
-                    ids.truncate(seq_len + 1);
-                    Ok(Example {
-                        input_ids: ids[..ids.len() - 1].to_vec(),
-                        targets: ids[1..].iter().map(|&t| t as i64).collect(),
-                        pixels: None,
-                    })
+                    self.serving.text_example(text, self.config.seq_len)
                 })
                 .collect();
         }
@@ -259,7 +242,7 @@ impl Trainer {
         picks
             .into_iter()
             .map(|i| {
-                let (ex, truncated) = encoder.example(&self.train, i, seq_len)?;
+                let (ex, truncated) = self.example(&self.train, i)?;
                 if truncated > 0 {
                     self.state.truncated_samples += 1;
                     tracing::warn!(sample = %self.train.samples[i].id, truncated, "sample cut at the sequence length");
@@ -267,6 +250,26 @@ impl Trainer {
                 Ok(ex)
             })
             .collect()
+    }
+
+    /// Sample `i` of `data` as a training sequence; one longer than the micro-batch budget
+    /// alone is cut to fit it.
+    fn example(&self, data: &Dataset, i: usize) -> Result<(M::Example, usize)> {
+        let sample = &data.samples[i];
+        let image = data.image(i)?;
+        let make = |seq_len| {
+            self.serving
+                .example(sample, &image, seq_len)
+                .with_context(|| format!("sample {i} ({})", sample.id))
+        };
+        let (ex, truncated) = make(self.config.seq_len)?;
+        match self.config.batch_tokens {
+            Some(budget) if self.serving.cost(&ex) > budget => {
+                let over = self.serving.cost(&ex) - budget;
+                make(self.config.seq_len.saturating_sub(over).max(1))
+            }
+            _ => Ok((ex, truncated)),
+        }
     }
 
     /// One optimizer step.
@@ -277,45 +280,38 @@ impl Trainer {
             let _span = tracing::debug_span!("load_batch").entered();
             self.examples(step)?
         };
-        let tokens: usize = examples
-            .iter()
-            .map(|e| e.targets.iter().filter(|&&t| t >= 0).count())
-            .sum();
+        let tokens: usize = examples.iter().map(M::targets).sum();
         if tokens == 0 {
             bail!("step {step}: no target tokens (every answer cut off by the sequence length?)");
         }
-        let image_cost = data::image_cost(self.serving.config.base_size);
-        let costs: Vec<usize> = examples
-            .iter()
-            .map(|e| e.input_ids.len() + if e.pixels.is_some() { image_cost } else { 0 })
-            .collect();
-        // One gradient per parameter, summed over micro-batches. Only these are kept: candle's
-        // backward also returns the gradient of every intermediate tensor, which would hold a
-        // second copy of the activations until the store is dropped.
+        let costs: Vec<usize> = examples.iter().map(|e| self.serving.cost(e)).collect();
+        // One gradient per parameter, summed over micro-batches and backward passes. Only these
+        // are kept: candle's backward also returns the gradient of every intermediate tensor,
+        // which would hold a second copy of the activations until the store is dropped.
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.params().len()];
         let mut loss = 0f64;
-        for range in data::micro_batches(&costs, self.config.batch_size, self.config.batch_tokens) {
-            let batch: Vec<&Example> = examples[range].iter().collect();
-            let (sum, _) = {
-                let _span = tracing::debug_span!("train_forward", samples = batch.len()).entered();
-                self.model.loss_sum(&batch)?
-            };
-            // Each micro-batch's share of the step's mean: the sum over the step's token count.
-            let part = (sum / tokens as f64)?;
-            loss += part.to_scalar::<f32>()? as f64;
-            let mut store = {
-                let _span = tracing::debug_span!("backward").entered();
-                part.backward()?
-            };
-            drop(part);
-            for ((_, var), acc) in self.opt.params().iter().zip(grads.iter_mut()) {
-                if let Some(g) = store.remove(var.as_tensor()) {
-                    *acc = Some(match acc.take() {
-                        Some(old) => (old + g)?,
-                        None => g,
-                    });
-                }
-            }
+        for range in super::data::micro_batches(&costs, self.config.batch_size, self.config.batch_tokens) {
+            let batch: Vec<&M::Example> = examples[range].iter().collect();
+            let _span = tracing::debug_span!("forward_backward", samples = batch.len()).entered();
+            let params = self.opt.params();
+            // Each micro-batch's share of the step's mean: its sum over the step's token count.
+            let sum = self.model.backward(
+                &batch,
+                1.0 / tokens as f64,
+                self.config.gradient_checkpointing,
+                |mut store| {
+                    for ((_, var), acc) in params.iter().zip(grads.iter_mut()) {
+                        if let Some(g) = store.remove(var.as_tensor()) {
+                            *acc = Some(match acc.take() {
+                                Some(old) => (old + g)?,
+                                None => g,
+                            });
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            loss += sum / tokens as f64;
         }
         let grad_norm = clip_grad_norm(&mut grads, self.config.grad_clip)?;
         if !grad_norm.is_finite() || !loss.is_finite() {
@@ -345,12 +341,11 @@ impl Trainer {
     /// Mean cross-entropy over the validation split's targets (the serving view: no graph).
     pub fn val_loss(&self) -> Result<Option<f64>> {
         let Some(val) = &self.val else { return Ok(None) };
-        let encoder = Encoder::new(&self.serving)?;
         let (mut sum, mut count) = (0f64, 0usize);
         for chunk in (0..val.len()).collect::<Vec<_>>().chunks(self.config.batch_size) {
             let examples = chunk
                 .iter()
-                .map(|&i| Ok(encoder.example(val, i, self.config.seq_len)?.0))
+                .map(|&i| Ok(self.example(val, i)?.0))
                 .collect::<Result<Vec<_>>>()?;
             let (s, n) = self.serving.loss_sum(&examples.iter().collect::<Vec<_>>())?;
             sum += s.to_scalar::<f32>()? as f64;
@@ -373,7 +368,7 @@ impl Trainer {
         if self.state.best_val_loss.is_none_or(|b| val_loss < b) {
             self.state.best_val_loss = Some(val_loss);
             self.state.evals_without_improvement = 0;
-            checkpoint::save(&self.config.out, "best", &self.serving, None)?;
+            checkpoint::save(&self.config.out, "best", self.serving.as_ref(), None)?;
         } else {
             self.state.evals_without_improvement += 1;
         }
@@ -424,13 +419,13 @@ impl Trainer {
         checkpoint::save(
             &self.config.out,
             &format!("step_{}", self.state.step),
-            &self.serving,
+            self.serving.as_ref(),
             Some((&self.state, self.opt.state())),
         )
     }
 
     pub fn save_final(&self) -> Result<PathBuf> {
-        checkpoint::save(&self.config.out, "final", &self.serving, None)
+        checkpoint::save(&self.config.out, "final", self.serving.as_ref(), None)
     }
 
     /// Whether patience has run out.
@@ -511,19 +506,17 @@ pub struct Summary {
 
 /// A whole run: load the model (or, with `resume`, the newest checkpoint under the output
 /// directory), train to `config.steps` with evaluations and checkpoints on schedule, write
-/// `final/`.
+/// `final/`. The architecture is the one config.json names.
 pub fn run(
     start: &Start,
     device: &candle_core::Device,
     config: TrainConfig,
     resume: bool,
-    mut on_event: impl FnMut(Event),
+    on_event: impl FnMut(Event),
 ) -> Result<Summary> {
     let checkpoint = if resume { checkpoint::latest(&config.out)? } else { None };
-    let model = match (&checkpoint, start) {
-        (Some((dir, _)), _) | (None, Start::Model(dir)) => {
-            Model::load(&crate::hub::ModelFiles::from_dir(dir)?, DType::F32, device)?
-        }
+    let dir = match (&checkpoint, start) {
+        (Some((dir, _)), _) | (None, Start::Model(dir)) => dir,
         (None, Start::Fresh { config: path, seed }) => {
             let cfg = serde_json::from_str(
                 &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
@@ -536,9 +529,50 @@ pub fn run(
                     tok_path.display()
                 )
             })?;
-            Model::fresh(cfg, tokenizer, *seed, device)?
+            let model = deepseek_ocr::Model::fresh(cfg, tokenizer, *seed, device)?;
+            return run_model(model, config, checkpoint, resume, on_event);
         }
     };
+    let files = crate::hub::ModelFiles::from_dir(dir)?;
+    let root = files
+        .read_json("config.json")?
+        .with_context(|| format!("{} has no config.json", dir.display()))?;
+    if root.get("quantization_config").is_some() {
+        bail!(
+            "{} is a quantized checkpoint; fine-tune from its unquantized weights",
+            dir.display()
+        );
+    }
+    match crate::models::architecture(&root).as_str() {
+        deepseek_ocr::ARCHITECTURE => {
+            let model = deepseek_ocr::Model::load(&files, DType::F32, device)?;
+            run_model(model, config, checkpoint, resume, on_event)
+        }
+        qwen2_5_vl::config::ARCHITECTURE => {
+            let model = qwen2_5_vl::Model::load_with_config(&files, root, DType::F32, device)?;
+            run_model(model, config, checkpoint, resume, on_event)
+        }
+        qwen2_vl::ARCHITECTURE => {
+            let model = qwen2_vl::load(&files, root, DType::F32, device)?;
+            run_model(model, config, checkpoint, resume, on_event)
+        }
+        other => bail!(
+            "{}: the trainer takes {}, {} and {} models, not {other}",
+            dir.display(),
+            deepseek_ocr::ARCHITECTURE,
+            qwen2_5_vl::config::ARCHITECTURE,
+            qwen2_vl::ARCHITECTURE,
+        ),
+    }
+}
+
+fn run_model<M: Trainable>(
+    model: M,
+    config: TrainConfig,
+    checkpoint: Option<(PathBuf, TrainerState)>,
+    resume: bool,
+    mut on_event: impl FnMut(Event),
+) -> Result<Summary> {
     let model = Arc::new(model);
     let from = checkpoint.as_ref().map(|(p, s)| (p.as_path(), s.step));
     let mut trainer = Trainer::new(

@@ -11,9 +11,11 @@
 pub mod config;
 pub mod processor;
 pub mod text;
+pub mod training;
 pub mod vision;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -25,6 +27,7 @@ use crate::chat_template::ChatTemplate;
 use crate::hub::ModelFiles;
 use crate::models::{ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
+use crate::weights::ParamStore;
 pub use config::Config;
 use processor::ImageProcessorConfig;
 
@@ -33,6 +36,11 @@ pub const DEFAULT_CHAT_TEMPLATE: &str = include_str!("../../../models/rolmocr/ch
 
 pub struct Model {
     pub config: Config,
+    /// The parameters, shared with every other view of this model (a trainer's included).
+    params: ParamStore,
+    /// config.json, the tokenizer's and processor's files, the chat template: what a checkpoint
+    /// of this model copies beside its weights.
+    side_files: Vec<PathBuf>,
     pub image_processor: ImageProcessorConfig,
     pub tokenizer: Tokenizer,
     chat_template: ChatTemplate,
@@ -41,6 +49,21 @@ pub struct Model {
     text: text::TextModel,
     device: Device,
     dtype: DType,
+}
+
+/// What a model is made of besides its weights.
+struct Parts {
+    config: Config,
+    image_processor: ImageProcessorConfig,
+    tokenizer: Tokenizer,
+    chat_template: ChatTemplate,
+    stop_token_ids: Vec<u32>,
+    side_files: Vec<PathBuf>,
+}
+
+/// A view of `params` that answers the classic tensor names under the checkpoint's own.
+fn view(params: &ParamStore, vb: VarBuilder<'static>) -> VarBuilder<'static> {
+    vb.rename_f(checkpoint_renamer(&params.vars().keys().cloned().collect()))
 }
 
 /// Maps the classic tensor names the code asks for to the names this checkpoint uses.
@@ -96,21 +119,72 @@ impl Model {
         let chat_template = ChatTemplate::for_model(files, DEFAULT_CHAT_TEMPLATE)?;
         let stop_token_ids = stop_tokens(files, &config, &tokenizer)?;
 
-        let weights = files.weights()?;
-        let renamer = checkpoint_renamer(&weights.names().map(String::from).collect());
-        let vb = weights.into_var_builder(dtype, device).rename_f(renamer);
-        Self::from_parts(config, vb, image_processor, tokenizer, chat_template, stop_token_ids)
-            .with_context(|| format!("loading the weights of {}", files.dir.display()))
+        let params = ParamStore::load(&files.weights()?, dtype, device)
+            .with_context(|| format!("loading the weights of {}", files.dir.display()))?;
+        let side_files = std::fs::read_dir(&files.dir)
+            .with_context(|| format!("listing {}", files.dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                p.is_file() && !name.contains(".safetensors") && (name.ends_with(".json") || name.ends_with(".jinja"))
+            })
+            .collect();
+        let parts = Parts {
+            config,
+            image_processor,
+            tokenizer,
+            chat_template,
+            stop_token_ids,
+            side_files,
+        };
+        let vb = view(&params, params.serving(dtype, device));
+        Self::from_parts(parts, params, vb).with_context(|| format!("loading the weights of {}", files.dir.display()))
     }
 
-    fn from_parts(
-        config: Config,
-        vb: VarBuilder,
-        image_processor: ImageProcessorConfig,
-        tokenizer: Tokenizer,
-        chat_template: ChatTemplate,
-        stop_token_ids: Vec<u32>,
-    ) -> Result<Self> {
+    /// The same model over the same parameter storage, its tensors tracking gradients, except
+    /// those whose (checkpoint) names `frozen` accepts: nothing upstream of a frozen tensor is
+    /// differentiated, so a frozen tower costs no backward pass.
+    pub fn training_view(&self, frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Result<Self> {
+        let vb = view(&self.params, self.params.training(self.dtype, &self.device, frozen));
+        Self::from_parts(self.parts(), self.params.clone(), vb)
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// Copies the model's side files (config, tokenizer, processor, template) into `dir`.
+    pub fn write_side_files(&self, dir: &std::path::Path) -> Result<()> {
+        for path in &self.side_files {
+            let name = path.file_name().expect("listed files have names");
+            std::fs::copy(path, dir.join(name)).with_context(|| format!("copying {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn parts(&self) -> Parts {
+        Parts {
+            config: self.config.clone(),
+            image_processor: self.image_processor.clone(),
+            tokenizer: self.tokenizer.clone(),
+            chat_template: self.chat_template.clone(),
+            stop_token_ids: self.info.stop_token_ids.clone(),
+            side_files: self.side_files.clone(),
+        }
+    }
+
+    fn from_parts(parts: Parts, params: ParamStore, vb: VarBuilder) -> Result<Self> {
+        let Parts {
+            config,
+            image_processor,
+            tokenizer,
+            chat_template,
+            stop_token_ids,
+            side_files,
+        } = parts;
         if config.vision.out_hidden_size != config.text.hidden_size {
             bail!(
                 "vision out_hidden_size {} differs from the text hidden_size {}",
@@ -136,6 +210,8 @@ impl Model {
         Ok(Self {
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            params,
+            side_files,
             config,
             image_processor,
             tokenizer,

@@ -219,12 +219,34 @@ impl TextModel {
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
-        let (cos, sin) = self.rope.cos_sin(positions, embeds.device())?;
+        let (cos, sin) = self.rope_tables(positions, embeds.device())?;
         let mut xs = embeds.clone();
-        for (i, layer) in self.layers.iter().enumerate() {
-            xs = layer.forward(&xs, &cos, &sin, i, cache)?;
+        for i in 0..self.layers.len() {
+            xs = self.layer(i, &xs, &cos, &sin, cache)?;
         }
-        let rows = xs.index_select(&Tensor::new(logit_rows, xs.device())?, 0)?;
+        self.logits(&xs, logit_rows)
+    }
+
+    /// The cos/sin tables of `positions`, for [`TextModel::layer`].
+    pub fn rope_tables(&self, positions: &[Vec<i64>; 3], device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        self.rope.cos_sin(positions, device)
+    }
+
+    /// Decoder layer `i` alone (a trainer recomputing one layer at a time calls it directly).
+    pub fn layer(
+        &self,
+        i: usize,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut dyn AttentionCache,
+    ) -> Result<Tensor> {
+        self.layers[i].forward(xs, cos, sin, i, cache)
+    }
+
+    /// f32 logits of the rows `rows` of the last layer's output `xs`.
+    pub fn logits(&self, xs: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        let rows = xs.index_select(&Tensor::new(rows, xs.device())?, 0)?;
         self.lm_head.forward(&self.norm.forward(&rows)?)?.to_dtype(DType::F32)
     }
 }

@@ -25,6 +25,8 @@ const DEFAULT_ROPE_THETA: f64 = 10_000.0;
 /// `proj` is a Conv3d whose kernel equals its stride, i.e. a linear map of each flattened
 /// (channel, frame, row, column) patch row of 1176 values.
 struct PatchEmbed {
+    /// (hidden, 1176): a view of the stored kernel, never a copy, so that it follows the
+    /// optimizer's in-place updates.
     weight: Tensor,
 }
 
@@ -33,12 +35,12 @@ impl PatchEmbed {
         let (t, p) = (cfg.temporal_patch_size, cfg.patch_size);
         let weight = vb.pp("proj").get((cfg.hidden_size, cfg.in_chans, t, p, p), "weight")?;
         Ok(Self {
-            weight: weight.flatten_from(1)?.t()?.contiguous()?,
+            weight: weight.flatten_from(1)?,
         })
     }
 
     fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        pixels.to_dtype(self.weight.dtype())?.matmul(&self.weight)
+        pixels.to_dtype(self.weight.dtype())?.matmul(&self.weight.t()?)
     }
 }
 

@@ -251,6 +251,23 @@ impl ParamStore {
         Self::from_tensors(tensors)
     }
 
+    /// A store holding this one's parameters (the same storage) and `extra` besides, such as
+    /// adapters; versions and requested names start afresh.
+    pub fn extended(&self, extra: BTreeMap<String, Tensor>) -> Result<Self> {
+        let mut vars = (*self.vars).clone();
+        for (name, t) in extra {
+            if vars.contains_key(&name) {
+                anyhow::bail!("{name} is already a parameter");
+            }
+            vars.insert(name, Var::from_tensor(&t)?);
+        }
+        Ok(Self {
+            vars: Arc::new(vars),
+            requested: Default::default(),
+            version: Default::default(),
+        })
+    }
+
     pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Result<Self> {
         let vars = tensors
             .into_iter()

@@ -306,3 +306,156 @@ fn freeze_vision_matches_transformers_and_leaves_the_tower_bit_identical() {
         assert!(now == *values, "{name} moved");
     }
 }
+
+/// peft's in-memory name of an adapter tensor → the store's.
+fn adapter_store_name(peft: &str) -> String {
+    let stem = peft.strip_prefix("base_model.model.").unwrap_or(peft);
+    store_name(&stem.replace(".default.weight", ".weight"))
+}
+
+fn adapter_model(dir: &str) -> Arc<Model> {
+    Arc::new(vellum::models::load_adapter(&case_dir("lora").join(dir), DType::F32, &Device::Cpu).unwrap())
+}
+
+#[test]
+fn lora_steps_match_peft() {
+    let case = read_json(case_dir("lora").join("case.json"));
+    let expected = expected("lora");
+    let model = adapter_model("init");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(&case, tmp.path());
+
+    // Step 0's gradients: the adapters' only (B is zero, so A's is too, as in peft).
+    let data = Dataset::open(&config.data, "train").unwrap();
+    let examples: Vec<_> = (0..2)
+        .map(|i| {
+            model
+                .example(&data.samples[i], &data.image(i).unwrap(), 8192)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let batch: Vec<_> = examples.iter().collect();
+    let frozen = model.frozen(&config).unwrap();
+    let view = Trainable::training_view(model.as_ref(), frozen).unwrap();
+    let tokens = batch.iter().map(|e| Model::targets(e)).sum::<usize>() as f64;
+    let mut grads = BTreeMap::new();
+    view.backward(&batch, 1.0 / tokens, false, |mut store| {
+        for (name, var) in model.params().vars() {
+            if let Some(g) = store.remove(var.as_tensor()) {
+                grads.insert(name.clone(), g);
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut compared = 0;
+    for (key, want) in &expected {
+        let Some(reference) = key.strip_prefix("grad.") else {
+            continue;
+        };
+        let got = &grads[&adapter_store_name(reference)];
+        let err = if want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() == 0.0 {
+            got.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        } else {
+            rel_l2(got, want)
+        };
+        assert!(err < 1e-4, "{reference}: {err:.2e}");
+        compared += 1;
+    }
+    assert_eq!(compared, grads.len(), "gradients reach the adapters and nothing else");
+    assert_eq!(compared, 3 * 4 * 2);
+
+    let before: BTreeMap<String, Vec<f32>> = model
+        .params()
+        .vars()
+        .iter()
+        .filter(|(n, _)| !vellum::models::lora::is_adapter(n))
+        .map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    let mut trainer = Trainer::new(model.clone(), config, None).unwrap();
+    assert_eq!(
+        trainer.trainable_parameters(),
+        3 * 4 * 4 * (64 + 64) - 3 * 2 * 4 * (64 - 32)
+    );
+    check_steps(&mut trainer, &case, "lora");
+    for (name, values) in &before {
+        let now: Vec<f32> = model.params().vars()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(now == *values, "base weight {name} moved");
+    }
+
+    // final/ is a peft adapter directory with peft's tensor names, which loads back as trained.
+    let dir = trainer.save_final().unwrap();
+    let written: Vec<String> = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu)
+        .unwrap()
+        .into_keys()
+        .collect();
+    let mut peft_names: Vec<String> =
+        candle_core::safetensors::load(case_dir("lora/init/adapter_model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_keys()
+            .collect();
+    let mut written_sorted = written.clone();
+    written_sorted.sort();
+    peft_names.sort();
+    assert_eq!(written_sorted, peft_names);
+    let reloaded = vellum::models::load_adapter(&dir, DType::F32, &Device::Cpu).unwrap();
+    for (name, var) in model.params().vars() {
+        let again = reloaded.params().vars()[name].as_tensor();
+        assert_eq!(rel_l2(again, var.as_tensor()), 0.0, "{name} after a round trip");
+    }
+}
+
+/// peft's trained adapter: merged by vellum as `merge_and_unload` merges it, and served
+/// unmerged with the merged model's output.
+#[test]
+fn lora_merge_matches_peft_and_unmerged_serving_equals_merged() {
+    let expected = expected("lora");
+    let model = adapter_model("trained");
+    let tmp = tempfile::tempdir().unwrap();
+    let merged_dir = tmp.path().join("merged");
+    std::fs::create_dir_all(&merged_dir).unwrap();
+    model.write(&merged_dir, true).unwrap();
+    let merged = candle_core::safetensors::load(merged_dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!merged.keys().any(|n| vellum::models::lora::is_adapter(n)));
+    let mut compared = 0;
+    for (key, want) in &expected {
+        let Some(reference) = key.strip_prefix("merged.") else {
+            continue;
+        };
+        let err = rel_l2(&merged[&store_name(reference)], want);
+        assert!(err < 1e-5, "{reference}: merged off by {err:.2e}");
+        compared += 1;
+    }
+    assert_eq!(
+        compared,
+        3 * (4 + 3),
+        "q/k/v/o weights and the q/k/v biases of 3 layers"
+    );
+
+    let val = Dataset::open(&case_dir("data"), "val").unwrap();
+    let image = val.image(0).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: Some(8),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let unmerged = Engine::new(model, EngineConfig::default()).unwrap();
+    let served = vellum::models::load(&ModelFiles::from_dir(&merged_dir).unwrap(), DType::F32, &Device::Cpu).unwrap();
+    let merged = Engine::new(served, EngineConfig::default()).unwrap();
+    let a = unmerged.generate(&image, "Read this page.", params.clone()).unwrap();
+    let b = merged.generate(&image, "Read this page.", params).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let worst = a
+        .logprobs
+        .iter()
+        .zip(&b.logprobs)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "logprobs differ by {worst}");
+}

@@ -387,6 +387,24 @@ struct TrainArgs {
     /// back (activation memory of one layer instead of all).
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// Qwen: train LoRA adapters of rank R on --lora-targets and nothing else; step_N/, best/
+    /// and final/ are peft adapter directories (`ocr run --model` serves them unmerged).
+    #[arg(long, value_parser = positive)]
+    lora: Option<usize>,
+    /// The adapters' α (their output is scaled by α/R). Default: R.
+    #[arg(long, requires = "lora")]
+    lora_alpha: Option<f64>,
+    /// Modules that get adapters, by the last part of their name (as peft matches them).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj",
+        requires = "lora"
+    )]
+    lora_targets: Vec<String>,
+    /// Write final/ as a plain model directory with the adapters merged into the weights.
+    #[arg(long, requires = "lora")]
+    merge_lora: bool,
     #[arg(long, value_parser = positive)]
     steps: usize,
     /// Samples per micro-batch; a step is batch-size × grad-accum samples.
@@ -463,6 +481,13 @@ impl TrainArgs {
             stage: self.stage,
             freeze_vision: self.freeze == Some(FreezeArg::Vision),
             gradient_checkpointing: self.gradient_checkpointing,
+            lora: self.lora.map(|r| vellum::models::lora::LoraConfig {
+                r,
+                lora_alpha: self.lora_alpha.unwrap_or(r as f64),
+                target_modules: self.lora_targets.clone(),
+                base_model_name_or_path: None,
+            }),
+            merge_lora: self.merge_lora,
             steps: self.steps,
             batch_size: self.batch_size,
             grad_accum: self.grad_accum,

@@ -2,10 +2,11 @@
 //! interface the engine drives.
 
 pub mod deepseek_ocr;
+pub mod lora;
 pub mod qwen2_5_vl;
 pub mod qwen2_vl;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use image::DynamicImage;
 
@@ -128,6 +129,14 @@ pub fn open(
     finepdfs_bounds: bool,
 ) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
+    if let Some(dir) = lora::adapter_dir(std::path::Path::new(spec)) {
+        let model = load_adapter(&dir, dtype, device)?;
+        return Ok(std::sync::Arc::new(if finepdfs_bounds {
+            model.with_finepdfs_bounds()
+        } else {
+            model
+        }));
+    }
     let files = crate::hub::resolve(spec)?;
     // Found before loading, not by the OOM killer halfway through it.
     let needed = files.weights()?.bytes_as(dtype);
@@ -179,6 +188,28 @@ pub fn load(
         qwen2_vl::ARCHITECTURE => std::sync::Arc::new(qwen2_vl::load(files, config, dtype, device)?),
         _ => std::sync::Arc::new(qwen2_5_vl::Model::load_with_config(files, config, dtype, device)?),
     })
+}
+
+/// A LoRA adapter directory (peft's layout) over the base model its config names, served
+/// unmerged: the adapters run beside the weights they adapt.
+pub fn load_adapter(dir: &std::path::Path, dtype: DType, device: &Device) -> Result<qwen2_5_vl::Model> {
+    let config = lora::LoraConfig::read(dir)?;
+    let base = config.base_model(dir)?;
+    let files =
+        crate::hub::resolve(&base).with_context(|| format!("the base model of the adapter {}", dir.display()))?;
+    let root = files
+        .read_json("config.json")?
+        .with_context(|| format!("{} has no config.json", files.dir.display()))?;
+    let model = match architecture(&root).as_str() {
+        qwen2_vl::ARCHITECTURE => qwen2_vl::load(&files, root, dtype, device)?,
+        qwen2_5_vl::config::ARCHITECTURE => qwen2_5_vl::Model::load_with_config(&files, root, dtype, device)?,
+        other => anyhow::bail!(
+            "{}: LoRA adapters are served over Qwen2-VL and Qwen2.5-VL models; {base} is {other}",
+            dir.display()
+        ),
+    };
+    let adapters = model.read_adapter(dir)?;
+    model.with_lora(config, adapters)
 }
 
 /// Embeddings of rows `from..to` of a token sequence: text rows from the model's embedding

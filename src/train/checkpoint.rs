@@ -40,6 +40,7 @@ pub fn save(
     name: &str,
     model: &impl Trainable,
     state: Option<(&TrainerState, Vec<(String, Tensor)>)>,
+    merged: bool,
 ) -> Result<PathBuf> {
     let tmp = out.join(format!(".{name}.tmp"));
     let dest = out.join(name);
@@ -47,7 +48,7 @@ pub fn save(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp)?;
-    model.write_model(&tmp)?;
+    model.write_model(&tmp, merged)?;
     if let Some((state, moments)) = state {
         let moments: std::collections::HashMap<String, Tensor> = moments.into_iter().collect();
         candle_core::safetensors::save(&moments, tmp.join(MOMENTS_FILE))?;

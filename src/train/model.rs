@@ -12,7 +12,7 @@ use image::DynamicImage;
 
 use super::data::{self, Encoder, Sample};
 use super::TrainConfig;
-use crate::models::{deepseek_ocr, qwen2_5_vl, VisionLanguageModel};
+use crate::models::{deepseek_ocr, lora, qwen2_5_vl, VisionLanguageModel};
 use crate::weights::ParamStore;
 
 /// Which parameters (by checkpoint name) take no gradient.
@@ -49,8 +49,9 @@ pub trait Trainable: VisionLanguageModel + Sized + 'static {
         }
         backward_whole(self, examples, scale, sink)
     }
-    /// Writes a model directory `ocr run` loads: config, weights, tokenizer and the rest.
-    fn write_model(&self, dir: &Path) -> Result<()>;
+    /// Writes a model directory `ocr run` loads: config, weights, tokenizer and the rest (a
+    /// model with LoRA adapters: the adapter directory, or with `merged` the merged model).
+    fn write_model(&self, dir: &Path, merged: bool) -> Result<()>;
 }
 
 /// One backward pass over the whole graph of the loss.
@@ -82,6 +83,9 @@ impl Trainable for deepseek_ocr::Model {
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen> {
         if config.freeze_vision {
             bail!("--freeze vision is for Qwen2.5-VL models; the vision-tokenizer model freezes SAM with --stage 2");
+        }
+        if config.lora.is_some() || config.merge_lora {
+            bail!("--lora is for Qwen2-VL / Qwen2.5-VL models");
         }
         let stage = config.stage;
         Ok(Arc::new(move |name: &str| stage == 2 && name.starts_with("sam_model.")))
@@ -127,7 +131,7 @@ impl Trainable for deepseek_ocr::Model {
         deepseek_ocr::Model::loss_sum(self, examples)
     }
 
-    fn write_model(&self, dir: &Path) -> Result<()> {
+    fn write_model(&self, dir: &Path, _: bool) -> Result<()> {
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&self.config)?)?;
         self.params().save(&dir.join("model.safetensors"))?;
         self.tokenizer
@@ -151,9 +155,11 @@ impl Trainable for qwen2_5_vl::Model {
             bail!("--text-ratio (text-only steps) is the vision-tokenizer model's Stage 2 option");
         }
         let vision = config.freeze_vision;
+        let adapters_only = self.lora().is_some();
         // Classic (`visual.*`) and transformers-5 (`model.visual.*`) checkpoint names.
         Ok(Arc::new(move |name: &str| {
-            vision && (name.starts_with("visual.") || name.starts_with("model.visual."))
+            (adapters_only && !lora::is_adapter(name))
+                || (vision && (name.starts_with("visual.") || name.starts_with("model.visual.")))
         }))
     }
 
@@ -195,8 +201,7 @@ impl Trainable for qwen2_5_vl::Model {
         backward_whole(self, examples, scale, sink)
     }
 
-    fn write_model(&self, dir: &Path) -> Result<()> {
-        self.write_side_files(dir)?;
-        self.params().save(&dir.join("model.safetensors"))
+    fn write_model(&self, dir: &Path, merged: bool) -> Result<()> {
+        self.write(dir, merged)
     }
 }

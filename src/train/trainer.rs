@@ -19,6 +19,7 @@ use super::model::Trainable;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, EngineConfig};
+use crate::models::lora::{self, LoraConfig};
 use crate::models::{deepseek_ocr, qwen2_5_vl, qwen2_vl, VisionLanguageModel};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,10 @@ pub struct TrainConfig {
     pub freeze_vision: bool,
     /// Keep only each decoder layer's input and recompute the layer in the backward pass.
     pub gradient_checkpointing: bool,
+    /// Train fresh LoRA adapters of this shape (and nothing else) on a Qwen model.
+    pub lora: Option<LoraConfig>,
+    /// `final/` holds the model with the adapters merged, not the adapter directory.
+    pub merge_lora: bool,
     pub steps: usize,
     /// Samples per micro-batch (the whole step's samples are `batch_size × grad_accum`).
     pub batch_size: usize,
@@ -69,6 +74,8 @@ impl TrainConfig {
             stage: 1,
             freeze_vision: false,
             gradient_checkpointing: false,
+            lora: None,
+            merge_lora: false,
             steps,
             batch_size: 10,
             grad_accum: 1,
@@ -368,7 +375,7 @@ impl<M: Trainable> Trainer<M> {
         if self.state.best_val_loss.is_none_or(|b| val_loss < b) {
             self.state.best_val_loss = Some(val_loss);
             self.state.evals_without_improvement = 0;
-            checkpoint::save(&self.config.out, "best", self.serving.as_ref(), None)?;
+            checkpoint::save(&self.config.out, "best", self.serving.as_ref(), None, false)?;
         } else {
             self.state.evals_without_improvement += 1;
         }
@@ -421,11 +428,18 @@ impl<M: Trainable> Trainer<M> {
             &format!("step_{}", self.state.step),
             self.serving.as_ref(),
             Some((&self.state, self.opt.state())),
+            false,
         )
     }
 
     pub fn save_final(&self) -> Result<PathBuf> {
-        checkpoint::save(&self.config.out, "final", self.serving.as_ref(), None)
+        checkpoint::save(
+            &self.config.out,
+            "final",
+            self.serving.as_ref(),
+            None,
+            self.config.merge_lora,
+        )
     }
 
     /// Whether patience has run out.
@@ -533,6 +547,16 @@ pub fn run(
             return run_model(model, config, checkpoint, resume, on_event);
         }
     };
+    if let Some(adapter) = lora::adapter_dir(dir) {
+        if config.lora.is_some() && checkpoint.is_none() {
+            bail!(
+                "{} is a LoRA adapter: it trains as it is, without --lora",
+                adapter.display()
+            );
+        }
+        let model = crate::models::load_adapter(&adapter, DType::F32, device)?;
+        return run_model(model, config, checkpoint, resume, on_event);
+    }
     let files = crate::hub::ModelFiles::from_dir(dir)?;
     let root = files
         .read_json("config.json")?
@@ -550,11 +574,23 @@ pub fn run(
         }
         qwen2_5_vl::config::ARCHITECTURE => {
             let model = qwen2_5_vl::Model::load_with_config(&files, root, DType::F32, device)?;
-            run_model(model, config, checkpoint, resume, on_event)
+            run_model(
+                with_fresh_adapters(model, &config, dir)?,
+                config,
+                checkpoint,
+                resume,
+                on_event,
+            )
         }
         qwen2_vl::ARCHITECTURE => {
             let model = qwen2_vl::load(&files, root, DType::F32, device)?;
-            run_model(model, config, checkpoint, resume, on_event)
+            run_model(
+                with_fresh_adapters(model, &config, dir)?,
+                config,
+                checkpoint,
+                resume,
+                on_event,
+            )
         }
         other => bail!(
             "{}: the trainer takes {}, {} and {} models, not {other}",
@@ -564,6 +600,23 @@ pub fn run(
             qwen2_vl::ARCHITECTURE,
         ),
     }
+}
+
+/// With `--lora`, the model with fresh adapters (recording `dir` as their base model).
+fn with_fresh_adapters(model: qwen2_5_vl::Model, config: &TrainConfig, dir: &Path) -> Result<qwen2_5_vl::Model> {
+    let Some(lora) = &config.lora else {
+        if config.merge_lora {
+            bail!("--merge-lora merges the adapters --lora trains");
+        }
+        return Ok(model);
+    };
+    let base = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let lora = LoraConfig {
+        base_model_name_or_path: Some(base.display().to_string()),
+        ..lora.clone()
+    };
+    let adapters = model.fresh_adapters(&lora, config.seed)?;
+    model.with_lora(lora, adapters)
 }
 
 fn run_model<M: Trainable>(

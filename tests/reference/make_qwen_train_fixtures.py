@@ -238,6 +238,11 @@ def main():
         readme = os.path.join(d, sub, "README.md")
         if os.path.exists(readme):
             os.remove(readme)
+        # The base model relative to the repository root (tests run from there), not this machine's path.
+        cfg_path = os.path.join(d, sub, "adapter_config.json")
+        cfg = json.load(open(cfg_path))
+        cfg["base_model_name_or_path"] = os.path.relpath(MODEL, ROOT)
+        json.dump(cfg, open(cfg_path, "w"), indent=2, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ pub struct VisionConfig {
     /// [`crate::models::qwen2_vl`].
     #[serde(skip)]
     pub tower: Tower,
+    /// α/r of the LoRA adapters the model's store holds (none: no adapters are read).
+    #[serde(skip)]
+    pub lora_scale: Option<f64>,
 }
 
 /// Qwen2-VL's tower (LayerNorm, fc1 → QuickGELU → fc2, full attention in every block, a
@@ -114,6 +117,8 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
     pub hidden_act: Activation,
+    /// α/r of the LoRA adapters the model's store holds (none: no adapters are read).
+    pub lora_scale: Option<f64>,
 }
 
 impl TextConfig {
@@ -243,6 +248,7 @@ impl Config {
                 .or(top.max_position_embeddings)
                 .unwrap_or(128_000),
             hidden_act: nested.hidden_act.or(top.hidden_act).unwrap_or(Activation::Silu),
+            lora_scale: None,
         };
         if text.mrope_section.iter().sum::<usize>() * 2 != text.head_dim() {
             bail!(

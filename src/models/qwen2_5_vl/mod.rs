@@ -14,8 +14,8 @@ pub mod text;
 pub mod training;
 pub mod vision;
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -25,6 +25,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat_template::ChatTemplate;
 use crate::hub::ModelFiles;
+use crate::models::lora::{self, LoraConfig};
 use crate::models::{ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
 use crate::weights::ParamStore;
@@ -41,6 +42,8 @@ pub struct Model {
     /// config.json, the tokenizer's and processor's files, the chat template: what a checkpoint
     /// of this model copies beside its weights.
     side_files: Vec<PathBuf>,
+    /// The LoRA adapters its store holds beside the weights.
+    lora: Option<LoraConfig>,
     pub image_processor: ImageProcessorConfig,
     pub tokenizer: Tokenizer,
     chat_template: ChatTemplate,
@@ -59,11 +62,35 @@ struct Parts {
     chat_template: ChatTemplate,
     stop_token_ids: Vec<u32>,
     side_files: Vec<PathBuf>,
+    lora: Option<LoraConfig>,
 }
 
 /// A view of `params` that answers the classic tensor names under the checkpoint's own.
 fn view(params: &ParamStore, vb: VarBuilder<'static>) -> VarBuilder<'static> {
     vb.rename_f(checkpoint_renamer(&params.vars().keys().cloned().collect()))
+}
+
+/// A module's classic name from transformers ≥ 4.52's nested one (`model.language_model.*`,
+/// `model.visual.*`); classic names pass through.
+fn classic_name(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("model.language_model.") {
+        format!("model.{rest}")
+    } else if let Some(rest) = name.strip_prefix("model.visual.") {
+        format!("visual.{rest}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A classic module name as transformers ≥ 4.52 nests it (what peft writes with it).
+fn peft_name(classic: &str) -> String {
+    if let Some(rest) = classic.strip_prefix("visual.") {
+        format!("model.visual.{rest}")
+    } else if let Some(rest) = classic.strip_prefix("model.") {
+        format!("model.language_model.{rest}")
+    } else {
+        classic.to_string()
+    }
 }
 
 /// Maps the classic tensor names the code asks for to the names this checkpoint uses.
@@ -139,6 +166,7 @@ impl Model {
             chat_template,
             stop_token_ids,
             side_files,
+            lora: None,
         };
         let vb = view(&params, params.serving(dtype, device));
         Self::from_parts(parts, params, vb).with_context(|| format!("loading the weights of {}", files.dir.display()))
@@ -173,18 +201,93 @@ impl Model {
             chat_template: self.chat_template.clone(),
             stop_token_ids: self.info.stop_token_ids.clone(),
             side_files: self.side_files.clone(),
+            lora: self.lora.clone(),
+        }
+    }
+
+    /// The LoRA adapters the model carries, if any.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// This model with `adapters` (store names, [`lora::fresh`] or [`Model::read_adapter`])
+    /// beside its weights: a new store sharing the weights' storage.
+    pub fn with_lora(&self, config: LoraConfig, adapters: BTreeMap<String, Tensor>) -> Result<Self> {
+        let params = self.params.extended(adapters)?;
+        let mut parts = self.parts();
+        parts.lora = Some(config);
+        let vb = view(&params, params.serving(self.dtype, &self.device));
+        Self::from_parts(parts, params, vb)
+    }
+
+    /// Fresh adapters for this model's target weights (peft's initialisation, seeded).
+    pub fn fresh_adapters(&self, config: &LoraConfig, seed: u64) -> Result<BTreeMap<String, Tensor>> {
+        let shapes = self
+            .params
+            .vars()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+            .collect();
+        lora::fresh(config, &shapes, seed, &self.device)
+    }
+
+    /// A peft adapter directory's tensors under this model's store names.
+    pub fn read_adapter(&self, dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+        let renamer = checkpoint_renamer(&self.params.vars().keys().cloned().collect());
+        let adapters = lora::read(dir, |module| renamer(&classic_name(module)), &self.device)?;
+        for name in adapters.keys() {
+            let base = format!(
+                "{}.weight",
+                name.rsplit_once(".lora_").map_or(name.as_str(), |(m, _)| m)
+            );
+            if !self.params.vars().contains_key(&base) {
+                bail!(
+                    "{}: the adapter {name} adapts {base}, which the model does not have",
+                    dir.display()
+                );
+            }
+        }
+        Ok(adapters)
+    }
+
+    /// Writes the model as `ocr run` loads it: with adapters, the adapter directory alone
+    /// (`merged`: the weights with the adapters folded in, a plain model directory).
+    pub fn write(&self, dir: &Path, merged: bool) -> Result<()> {
+        let tensors: BTreeMap<String, Tensor> = self
+            .params
+            .vars()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect();
+        match (&self.lora, merged) {
+            (Some(config), false) => {
+                let adapters = tensors.into_iter().filter(|(n, _)| lora::is_adapter(n)).collect();
+                lora::write(dir, config, &adapters, |module| peft_name(&classic_name(module)))
+            }
+            (lora, _) => {
+                self.write_side_files(dir)?;
+                let tensors = match lora {
+                    Some(config) => lora::merged(&tensors, config.scale())?,
+                    None => tensors,
+                };
+                candle_core::safetensors::save(&tensors.into_iter().collect(), dir.join("model.safetensors"))
+                    .with_context(|| format!("writing {}", dir.join("model.safetensors").display()))
+            }
         }
     }
 
     fn from_parts(parts: Parts, params: ParamStore, vb: VarBuilder) -> Result<Self> {
         let Parts {
-            config,
+            mut config,
             image_processor,
             tokenizer,
             chat_template,
             stop_token_ids,
             side_files,
+            lora,
         } = parts;
+        let scale = lora.as_ref().map(LoraConfig::scale);
+        (config.text.lora_scale, config.vision.lora_scale) = (scale, scale);
         if config.vision.out_hidden_size != config.text.hidden_size {
             bail!(
                 "vision out_hidden_size {} differs from the text hidden_size {}",
@@ -212,6 +315,7 @@ impl Model {
             dtype: vb.dtype(),
             params,
             side_files,
+            lora,
             config,
             image_processor,
             tokenizer,

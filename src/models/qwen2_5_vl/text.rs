@@ -6,9 +6,10 @@
 //! on all three axes, which makes it plain 1D RoPE for them.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{embedding, linear, linear_no_bias, Activation, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, linear_no_bias, Activation, Embedding, Linear, VarBuilder};
 
 use super::config::TextConfig;
+use crate::models::lora;
 use crate::ops::{activation::gated, attention::AttentionCache, norm::RmsNorm, rotary};
 
 /// Per-token (t, h, w) positions → cos/sin tables (tokens, head_dim) in the model dtype.
@@ -48,10 +49,10 @@ impl MropeEmbedding {
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: lora::Linear,
+    k_proj: lora::Linear,
+    v_proj: lora::Linear,
+    o_proj: lora::Linear,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -61,11 +62,12 @@ impl Attention {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let lin = |i, o, bias, name: &str| lora::linear_b(i, o, bias, vb.pp(name), cfg.lora_scale);
         Ok(Self {
-            q_proj: linear(h, nh * hd, vb.pp("q_proj"))?,
-            k_proj: linear(h, nkv * hd, vb.pp("k_proj"))?,
-            v_proj: linear(h, nkv * hd, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(nh * hd, h, vb.pp("o_proj"))?,
+            q_proj: lin(h, nh * hd, true, "q_proj")?,
+            k_proj: lin(h, nkv * hd, true, "k_proj")?,
+            v_proj: lin(h, nkv * hd, true, "v_proj")?,
+            o_proj: lin(nh * hd, h, false, "o_proj")?,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,
@@ -104,16 +106,24 @@ impl Attention {
 /// The gated MLP of the decoder (`Qwen2MLP`, no biases) and of the vision blocks
 /// (`Qwen2_5_VLMLP`, with biases).
 pub(super) struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: lora::Linear,
+    up_proj: lora::Linear,
+    down_proj: lora::Linear,
     act: Activation,
 }
 
 impl Mlp {
-    pub(super) fn new(hidden: usize, intermediate: usize, act: Activation, bias: bool, vb: VarBuilder) -> Result<Self> {
+    /// `lora_scale`: the model's adapter scale, when it carries adapters.
+    pub(super) fn new(
+        hidden: usize,
+        intermediate: usize,
+        act: Activation,
+        bias: bool,
+        lora_scale: Option<f64>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let (h, i) = (hidden, intermediate);
-        let lin = |a, b, name: &str| candle_nn::linear_b(a, b, bias, vb.pp(name));
+        let lin = |a, b, name: &str| lora::linear_b(a, b, bias, vb.pp(name), lora_scale);
         Ok(Self {
             gate_proj: lin(h, i, "gate_proj")?,
             up_proj: lin(h, i, "up_proj")?,
@@ -146,6 +156,7 @@ impl DecoderLayer {
                 cfg.intermediate_size,
                 cfg.hidden_act,
                 false,
+                cfg.lora_scale,
                 vb.pp("mlp"),
             )?,
             input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,

@@ -11,6 +11,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 
+use crate::models::lora;
+
 use super::config::{Tower, VisionConfig};
 use super::text::Mlp;
 use crate::ops::rotary::{self, Rotation};
@@ -45,8 +47,8 @@ impl PatchEmbed {
 }
 
 struct VisionAttention {
-    qkv: Linear,
-    proj: Linear,
+    qkv: lora::Linear,
+    proj: lora::Linear,
     num_heads: usize,
 }
 
@@ -54,8 +56,8 @@ impl VisionAttention {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.hidden_size;
         Ok(Self {
-            qkv: linear(dim, dim * 3, vb.pp("qkv"))?,
-            proj: linear(dim, dim, vb.pp("proj"))?,
+            qkv: lora::linear_b(dim, dim * 3, true, vb.pp("qkv"), cfg.lora_scale)?,
+            proj: lora::linear_b(dim, dim, true, vb.pp("proj"), cfg.lora_scale)?,
             num_heads: cfg.num_heads,
         })
     }
@@ -113,17 +115,17 @@ impl Module for Norm {
 /// The gated SiLU MLP (Qwen2.5-VL), or fc1 → QuickGELU → fc2 (Qwen2-VL, `x·σ(1.702·x)`).
 enum VisionMlp {
     Gated(Mlp),
-    QuickGelu { fc1: Linear, fc2: Linear },
+    QuickGelu { fc1: lora::Linear, fc2: lora::Linear },
 }
 
 impl VisionMlp {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let (dim, hidden) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(match cfg.tower {
-            Tower::Qwen25 => VisionMlp::Gated(Mlp::new(dim, hidden, cfg.hidden_act, true, vb)?),
+            Tower::Qwen25 => VisionMlp::Gated(Mlp::new(dim, hidden, cfg.hidden_act, true, cfg.lora_scale, vb)?),
             Tower::Qwen2 => VisionMlp::QuickGelu {
-                fc1: linear(dim, hidden, vb.pp("fc1"))?,
-                fc2: linear(hidden, dim, vb.pp("fc2"))?,
+                fc1: lora::linear_b(dim, hidden, true, vb.pp("fc1"), cfg.lora_scale)?,
+                fc2: lora::linear_b(hidden, dim, true, vb.pp("fc2"), cfg.lora_scale)?,
             },
         })
     }

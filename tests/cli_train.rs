@@ -116,17 +116,3 @@ fn flags_that_make_no_sense_are_refused_by_name() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
-
-#[test]
-fn bench_peer_without_a_usable_python_says_what_it_needs() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocr"))
-        .args(["bench", "--peer", "transformers", "--python", "/nonexistent/python3"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("torch and transformers") && err.contains("/nonexistent/python3"),
-        "{err}"
-    );
-}

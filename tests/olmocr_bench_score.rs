@@ -312,6 +312,131 @@ fn bench_olmocr_runs_vellum_with_a_model_as_a_candidate() {
     }
 }
 
+/// Checks `dir`'s report against the scores the same run wrote: report.html has a section per
+/// candidate listing exactly the tests it scored below 1, each with the text the test expects,
+/// and embeds scores.png, a chart sized for its bars. Returns how many failures it lists.
+fn assert_report(dir: &Path, suite: &Suite, scores: &Value) -> usize {
+    use html_escape::encode_text;
+    use vellum::bench::olmocr::checks::Check;
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let png = std::fs::read(dir.join("scores.png")).unwrap();
+    let chart = image::load_from_memory(&png).unwrap();
+    let candidates = scores["candidates"].as_object().unwrap();
+    assert!(
+        (640..4000).contains(&chart.width()) && (440..1000).contains(&chart.height()),
+        "{}×{}",
+        chart.width(),
+        chart.height()
+    );
+    use base64::Engine;
+    let embedded = regex::Regex::new(r#"<img src="data:image/png;base64,([^"]+)""#).unwrap();
+    let embedded = &embedded.captures(&html).expect("the chart is embedded")[1];
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(embedded).unwrap(), png);
+
+    let row = regex::Regex::new(r#"(?s)<tr data-test="([^"]*)">(.*?)</tr>"#).unwrap();
+    let mut listed = 0;
+    for (name, got) in candidates {
+        let start = html
+            .find(&format!("data-candidate=\"{name}\""))
+            .unwrap_or_else(|| panic!("no section for {name}"));
+        let section = &html[start..start + html[start..].find("</section>").unwrap()];
+        let rows: std::collections::BTreeMap<&str, &str> = row
+            .captures_iter(section)
+            .map(|c| (c.get(1).unwrap().as_str(), c.get(2).unwrap().as_str()))
+            .collect();
+        let failed: Vec<&String> = got["tests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, score)| score.as_f64().unwrap() < 1.0)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(rows.keys().collect::<Vec<_>>(), failed, "{name}: the failed tests");
+        for (id, cells) in &rows {
+            let test = suite.tests.iter().find(|t| t.id == *id).unwrap();
+            let expected: Vec<String> = match &test.check {
+                Check::Presence { text, .. } => vec![text.iter().collect()],
+                Check::Order { before, after } => vec![before.iter().collect(), after.iter().collect()],
+                Check::Math { math, .. } => vec![math.clone()],
+                _ => Vec::new(),
+            };
+            for text in expected {
+                assert!(
+                    cells.contains(&*encode_text(&text)),
+                    "{name} {id}: {text:?} not shown in {cells}"
+                );
+            }
+            assert!(
+                cells.contains("class=\"label\""),
+                "{name} {id}: nothing explained in {cells}"
+            );
+        }
+        listed += rows.len();
+    }
+    listed
+}
+
+/// The small benchmark with three of the fixture's candidates for its one PDF beside pdfs/:
+/// olmocr_pipeline passes everything, mixed_repeats passes some repeats of two tests.
+fn small_bench_with_candidates(dir: &Path) -> PathBuf {
+    let bench = small_bench(dir);
+    for candidate in ["olmocr_pipeline", "mixed_repeats"] {
+        std::fs::create_dir(bench.join(candidate)).unwrap();
+        for entry in std::fs::read_dir(fixture().join(candidate)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            if name.starts_with("small_page_size_pg1_") {
+                std::fs::copy(&path, bench.join(candidate).join(name)).unwrap();
+            }
+        }
+    }
+    bench
+}
+
+#[test]
+fn bench_olmocr_reports_every_failed_test_with_what_it_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = small_bench_with_candidates(dir.path());
+    let out = dir.path().join("out");
+    let (stderr, scores) = bench_olmocr(&bench, &["--text-layer-only"], &out, &dir.path().join("scores.json"));
+    assert!(stderr.contains("report.html"), "{stderr}");
+    let suite = Suite::load(&bench).unwrap();
+    // vellum_text_layer fails 5 of the 7 tests, mixed_repeats 2 in one repeat of three, the
+    // pipeline none (expected.json).
+    assert_eq!(assert_report(&out, &suite, &scores), 7);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("0 of 7 tests failed") && html.contains("5 of 7 tests failed"));
+    // An absent test fails where the text was found: the report shows where.
+    let absent = &html[html.find("data-test=\"small_page_size_03\"").unwrap()..];
+    let absent = &absent[..absent.find("</tr>").unwrap()];
+    assert!(absent.contains("found, 100% similar"), "{absent}");
+}
+
+#[test]
+fn score_report_covers_every_test_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = candidates(&expected());
+    let (json, report) = (dir.path().join("scores.json"), dir.path().join("report"));
+    let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .arg("score")
+        .arg(fixture())
+        .args(names.iter().map(|n| fixture().join(n)))
+        .arg("--json")
+        .arg(&json)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let scores: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let suite = Suite::load(&fixture()).unwrap();
+    assert!(assert_report(&report, &suite, &scores) > 100);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    for explained in ["nearest cell", "nearest equation", "repeat", "at character"] {
+        assert!(html.contains(explained), "no {explained:?} in the report");
+    }
+}
+
 #[test]
 fn string_matching_equals_rapidfuzz_and_fuzzysearch() {
     use vellum::bench::olmocr::fuzzy::{find_near_matches, partial_ratio, ratio};

@@ -3,9 +3,12 @@
 //! same requests one at a time. Also writes a Qwen2.5-VL-shaped checkpoint with random weights,
 //! so benchmarks need nothing downloaded.
 //!
-//! Quality is measured by [`olmocr`]: olmOCR-Bench's tests scored on OCR outputs.
+//! Quality is measured by [`olmocr`]: olmOCR-Bench's tests scored on OCR outputs; throughput
+//! against HF transformers by a reference script, charted by [`peer`]. Both draw [`chart`]s.
 
+pub mod chart;
 pub mod olmocr;
+pub mod peer;
 
 use std::path::Path;
 use std::sync::Arc;

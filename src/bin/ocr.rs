@@ -226,7 +226,8 @@ struct BenchArgs {
     /// The Python with torch and transformers (default: $VELLUM_PYTHON, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// With --peer: also write the measurements as JSON.
+    /// With --peer: also write the measurements as JSON, and beside it (same name, .png) a bar
+    /// chart of their tokens/s.
     #[arg(long)]
     json: Option<PathBuf>,
     /// With --peer: the dtypes transformers runs in; the fastest is the anchor.
@@ -277,6 +278,11 @@ struct ScoreArgs {
     /// Also write the scores as JSON: {"candidates": {name: {overall, by_type, tests}}}.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write the report into this folder: scores.png (a chart of the scores) and
+    /// report.html (the table, the chart, and every failed test with what it expected and the
+    /// nearest the output came).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -313,7 +319,8 @@ struct BenchOlmocrArgs {
     /// Also run tesseract on the pages (skipped, with a message, when it is not installed).
     #[arg(long)]
     tesseract: bool,
-    /// Where the candidate folders are written (<out>/vellum_text_layer, <out>/tesseract).
+    /// Where the candidate folders are written (<out>/vellum_text_layer, <out>/tesseract), and
+    /// the report on all candidates (<out>/scores.png, <out>/report.html, as `ocr score --report`).
     #[arg(long)]
     out: PathBuf,
     /// Also write the scores as JSON, as `ocr score --json` does.
@@ -1372,8 +1379,13 @@ fn load_suite(dir: &std::path::Path) -> Result<olmocr::Suite> {
     Ok(suite)
 }
 
-/// Scores each candidate folder, prints its table, and writes the JSON if asked.
-fn score_candidates(suite: &olmocr::Suite, candidates: &[PathBuf], json: Option<&std::path::Path>) -> Result<()> {
+/// Scores each candidate folder, prints its table, and writes the JSON and the report if asked.
+fn score_candidates(
+    suite: &olmocr::Suite,
+    candidates: &[PathBuf],
+    json: Option<&std::path::Path>,
+    report: Option<&std::path::Path>,
+) -> Result<()> {
     let mut reports: Vec<olmocr::Report> = Vec::new();
     for dir in candidates {
         let report = olmocr::score(suite, dir)?;
@@ -1387,12 +1399,16 @@ fn score_candidates(suite: &olmocr::Suite, candidates: &[PathBuf], json: Option<
         let json = serde_json::to_string_pretty(&olmocr::to_json(&reports))?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(dir) = report {
+        let written = olmocr::report::write(dir, suite, &reports)?;
+        eprintln!("report: {}, {}", written.page.display(), written.chart.display());
+    }
     Ok(())
 }
 
 fn run_score(args: ScoreArgs) -> Result<()> {
     let suite = load_suite(&args.bench_dir)?;
-    score_candidates(&suite, &args.candidates, args.json.as_deref())
+    score_candidates(&suite, &args.candidates, args.json.as_deref(), args.report.as_deref())
 }
 
 /// `bench --peer transformers`: the reference script measures both sides in one run.
@@ -1426,6 +1442,16 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
             "tests/reference/bench_vs_transformers.py not found: run from the repository"
         ))
     })?;
+    // The chart goes beside the JSON; it must not be the JSON.
+    let chart = args.json.as_ref().map(|json| json.with_extension("png"));
+    if let (Some(json), Some(chart)) = (&args.json, &chart) {
+        if json == chart {
+            return Err(setup(anyhow::anyhow!(
+                "--json {} would be overwritten by the chart: name it .json",
+                json.display()
+            )));
+        }
+    }
     let mut command = std::process::Command::new(&python);
     command
         .arg(&script)
@@ -1442,6 +1468,14 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
         anyhow::bail!("{} failed ({status})", script.display());
+    }
+    if let (Some(json), Some(chart)) = (&args.json, &chart) {
+        let results = std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let png = vellum::bench::peer::chart(&results)
+            .and_then(|c| c.png())
+            .with_context(|| format!("charting {}", json.display()))?;
+        std::fs::write(chart, png).with_context(|| format!("writing {}", chart.display()))?;
+        eprintln!("results: {}, chart: {}", json.display(), chart.display());
     }
     Ok(())
 }
@@ -1514,7 +1548,7 @@ fn run_bench_olmocr(args: BenchOlmocrArgs) -> Result<()> {
         }
         folders.push(out);
     }
-    score_candidates(&suite, &folders, args.json.as_deref())
+    score_candidates(&suite, &folders, args.json.as_deref(), Some(&args.out))
 }
 
 /// `-v`/`-vv` or `VELLUM_LOG=<tracing filter>` print the engine's and the pipeline's phases with

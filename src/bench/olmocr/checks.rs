@@ -2,6 +2,7 @@
 //! same validation, so a file olmocr rejects is rejected here) and [`Test::run`] tells whether
 //! one markdown output passes it.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 use anyhow::{bail, ensure, Result};
@@ -116,7 +117,7 @@ pub enum Check {
 
 #[derive(Debug, Clone)]
 pub struct TableCheck {
-    cell: String,
+    pub(super) cell: String,
     up: String,
     down: String,
     left: String,
@@ -332,7 +333,7 @@ impl Test {
 }
 
 /// Python's `md[:first_n] + md[-last_n:]` (a zero counts as absent, as in olmocr's `if`).
-fn window(md: &[char], first_n: Option<usize>, last_n: Option<usize>) -> Vec<char> {
+pub(super) fn window(md: &[char], first_n: Option<usize>, last_n: Option<usize>) -> Vec<char> {
     let head = |n: usize| &md[..n.min(md.len())];
     let tail = |n: usize| &md[md.len() - n.min(md.len())..];
     match (first_n.filter(|&n| n > 0), last_n.filter(|&n| n > 0)) {
@@ -349,42 +350,88 @@ fn similar(expected: &str, cell: &str, max_diffs: usize) -> bool {
     ratio(&expected, &normalize_text(cell).chars().collect::<Vec<_>>()) / 100.0 >= threshold
 }
 
-/// The cells a table relation links a cell to.
-type Related<'a> = dyn Fn((usize, usize)) -> Vec<(usize, usize)> + 'a;
+/// How a cell the table test names relates to the one it looks for.
+#[derive(Clone, Copy)]
+pub enum Relation {
+    Up,
+    Down,
+    Left,
+    Right,
+    LeftHeading,
+    TopHeading,
+}
+
+impl Relation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Relation::Up => "up",
+            Relation::Down => "down",
+            Relation::Left => "left",
+            Relation::Right => "right",
+            Relation::LeftHeading => "left heading",
+            Relation::TopHeading => "top heading",
+        }
+    }
+
+    /// The cells of `table` that `cell` is so related to.
+    pub fn cells(self, table: &Table, cell: (usize, usize)) -> Vec<(usize, usize)> {
+        let linked = |map: &HashMap<(usize, usize), BTreeSet<(usize, usize)>>| map[&cell].iter().copied().collect();
+        match self {
+            Relation::Up => linked(&table.up),
+            Relation::Down => linked(&table.down),
+            Relation::Left => linked(&table.left),
+            Relation::Right => linked(&table.right),
+            Relation::LeftHeading => table.left_headings(cell).into_iter().collect(),
+            Relation::TopHeading => table.top_headings(cell).into_iter().collect(),
+        }
+    }
+}
 
 impl TableCheck {
     fn run(&self, content: &str, max_diffs: usize) -> bool {
+        self.tables(content).iter().any(|table| self.holds_in(table, max_diffs))
+    }
+
+    /// The tables of `content` the test looks in.
+    pub(super) fn tables(&self, content: &str) -> Vec<Table> {
         let mut tables = if self.ignore_markdown_tables {
             Vec::new()
         } else {
             parse_markdown(content)
         };
         tables.extend(parse_html(content));
-        tables.iter().any(|table| self.holds_in(table, max_diffs))
+        tables
+    }
+
+    /// The relations the test names, with the text it expects in each.
+    pub(super) fn expected(&self) -> Vec<(Relation, &str)> {
+        [
+            (Relation::Up, &self.up),
+            (Relation::Down, &self.down),
+            (Relation::Left, &self.left),
+            (Relation::Right, &self.right),
+            (Relation::LeftHeading, &self.left_heading),
+            (Relation::TopHeading, &self.top_heading),
+        ]
+        .into_iter()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(relation, text)| (relation, text.as_str()))
+        .collect()
     }
 
     fn holds_in(&self, table: &Table, max_diffs: usize) -> bool {
-        let relations: [(&str, &Related); 6] = [
-            (&self.up, &|c| table.up[&c].iter().copied().collect()),
-            (&self.down, &|c| table.down[&c].iter().copied().collect()),
-            (&self.left, &|c| table.left[&c].iter().copied().collect()),
-            (&self.right, &|c| table.right[&c].iter().copied().collect()),
-            (&self.left_heading, &|c| table.left_headings(c).into_iter().collect()),
-            (&self.top_heading, &|c| table.top_headings(c).into_iter().collect()),
-        ];
+        let expected = self.expected();
         table
             .cells
             .iter()
             .filter(|(_, text)| similar(&self.cell, text, max_diffs))
             .any(|&(cell, _)| {
-                relations
-                    .iter()
-                    .filter(|(expected, _)| !expected.is_empty())
-                    .all(|(expected, related)| {
-                        related(cell)
-                            .into_iter()
-                            .any(|other| similar(expected, table.text(other), max_diffs))
-                    })
+                expected.iter().all(|(relation, text)| {
+                    relation
+                        .cells(table, cell)
+                        .into_iter()
+                        .any(|other| similar(text, table.text(other), max_diffs))
+                })
             })
     }
 }
@@ -395,24 +442,38 @@ static ALNUM: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[\p{L}\p{N}]").unw
 
 impl Baseline {
     fn run(&self, content: &str) -> bool {
+        self.failure(content).is_none()
+    }
+
+    /// Why `content` fails the baseline test, or `None` when it passes.
+    pub(super) fn failure(&self, content: &str) -> Option<String> {
         if let Some(max_length) = self.max_length {
             let counted = if self.max_length_skips_image_alt_tags {
                 IMAGE_TAG.replace_all(content, "")
             } else {
                 content.into()
             };
-            return ALNUM.find_iter(&counted).count() <= max_length;
+            let length = ALNUM.find_iter(&counted).count();
+            return (length > max_length).then(|| format!("{length} letters and digits, more than {max_length}"));
         }
         if ALNUM.find_iter(content).count() == 0 {
-            return false;
+            return Some("no letters or digits".into());
         }
-        if ngram_repeats(content, 5)
-            .into_iter()
-            .any(|count| count > self.max_repeats)
-        {
-            return false;
+        let repeats = ngram_repeats(content, 5);
+        if let Some((size, count)) = repeats.iter().enumerate().find(|(_, &count)| count > self.max_repeats) {
+            return Some(format!(
+                "its last {} characters repeat {count} times at its end, more than {}",
+                size + 1,
+                self.max_repeats
+            ));
         }
-        !(self.check_disallowed_characters && content.chars().any(disallowed))
+        if !self.check_disallowed_characters {
+            return None;
+        }
+        content
+            .chars()
+            .find(|&c| disallowed(c))
+            .map(|c| format!("a disallowed character, {c} (U+{:04X})", c as u32))
     }
 }
 

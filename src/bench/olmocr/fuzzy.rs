@@ -75,23 +75,36 @@ pub fn partial_ratio(s1: &[char], s2: &[char]) -> f64 {
         return 100.0;
     }
     let (shorter, longer) = if s1.len() <= s2.len() { (s1, s2) } else { (s2, s1) };
-    let score = partial_ratio_impl(shorter, longer);
+    let score = partial_ratio_impl(shorter, longer).0;
     if score != 100.0 && s1.len() == s2.len() {
-        return score.max(partial_ratio_impl(longer, shorter));
+        return score.max(partial_ratio_impl(longer, shorter).0);
     }
     score
 }
 
+/// Where `partial_ratio` finds `needle` in `text`: the (start, end) of the best-scoring window
+/// of `text` (all of it when it is the shorter) and its score, 0..=100; `None` when no window
+/// shares a character with the needle.
+pub fn best_window(needle: &[char], text: &[char]) -> Option<(usize, usize, f64)> {
+    if text.len() <= needle.len() {
+        let score = partial_ratio(needle, text);
+        return (score > 0.0).then_some((0, text.len(), score));
+    }
+    let (score, window) = partial_ratio_impl(needle, text);
+    window.map(|(start, end)| (start, end, score))
+}
+
 /// Exhaustive over windows, as rapidfuzz's reference implementation (`fuzz_py`) is; the windows
-/// it skips (an edge character absent from the needle) can never score best.
-fn partial_ratio_impl(s1: &[char], s2: &[char]) -> f64 {
+/// it skips (an edge character absent from the needle) can never score best. Also returns the
+/// first best window.
+fn partial_ratio_impl(s1: &[char], s2: &[char]) -> (f64, Option<(usize, usize)>) {
     let (len1, len2) = (s1.len(), s2.len());
     if len1 == 0 {
-        return 0.0;
+        return (0.0, None);
     }
     let needle = Needle::new(s1);
     let in_needle: HashSet<char> = s1.iter().copied().collect();
-    let mut best = 0.0f64;
+    let (mut best, mut best_window) = (0.0f64, None);
     let prefixes = (1..len1).filter(|&i| in_needle.contains(&s2[i - 1])).map(|i| (0, i));
     let windows = (0..len2 - len1)
         .filter(|&i| in_needle.contains(&s2[i + len1 - 1]))
@@ -102,13 +115,13 @@ fn partial_ratio_impl(s1: &[char], s2: &[char]) -> f64 {
     for (start, end) in prefixes.chain(windows).chain(suffixes) {
         let sim = needle.similarity(&s2[start..end]);
         if sim > best {
-            best = sim;
+            (best, best_window) = (sim, Some((start, end)));
             if best == 1.0 {
-                return 100.0;
+                return (100.0, best_window);
             }
         }
     }
-    best * 100.0
+    (best * 100.0, best_window)
 }
 
 /// fuzzysearch's `find_near_matches(pattern, text, max_l_dist=max_dist)`: the (start, end) of
@@ -356,6 +369,17 @@ mod tests {
         assert_eq!(partial_ratio(&chars("abc"), &chars("")), 0.0);
         let long: String = "abcdefghij".repeat(10);
         assert_eq!(partial_ratio(&chars(&long), &chars(&format!("xx{long}yy"))), 100.0);
+    }
+
+    #[test]
+    fn best_window_is_where_partial_ratio_scores() {
+        let (needle, text) = (chars("cetain"), chars("a certain string"));
+        let (start, end, score) = best_window(&needle, &text).unwrap();
+        assert_eq!(score, partial_ratio(&needle, &text));
+        assert_eq!(text[start..end].iter().collect::<String>(), "certai");
+        let (needle, text) = (chars("long needle"), chars("needle"));
+        assert_eq!(best_window(&needle, &text), Some((0, 6, partial_ratio(&needle, &text))));
+        assert_eq!(best_window(&chars("xyz"), &chars("abcdef")), None);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`checks`]: the test types and what passing each means.
 //! - [`mod@score`]: a candidate folder's per-test, per-type and overall scores.
 //! - [`candidates`]: candidate folders written here (vellum's text layer, tesseract).
+//! - [`report`]: the candidates' scores as a chart and an HTML page of every failed test, with
+//!   what it expected and what the output had nearest to it ([`explain`]).
 //! - [`normalize`], [`fuzzy`], [`table`] (with [`html`]), [`math`], [`markup`]: the text machinery the
 //!   checks share, each a port of the Python it names.
 //!
@@ -13,11 +15,13 @@
 
 pub mod candidates;
 pub mod checks;
+pub mod explain;
 pub mod fuzzy;
 pub mod html;
 pub mod markup;
 pub mod math;
 pub mod normalize;
+pub mod report;
 pub mod score;
 pub mod suite;
 pub mod table;

@@ -4,7 +4,7 @@
 //! repeats, with a bootstrap confidence interval resampling tests within each file.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use regex::Regex;
 
+use super::checks::Test;
 use super::suite::{files_with_extension, Suite};
 
 pub struct TestScore {
@@ -29,6 +30,7 @@ pub struct TypeScore {
 pub struct Report {
     /// The candidate folder's name.
     pub name: String,
+    pub folder: PathBuf,
     pub tests: Vec<TestScore>,
     pub by_type: BTreeMap<String, TypeScore>,
     /// 0 when there are errors, as `benchmark.py` fails such a candidate.
@@ -90,8 +92,22 @@ fn outputs_of<'a>(pdf: &str, outputs: &'a [String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The files of `pdf_outputs` (a PDF's outputs) for `test`'s page.
+fn on_page<'a>(test: &Test, pdf_outputs: Vec<&'a str>) -> Vec<&'a str> {
+    let page_tag = format!("_pg{}_", test.page);
+    pdf_outputs
+        .into_iter()
+        .filter(|f| f.rsplit('/').next().unwrap_or(f).contains(&page_tag))
+        .collect()
+}
+
+/// The files of a candidate's `outputs` that `test` is scored on.
+pub(super) fn test_outputs<'a>(test: &Test, outputs: &'a [String]) -> Vec<&'a str> {
+    on_page(test, outputs_of(&test.pdf, outputs))
+}
+
 /// Python's `open(..., encoding="utf-8").read()`: universal newlines.
-fn read_markdown(path: &Path) -> Result<String> {
+pub(super) fn read_markdown(path: &Path) -> Result<String> {
     Ok(std::fs::read_to_string(path)?.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
@@ -120,16 +136,12 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
         .par_iter()
         .map(|test| {
             let mut errors = Vec::new();
-            let page_tag = format!("_pg{}_", test.page);
             // A test may name a PDF that is not under pdfs/: its outputs are found all the same.
             let files = by_pdf
                 .get(test.pdf.as_str())
                 .cloned()
                 .unwrap_or_else(|| outputs_of(&test.pdf, &outputs));
-            let page_files: Vec<&str> = files
-                .into_iter()
-                .filter(|f| f.rsplit('/').next().unwrap_or(f).contains(&page_tag))
-                .collect();
+            let page_files = on_page(test, files);
             let mut score = 0.0;
             if page_files.is_empty() {
                 errors.push(format!(
@@ -164,10 +176,10 @@ pub fn score(suite: &Suite, candidate: &Path) -> Result<Report> {
         tests.push(score);
         errors.extend(test_errors);
     }
-    Ok(aggregate(name, suite, tests, errors))
+    Ok(aggregate(name, candidate.to_path_buf(), suite, tests, errors))
 }
 
-fn aggregate(name: String, suite: &Suite, tests: Vec<TestScore>, errors: Vec<String>) -> Report {
+fn aggregate(name: String, folder: PathBuf, suite: &Suite, tests: Vec<TestScore>, errors: Vec<String>) -> Report {
     let mut by_type: BTreeMap<String, TypeScore> = BTreeMap::new();
     // Per JSONL file, in order of appearance: the majority-passed flag of each test.
     let mut groups: Vec<(&str, Vec<f64>)> = Vec::new();
@@ -195,6 +207,7 @@ fn aggregate(name: String, suite: &Suite, tests: Vec<TestScore>, errors: Vec<Str
     };
     Report {
         name,
+        folder,
         tests,
         by_type,
         overall,

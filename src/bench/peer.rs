@@ -1,0 +1,79 @@
+//! The comparison with HF transformers (`ocr bench --peer transformers`, which runs
+//! tests/reference/bench_vs_transformers.py) as a chart: generated tokens/s of vellum, batched
+//! and one request at a time, and of transformers in each dtype it ran, from the script's JSON.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use super::chart::BarChart;
+
+/// The parts of the script's JSON the chart reads.
+#[derive(Deserialize)]
+struct Results {
+    vellum: Vellum,
+    /// Per transformers dtype, the seconds its one padded batch took.
+    transformers_batched_seconds: BTreeMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+struct Vellum {
+    ocr: Ocr,
+}
+
+#[derive(Deserialize)]
+struct Ocr {
+    requests: usize,
+    new_tokens: usize,
+    batched_tokens_per_second: f64,
+    sequential_tokens_per_second: f64,
+}
+
+/// The chart of bench_vs_transformers.py's results (`--out`'s JSON).
+pub fn chart(results_json: &str) -> Result<BarChart> {
+    let r: Results = serde_json::from_str(results_json).context("not bench_vs_transformers.py's results")?;
+    let generated = (r.vellum.ocr.requests * r.vellum.ocr.new_tokens) as f64;
+    let mut series = vec![
+        (
+            "vellum, continuous batching".to_string(),
+            vec![r.vellum.ocr.batched_tokens_per_second],
+        ),
+        (
+            "vellum, one at a time".to_string(),
+            vec![r.vellum.ocr.sequential_tokens_per_second],
+        ),
+    ];
+    series.extend(
+        r.transformers_batched_seconds
+            .iter()
+            .map(|(dtype, seconds)| (format!("transformers {dtype}, one batch"), vec![generated / seconds])),
+    );
+    Ok(BarChart {
+        title: format!(
+            "vellum vs transformers: {} requests, {} new tokens each",
+            r.vellum.ocr.requests, r.vellum.ocr.new_tokens
+        ),
+        y_label: "generated tokens/s".into(),
+        groups: vec!["same model, requests and machine".into()],
+        series,
+        y_max: None,
+        values: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_results_chart_tokens_per_second() {
+        let json = r#"{"vellum": {"ocr": {"requests": 16, "new_tokens": 64, "batched_tokens_per_second": 21.2,
+            "sequential_tokens_per_second": 17.0}}, "transformers_batched_seconds": {"float32": 35.7}}"#;
+        let chart = chart(json).unwrap();
+        let values: Vec<f64> = chart.series.iter().map(|(_, v)| v[0]).collect();
+        assert_eq!(values, [21.2, 17.0, 16.0 * 64.0 / 35.7]);
+        assert!(chart.series[2].0.contains("float32"));
+        assert!(super::chart(r#"{"vellum": {}}"#).is_err());
+    }
+}

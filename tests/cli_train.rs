@@ -116,3 +116,51 @@ fn flags_that_make_no_sense_are_refused_by_name() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
+
+/// A Qwen2.5-VL model fine-tunes the olmOCR way from the command line (LoRA, linear schedule
+/// with warmup ratio, gradient checkpointing), and what it writes is served by `ocr generate`.
+#[test]
+fn a_qwen_model_trains_lora_from_the_command_line_and_its_adapter_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("log.jsonl");
+    let model = fixtures().join("qwen2_5_vl/models/gqa_window4/model");
+    let data = fixtures().join("qwen_train/data");
+    let o = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["train", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args(["--steps", "2", "--batch-size", "2", "--no-shuffle", "--eval-every", "1"])
+        .args(["--schedule", "linear", "--warmup-ratio", "0.1", "--lr", "2e-3", "--weight-decay", "0.01"])
+        .args(["--lora", "4", "--lora-alpha", "8", "--gradient-checkpointing", "--log-json"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    for dir in ["final", "best"] {
+        assert!(out.join(dir).join("adapter_config.json").is_file(), "{dir}: {err}");
+        assert!(!out.join(dir).join("model.safetensors").exists(), "{dir} holds the adapters only");
+    }
+    let g = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["generate", "--model"])
+        .arg(out.join("final"))
+        .arg("--image")
+        .arg(data.join("images/v0.png"))
+        .args(["--max-new-tokens", "4"])
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+
+    // Options of the other model are refused by name, before anything is written.
+    let bad = tmp.path().join("bad");
+    let (ok, err) = train(&fixtures().join("train/data"), &bad, &["--freeze", "vision"]);
+    assert!(!ok && err.contains("--freeze vision"), "{err}");
+    let (ok, err) = train(&fixtures().join("train/data"), &bad, &["--lora", "4"]);
+    assert!(!ok && err.contains("--lora"), "{err}");
+    assert!(!bad.exists());
+}

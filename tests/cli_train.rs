@@ -134,8 +134,24 @@ fn a_qwen_model_trains_lora_from_the_command_line_and_its_adapter_serves() {
         .arg("--out")
         .arg(&out)
         .args(["--steps", "2", "--batch-size", "2", "--no-shuffle", "--eval-every", "1"])
-        .args(["--schedule", "linear", "--warmup-ratio", "0.1", "--lr", "2e-3", "--weight-decay", "0.01"])
-        .args(["--lora", "4", "--lora-alpha", "8", "--gradient-checkpointing", "--log-json"])
+        .args([
+            "--schedule",
+            "linear",
+            "--warmup-ratio",
+            "0.1",
+            "--lr",
+            "2e-3",
+            "--weight-decay",
+            "0.01",
+        ])
+        .args([
+            "--lora",
+            "4",
+            "--lora-alpha",
+            "8",
+            "--gradient-checkpointing",
+            "--log-json",
+        ])
         .arg(&log)
         .output()
         .unwrap();
@@ -144,7 +160,10 @@ fn a_qwen_model_trains_lora_from_the_command_line_and_its_adapter_serves() {
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
     for dir in ["final", "best"] {
         assert!(out.join(dir).join("adapter_config.json").is_file(), "{dir}: {err}");
-        assert!(!out.join(dir).join("model.safetensors").exists(), "{dir} holds the adapters only");
+        assert!(
+            !out.join(dir).join("model.safetensors").exists(),
+            "{dir} holds the adapters only"
+        );
     }
     let g = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .args(["generate", "--model"])

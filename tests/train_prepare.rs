@@ -112,3 +112,43 @@ fn the_hub_layout_reads_parquet_rows_and_tarball_members() {
         "{skipped}"
     );
 }
+
+/// `--format olmocr`: olmOCR's v4 no-anchor prompt and its front-matter answer, which for an
+/// olmOCR-mix page is that page's own .md (the format the mix was written in), stripped;
+/// rendered with the longest side at 1288. `--format rolmocr`: RolmOCR's prompt, plain text.
+#[test]
+fn qwen_formats_phrase_pages_as_olmocr_and_rolmocr_train_on_them() {
+    let input = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-format");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["edgar.md", "edgar.pdf"] {
+        std::fs::copy(input.join(f), tmp.path().join(f)).unwrap();
+    }
+    let md = std::fs::read_to_string(input.join("edgar.md")).unwrap();
+    let out = tmp.path().join("olmocr");
+    let [train, _, _] = prepare(
+        tmp.path(),
+        &out,
+        &["--num-train", "1", "--num-val", "0", "--format", "olmocr"],
+    );
+    assert_eq!(train[0]["answer"], md.trim());
+    let prompt = train[0]["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with("<image>\nAttached is one page of a document that you must process."));
+    assert_eq!(
+        prompt.strip_prefix("<image>\n").unwrap(),
+        vellum::train::prepare::OLMOCR_V4_PROMPT
+    );
+    let image = image::open(out.join(train[0]["image"].as_str().unwrap())).unwrap();
+    assert_eq!(image.width().max(image.height()), 1288);
+
+    let out = tmp.path().join("rolmocr");
+    let [train, _, _] = prepare(
+        tmp.path(),
+        &out,
+        &["--num-train", "1", "--num-val", "0", "--format", "rolmocr"],
+    );
+    assert_eq!(train[0]["answer"], md.split("---\n").nth(2).unwrap().trim());
+    assert_eq!(
+        train[0]["prompt"],
+        format!("<image>\n{}", vellum::ROLMOCR_PROMPT.trim_end())
+    );
+}

@@ -561,10 +561,35 @@ struct PrepareArgs {
     num_train: usize,
     #[arg(long, default_value_t = 10)]
     num_val: usize,
+    /// nano: the vision-tokenizer model's samples (150 DPI, instruction by content type);
+    /// olmocr: olmOCR's (longest side 1288, v4 prompt, YAML front matter + text); rolmocr:
+    /// RolmOCR's (longest side 1288, its prompt, plain text).
+    #[arg(long, value_enum, default_value_t = PrepareFormat::Nano)]
+    format: PrepareFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrepareFormat {
+    Nano,
+    Olmocr,
+    Rolmocr,
 }
 
 fn run_prepare(args: PrepareArgs) -> Result<ExitCode> {
-    let report = vellum::train::prepare::prepare(&args.input, &args.out, &args.subset, args.num_train, args.num_val)?;
+    use vellum::train::prepare::Format;
+    let format = match args.format {
+        PrepareFormat::Nano => Format::Nano,
+        PrepareFormat::Olmocr => Format::Olmocr,
+        PrepareFormat::Rolmocr => Format::Rolmocr,
+    };
+    let report = vellum::train::prepare::prepare(
+        &args.input,
+        &args.out,
+        &args.subset,
+        args.num_train,
+        args.num_val,
+        format,
+    )?;
     for (id, reason) in &report.skipped {
         eprintln!("skipped {id}: {reason}");
     }

@@ -1,9 +1,10 @@
-//! olmOCR-mix → the fork's sample format, as `scripts/prepare_olmocr.py` makes it: English pages
+//! olmOCR-mix → the fork's sample format. [`Format::Nano`] is what `scripts/prepare_olmocr.py` makes: English pages
 //! with a valid rotation and 50 < len(natural_text) < 10,000 characters, the first page rendered
 //! at 150 DPI (through vellum's pdf workers, so a PDF that crashes pdfium costs one row) and
 //! saved as JPEG quality 90, with the prompt chosen by content type ("OCR this document." /
 //! "Convert this table to HTML." / "Describe this diagram."). The first `num_train` kept rows
-//! are the train split, the next `num_val` the val split.
+//! are the train split, the next `num_val` the val split. [`Format::Olmocr`] and
+//! [`Format::Rolmocr`] keep the same rows and render and phrase them for a Qwen model.
 //!
 //! Input, either layout olmOCR-mix comes in:
 //! - as the hub has it: `<subset>_train.parquet` (columns id, url, page_number, pdf_relpath,
@@ -34,6 +35,7 @@ pub struct Row {
     pub pdf: PathBuf,
     pub primary_language: Option<String>,
     pub is_rotation_valid: bool,
+    pub rotation_correction: i64,
     pub is_table: bool,
     pub is_diagram: bool,
     pub natural_text: String,
@@ -90,12 +92,55 @@ fn rows(dir: &Path) -> Result<Vec<Result<Row, (String, String)>>> {
                 is_rotation_valid: fields
                     .get("is_rotation_valid")
                     .is_none_or(|v| v.eq_ignore_ascii_case("true")),
+                rotation_correction: fields
+                    .get("rotation_correction")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
                 is_table: truthy(fields.get("is_table")),
                 is_diagram: truthy(fields.get("is_diagram")),
                 natural_text,
             })
         })
         .collect())
+}
+
+/// What a sample asks and answers, for the model it trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The vision-tokenizer model's (prepare_olmocr.py): 150 DPI, an instruction by content
+    /// type, the natural text.
+    Nano,
+    /// olmOCR's fine-tuning (`NewYamlFinetuningPromptWithNoAnchoring` + `FrontMatterOutputFormat`
+    /// in olmocr/train/dataloader.py): the longest side at 1288, the v4 no-anchor prompt, the
+    /// answer as YAML front matter then the natural text.
+    Olmocr,
+    /// RolmOCR's: the longest side at 1288, RolmOCR's prompt, the plain natural text.
+    Rolmocr,
+}
+
+/// olmOCR's `build_no_anchoring_v4_yaml_prompt()` (olmocr/prompts/prompts.py).
+pub const OLMOCR_V4_PROMPT: &str = "Attached is one page of a document that you must process. \
+Just return the plain text representation of this document as if you were reading it naturally. \
+Convert equations to LateX and tables to HTML.\n\
+If there are any figures or charts, label them with the following markdown syntax \
+![Alt text describing the contents of the figure](page_startx_starty_width_height.png)\n\
+Return your output as markdown, with a front matter section on top specifying values for the \
+primary_language, is_rotation_valid, rotation_correction, is_table, and is_diagram parameters.";
+
+/// `FrontMatterOutputFormat`'s answer: Python's spelling of the values, the whole stripped.
+pub fn olmocr_answer(row: &Row) -> String {
+    let py = |b: bool| if b { "True" } else { "False" };
+    format!(
+        "---\nprimary_language: {}\nis_rotation_valid: {}\nrotation_correction: {}\nis_table: {}\nis_diagram: {}\n---\n{}",
+        row.primary_language.as_deref().unwrap_or("None"),
+        py(row.is_rotation_valid),
+        row.rotation_correction,
+        py(row.is_table),
+        py(row.is_diagram),
+        if row.natural_text.trim().is_empty() { "" } else { &row.natural_text }
+    )
+    .trim()
+    .to_string()
 }
 
 /// Why a row is left out, or None when prepare_olmocr.py's filters keep it.
@@ -152,6 +197,8 @@ fn hub_rows(dir: &Path, subset: &str, scratch: &Path, wanted: usize) -> Result<V
                 ("pdf_relpath", Field::Str(v)) => relpath = v.clone(),
                 ("primary_language", Field::Str(v)) => row.primary_language = Some(v.clone()),
                 ("is_rotation_valid", Field::Bool(v)) => row.is_rotation_valid = *v,
+                ("rotation_correction", Field::Int(v)) => row.rotation_correction = *v as i64,
+                ("rotation_correction", Field::Long(v)) => row.rotation_correction = *v,
                 ("is_table", Field::Bool(v)) => row.is_table = *v,
                 ("is_diagram", Field::Bool(v)) => row.is_diagram = *v,
                 ("natural_text", Field::Str(v)) => row.natural_text = v.clone(),
@@ -213,7 +260,14 @@ fn hub_rows(dir: &Path, subset: &str, scratch: &Path, wanted: usize) -> Result<V
 
 /// Writes `<out>/train.json`, `<out>/val.json`, `<out>/images/*.jpg` and `<out>/report.json`
 /// from `subset` (hub layout; the unpacked layout has no subsets).
-pub fn prepare(input: &Path, out: &Path, subset: &str, num_train: usize, num_val: usize) -> Result<Report> {
+pub fn prepare(
+    input: &Path,
+    out: &Path,
+    subset: &str,
+    num_train: usize,
+    num_val: usize,
+    format: Format,
+) -> Result<Report> {
     let images = out.join("images");
     std::fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
     let mut worker = Worker::new(WorkerCommand::locate().map_err(anyhow::Error::msg)?);
@@ -242,7 +296,11 @@ pub fn prepare(input: &Path, out: &Path, subset: &str, num_train: usize, num_val
             report.skipped.push((row.id, reason));
             continue;
         }
-        let image = match worker.render(&row.pdf, None, 1, RenderMode::Dpi { dpi: 150.0 }) {
+        let mode = match format {
+            Format::Nano => RenderMode::Dpi { dpi: 150.0 },
+            Format::Olmocr | Format::Rolmocr => RenderMode::Olmocr { longest: 1288 },
+        };
+        let image = match worker.render(&row.pdf, None, 1, mode) {
             Ok(image) => image,
             Err(e) => {
                 report.skipped.push((row.id, e.to_string()));
@@ -263,11 +321,16 @@ pub fn prepare(input: &Path, out: &Path, subset: &str, num_train: usize, num_val
             ("document", DOCUMENT_INSTRUCTION)
         };
         *report.types.entry(kind.into()).or_default() += 1;
+        let (prompt, answer) = match format {
+            Format::Nano => (instruction, row.natural_text.trim().to_string()),
+            Format::Olmocr => (OLMOCR_V4_PROMPT, olmocr_answer(&row)),
+            Format::Rolmocr => (crate::ROLMOCR_PROMPT.trim_end(), row.natural_text.trim().to_string()),
+        };
         samples.push(Sample {
             id,
             kind: kind.into(),
-            prompt: format!("<image>\n{instruction}"),
-            answer: row.natural_text.trim().to_string(),
+            prompt: format!("<image>\n{prompt}"),
+            answer,
             image: name,
         });
     }

@@ -56,6 +56,9 @@ pub fn softcap_reference(xs: &Tensor, cap: f64) -> Result<Tensor> {
 /// Softmax over the last dimension. candle's fused op has no backward pass, so a tensor that
 /// carries a gradient takes the same arithmetic in plain ops (max-shifted, as the fused one).
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if super::softmax::takes(xs) {
+        return super::softmax::softmax_last_dim(xs);
+    }
     if !xs.track_op() {
         return candle_nn::ops::softmax_last_dim(xs);
     }

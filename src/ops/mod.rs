@@ -14,6 +14,7 @@ pub mod loss;
 pub mod norm;
 pub mod paged_attention;
 pub mod rotary;
+pub mod softmax;
 
 /// Whether the kernels serve a call over these tensors: all on a CUDA device in a kernel dtype,
 /// none tracked for backprop (the kernels have no backward pass; the twins do).

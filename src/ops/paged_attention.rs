@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use super::attention::AttentionCache;
+use super::softmax::kernels;
 
 /// A block of the paged cache, by index.
 pub type BlockId = u32;
@@ -221,53 +222,45 @@ fn attend_host(
     }
     let queries = to_f32_rows(q)?;
     let (keys, values) = (&*keys, &*values);
-    let group = heads / kv_heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let work: Vec<(usize, usize)> = (0..seqs.len()).flat_map(|s| (0..heads).map(move |h| (s, h))).collect();
-    // Each (sequence, head) produces its rows × head_dim outputs.
-    let results: Vec<Vec<f32>> = work
-        .par_iter()
-        .map(|&(si, h)| {
-            let s = &seqs[si];
-            let kvh = h / group;
-            let mut out = vec![0.0f32; s.len * head_dim];
-            let mut scores = Vec::with_capacity(s.context + s.len);
-            for j in 0..s.len {
-                let qrow = &queries[((s.start + j) * heads + h) * head_dim..][..head_dim];
-                let visible = s.context + j + 1;
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for p in 0..visible {
-                    let off = slot(s.blocks, p) + kvh * head_dim;
-                    let dot: f32 = qrow
-                        .iter()
-                        .zip(&keys[off..off + head_dim])
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>()
-                        * scale;
-                    max = max.max(dot);
-                    scores.push(dot);
-                }
-                let mut total = 0.0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    total += *sc;
-                }
-                let o = &mut out[j * head_dim..(j + 1) * head_dim];
-                for (p, &w) in scores.iter().enumerate() {
-                    let off = slot(s.blocks, p) + kvh * head_dim;
-                    let w = w / total;
-                    for (acc, val) in o.iter_mut().zip(&values[off..off + head_dim]) {
-                        *acc += w * val;
-                    }
-                }
-            }
-            out
-        })
-        .collect();
     let mut output = vec![0.0f32; tokens * heads * head_dim];
-    for (&(si, h), rows) in work.iter().zip(&results) {
-        let s = &seqs[si];
+    // Prefill chunks as GEMMs over the sequence's keys/values gathered out of the blocks; the
+    // per-row path below would do their score rows one scalar-dot at a time.
+    let (long, short): (Vec<&SeqRows>, Vec<&SeqRows>) = seqs.iter().partition(|s| s.len >= GEMM_ROWS);
+    for s in long {
+        let visible = s.context + s.len;
+        let mut k_seq = vec![0f32; kv_heads * visible * head_dim];
+        let mut v_seq = vec![0f32; kv_heads * visible * head_dim];
+        for p in 0..visible {
+            let at = slot(s.blocks, p);
+            for h in 0..kv_heads {
+                let dst = (h * visible + p) * head_dim;
+                let src = at + h * head_dim;
+                k_seq[dst..dst + head_dim].copy_from_slice(&keys[src..src + head_dim]);
+                v_seq[dst..dst + head_dim].copy_from_slice(&values[src..src + head_dim]);
+            }
+        }
+        let shape = (kv_heads, visible, head_dim);
+        let q_seq = &queries[s.start * heads * head_dim..(s.start + s.len) * heads * head_dim];
+        let out = super::attention::causal_attention(
+            &Tensor::from_slice(q_seq, (s.len, heads, head_dim), &Device::Cpu)?,
+            &Tensor::from_vec(k_seq, shape, &Device::Cpu)?,
+            &Tensor::from_vec(v_seq, shape, &Device::Cpu)?,
+        )?;
+        let rows = out.flatten_all()?.to_vec1::<f32>()?;
+        output[s.start * heads * head_dim..][..rows.len()].copy_from_slice(&rows);
+    }
+    let work: Vec<(&SeqRows, usize)> = short.iter().flat_map(|&s| (0..heads).map(move |h| (s, h))).collect();
+    let host = Host {
+        queries: &queries,
+        keys,
+        values,
+        block_size,
+        kv_heads,
+        heads,
+        head_dim,
+    };
+    let results: Vec<Vec<f32>> = work.par_iter().map(|&(s, h)| host.rows(s, h)).collect();
+    for (&(s, h), rows) in work.iter().zip(&results) {
         for j in 0..s.len {
             let dst = ((s.start + j) * heads + h) * head_dim;
             output[dst..dst + head_dim].copy_from_slice(&rows[j * head_dim..(j + 1) * head_dim]);
@@ -275,6 +268,70 @@ fn attend_host(
     }
     Tensor::from_vec(output, (tokens, heads, head_dim), q.device())?.to_dtype(q.dtype())
 }
+
+/// What the row-by-row path reads.
+struct Host<'a> {
+    queries: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    block_size: usize,
+    kv_heads: usize,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Host<'_> {
+    /// Head `h`'s output rows (len × head_dim) of sequence `s`, each query over its visible
+    /// positions; compiled for AVX2+FMA where the CPU has them.
+    fn rows(&self, s: &SeqRows, h: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features the function is compiled for are present.
+            return unsafe { self.rows_avx2(s, h) };
+        }
+        self.rows_portable(s, h)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn rows_avx2(&self, s: &SeqRows, h: usize) -> Vec<f32> {
+        self.rows_portable(s, h)
+    }
+
+    #[inline(always)]
+    fn rows_portable(&self, s: &SeqRows, h: usize) -> Vec<f32> {
+        let (head_dim, row) = (self.head_dim, self.kv_heads * self.head_dim);
+        let kvh = h / (self.heads / self.kv_heads);
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let at = |p: usize| {
+            (s.blocks[p / self.block_size] as usize * self.block_size + p % self.block_size) * row + kvh * head_dim
+        };
+        let mut out = vec![0.0f32; s.len * head_dim];
+        let mut scores = Vec::with_capacity(s.context + s.len);
+        for j in 0..s.len {
+            let qrow = &self.queries[((s.start + j) * self.heads + h) * head_dim..][..head_dim];
+            let visible = s.context + j + 1;
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for p in 0..visible {
+                let off = at(p);
+                let dot = kernels::dot(qrow, &self.keys[off..off + head_dim]) * scale;
+                max = max.max(dot);
+                scores.push(dot);
+            }
+            let total = kernels::exp_shifted_sum(&mut scores, max);
+            let o = &mut out[j * head_dim..(j + 1) * head_dim];
+            for (p, &w) in scores.iter().enumerate() {
+                let off = at(p);
+                kernels::axpy(w / total, &self.values[off..off + head_dim], o);
+            }
+        }
+        out
+    }
+}
+
+/// Rows from which a sequence's chunk attends by GEMMs rather than row by row.
+const GEMM_ROWS: usize = 16;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,35 @@
+//! CPU kernels against what they replaced, in one run: the softmax over attention scores
+//! (candle's fused op, scalar libm `expf`, vs vellum's vectorised one) at the shapes a
+//! 532-pixel page gives the bench model's tower (a full-attention block: 10 heads × 1,444² scores;
+//! a window block: 64-token windows) and a decode step (16 sequences × 10 heads × 500 keys).
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("softmax");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(3));
+    for (name, shape) in [
+        ("full_block_10x1444x1444", (10, 1444, 1444)),
+        ("windows_230x64x64", (230, 64, 64)),
+        ("decode_160x1x500", (160, 1, 500)),
+    ] {
+        let x = Tensor::randn(0f32, 3.0, shape, &Device::Cpu).unwrap();
+        group.throughput(Throughput::Elements(x.elem_count() as u64));
+        group.bench_function(format!("candle/{name}"), |b| {
+            b.iter(|| candle_nn::ops::softmax_last_dim(&x).unwrap())
+        });
+        group.bench_function(format!("vellum/{name}"), |b| {
+            b.iter(|| vellum::ops::softmax::softmax_last_dim(&x).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -17,6 +17,9 @@ pub fn silu_and_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if super::on_kernels(&[gate, up]) && gate.dtype() == up.dtype() && gate.dims() == up.dims() {
         return super::kernels::silu_and_mul(gate, up);
     }
+    if super::cpu_fused::takes(&[gate, up]) && gate.dims() == up.dims() && gate.is_contiguous() && up.is_contiguous() {
+        return super::cpu_fused::silu_and_mul(gate, up);
+    }
     silu_and_mul_reference(gate, up)
 }
 

@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod cpu_fused;
 #[cfg(feature = "cuda")]
 pub mod kernels;
 pub mod loss;

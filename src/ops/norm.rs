@@ -36,6 +36,9 @@ pub fn rms_norm(xs: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor
     if super::on_kernels(&[xs]) && weight.is_none_or(|w| super::on_kernels(&[w]) && w.dtype() == xs.dtype()) {
         return Ok(super::kernels::rms_norm(xs, None, weight, eps)?.0);
     }
+    if let Some(w) = weight.filter(|w| super::cpu_fused::takes(&[xs, w]) && xs.is_contiguous()) {
+        return super::cpu_fused::rms_norm(xs, w, eps);
+    }
     rms_norm_reference(xs, weight, eps)
 }
 
@@ -51,7 +54,7 @@ pub fn add_rms_norm(xs: &Tensor, residual: &Tensor, weight: Option<&Tensor>, eps
         return Ok((sum.expect("the kernel returns the sum it was asked for"), normed));
     }
     let sum = (xs + residual)?;
-    let normed = rms_norm_reference(&sum, weight, eps)?;
+    let normed = rms_norm(&sum, weight, eps)?;
     Ok((sum, normed))
 }
 

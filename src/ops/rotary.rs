@@ -40,6 +40,9 @@ pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotation) -> Re
         };
         return super::kernels::rotary(xs, cos, sin, sign);
     }
+    if super::cpu_fused::takes(&[xs, cos, sin]) {
+        return super::cpu_fused::rotate(xs, cos, sin, rotation);
+    }
     rotate_reference(xs, cos, sin, rotation)
 }
 
@@ -68,6 +71,9 @@ pub fn apply(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::on_kernels(&[xs]) && !cos.track_op() && !sin.track_op() {
         return super::kernels::rotary(xs, cos, sin, 1.0);
+    }
+    if super::cpu_fused::takes(&[xs, cos, sin]) {
+        return super::cpu_fused::rotate(xs, cos, sin, Rotation::Theta);
     }
     let cos = cos.to_dtype(xs.dtype())?.unsqueeze(1)?;
     let sin = sin.to_dtype(xs.dtype())?.unsqueeze(1)?;

@@ -43,7 +43,7 @@ pub mod kernels {
 
 /// `exp(x)` for x ≤ 0 (softmax inputs after the max shift); exactly 0 below −87.3 (and for −∞).
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;

@@ -1,7 +1,8 @@
 //! CPU kernels against what they replaced, in one run: the softmax over attention scores
 //! (candle's fused op, scalar libm `expf`, vs vellum's vectorised one) at the shapes a
 //! 532-pixel page gives the bench model's tower (a full-attention block: 10 heads × 1,444² scores;
-//! a window block: 64-token windows) and a decode step (16 sequences × 10 heads × 500 keys).
+//! a window block: 64-token windows) and a decode step (16 sequences × 10 heads × 500 keys);
+//! the few-row `x · wᵀ` against the GEMM (throughput in FLOP).
 
 use std::time::Duration;
 
@@ -27,6 +28,27 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("vellum/{name}"), |b| {
             b.iter(|| vellum::ops::softmax::softmax_last_dim(&x).unwrap())
         });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("skinny_matmul");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(3));
+    // The bench model's LM head and MLP down projection at decode's row counts.
+    for (name, (n, k)) in [("lm_head_32768x640", (32768, 640)), ("down_proj_640x1792", (640, 1792))] {
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        for m in [1, 4] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+            group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            group.bench_function(format!("gemm/{name}/rows_{m}"), |b| {
+                b.iter(|| x.matmul(&w.t().unwrap()).unwrap())
+            });
+            group.bench_function(format!("vellum/{name}/rows_{m}"), |b| {
+                b.iter(|| vellum::ops::skinny::matmul_t(&x, &w).unwrap())
+            });
+        }
     }
     group.finish();
 }

@@ -105,7 +105,9 @@ pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]
 /// Bytes of attention scores the CPU path holds at once: a segment whose full score matrix
 /// would be larger is done a band of query rows at a time (a FinePDFs page through RolmOCR's
 /// tower is ≈ 6,400 patches × 16 heads, 2.6 GB of f32 scores per full-attention block).
-const SCORE_BUDGET_BYTES: usize = 128 << 20;
+/// 16 MiB keeps each band's buffers under the allocator's mmap threshold (`ocr` sets it to
+/// 32 MiB), so they are reused rather than faulted in afresh.
+const SCORE_BUDGET_BYTES: usize = 16 << 20;
 
 /// The CPU twin of the varlen attention kernel.
 pub fn varlen_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {

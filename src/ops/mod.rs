@@ -15,6 +15,7 @@ pub mod loss;
 pub mod norm;
 pub mod paged_attention;
 pub mod rotary;
+pub mod skinny;
 pub mod softmax;
 
 /// Whether the kernels serve a call over these tensors: all on a CUDA device in a kernel dtype,

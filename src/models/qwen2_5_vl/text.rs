@@ -258,6 +258,6 @@ impl TextModel {
     /// f32 logits of the rows `rows` of the last layer's output `xs`.
     pub fn logits(&self, xs: &Tensor, rows: &[u32]) -> Result<Tensor> {
         let rows = xs.index_select(&Tensor::new(rows, xs.device())?, 0)?;
-        self.lm_head.forward(&self.norm.forward(&rows)?)?.to_dtype(DType::F32)
+        crate::ops::skinny::linear(&self.lm_head, &self.norm.forward(&rows)?)?.to_dtype(DType::F32)
     }
 }

@@ -1,0 +1,160 @@
+//! `x · wᵀ` for a few rows of `x` (decode steps: one row per sequence) on the CPU. A general
+//! GEMM packs the whole weight matrix on every call, which at 16 rows costs more than the
+//! arithmetic (the LM head's 32,768 × 640 weights, every step); here each weight row is read
+//! once, straight from its storage, against all rows of `x`, four at a time.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Rows of `x` up to which [`matmul_t`] is used.
+pub const MAX_ROWS: usize = 4;
+
+/// Whether [`matmul_t`] takes `x` (rows, K) and `w` (N, K): f32 CPU tensors, contiguous, no
+/// gradient, 1 to [`MAX_ROWS`] rows.
+pub fn takes(x: &Tensor, w: &Tensor) -> bool {
+    let plain = |t: &Tensor| {
+        t.device().is_cpu()
+            && t.dtype() == candle_core::DType::F32
+            && !t.track_op()
+            && t.is_contiguous()
+            && t.rank() == 2
+    };
+    plain(x) && plain(w) && x.dim(0).is_ok_and(|m| (1..=MAX_ROWS).contains(&m)) && x.dim(1).ok() == w.dim(1).ok()
+}
+
+/// `linear.forward(x)`, by [`matmul_t`] when it takes the tensors.
+pub fn linear(linear: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
+    use candle_core::Module;
+    if !takes(x, linear.weight()) {
+        return linear.forward(x);
+    }
+    let y = matmul_t(x, linear.weight())?;
+    match linear.bias() {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// `x · wᵀ` (see [`takes`]).
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.apply_op2_no_bwd(w, &SkinnyMatmul)
+}
+
+struct SkinnyMatmul;
+
+impl CustomOp2 for SkinnyMatmul {
+    fn name(&self) -> &'static str {
+        "vellum-skinny-matmul"
+    }
+
+    fn cpu_fwd<'a>(
+        &self,
+        xs: &'a CpuStorage,
+        xl: &Layout,
+        ws: &'a CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let slice = |s: &'a CpuStorage, l: &Layout| -> Result<&'a [f32]> {
+            match (s, l.contiguous_offsets()) {
+                (CpuStorage::F32(all), Some((a, b))) => Ok(&all[a..b]),
+                _ => candle_core::bail!("skinny matmul: contiguous f32 only"),
+            }
+        };
+        let (m, k) = xl.shape().dims2()?;
+        let (n, _) = wl.shape().dims2()?;
+        let (x, w) = (slice(xs, xl)?, slice(ws, wl)?);
+        // Output transposed (n, m): each block of weight rows writes its own contiguous part.
+        let mut out_t = vec![0f32; n * m];
+        let block = 64;
+        out_t
+            .par_chunks_mut(block * m)
+            .enumerate()
+            .for_each(|(b, chunk)| rows(x, &w[b * block * k..((b * block + chunk.len() / m) * k)], m, k, chunk));
+        let mut out = vec![0f32; m * n];
+        for (j, col) in out_t.chunks(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                out[i * n + j] = v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `out[j·m + i] = x[i] · w[j]` for the weight rows `w` (j < w.len() / k).
+fn rows(x: &[f32], w: &[f32], m: usize, k: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features the function is compiled for are present.
+        return unsafe { rows_avx2(x, w, m, k, out) };
+    }
+    rows_portable(x, w, m, k, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx2(x: &[f32], w: &[f32], m: usize, k: usize, out: &mut [f32]) {
+    rows_portable(x, w, m, k, out)
+}
+
+#[inline(always)]
+fn rows_portable(x: &[f32], w: &[f32], m: usize, k: usize, out: &mut [f32]) {
+    for (wrow, o) in w.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+        let mut i = 0;
+        while i + 4 <= m {
+            let d = dot4(
+                wrow,
+                [
+                    &x[i * k..][..k],
+                    &x[(i + 1) * k..][..k],
+                    &x[(i + 2) * k..][..k],
+                    &x[(i + 3) * k..][..k],
+                ],
+            );
+            o[i..i + 4].copy_from_slice(&d);
+            i += 4;
+        }
+        for (i, o) in o.iter_mut().enumerate().skip(i) {
+            *o = super::softmax::kernels::dot(wrow, &x[i * k..][..k]);
+        }
+    }
+}
+
+/// Four dot products against one weight row, eight lanes each.
+#[inline(always)]
+fn dot4(w: &[f32], xs: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 8]; 4];
+    let chunks = w.len() / 8;
+    for c in 0..chunks {
+        let wv = &w[c * 8..c * 8 + 8];
+        for (a, x) in acc.iter_mut().zip(&xs) {
+            let xv = &x[c * 8..c * 8 + 8];
+            for l in 0..8 {
+                a[l] = wv[l].mul_add(xv[l], a[l]);
+            }
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, a), x) in out.iter_mut().zip(&acc).zip(&xs) {
+        let tail: f32 = w[chunks * 8..].iter().zip(&x[chunks * 8..]).map(|(p, q)| p * q).sum();
+        *o = a.iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_gemm_for_every_row_count() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (203, 77), &dev)?;
+        for m in [1, 2, 3, 4] {
+            let x = Tensor::randn(0f32, 1.0, (m, 77), &dev)?;
+            let want = x.matmul(&w.t()?)?;
+            let err = (matmul_t(&x, &w)? - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-4, "{m} rows: {err}");
+        }
+        Ok(())
+    }
+}

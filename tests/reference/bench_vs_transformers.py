@@ -114,17 +114,33 @@ def main():
     hf_seconds = peer[best]
     hf_tps = len(images) * args.new_tokens / hf_seconds
 
+    # One request alone (the first two pages, each by itself) in the fastest dtype: the latency a
+    # single document sees, against vellum's one-at-a-time mean.
+    model = model.to(getattr(torch, best))
+    singles = []
+    for i in range(2):
+        one = processor(text=[chat], images=[images[i]], return_tensors="pt")
+        one = {k: (v.to(getattr(torch, best)) if v.is_floating_point() else v) for k, v in one.items()}
+        with torch.no_grad():
+            start = time.time()
+            model.generate(**one, generation_config=gc)
+            singles.append(time.time() - start)
+    hf_single = sum(singles) / len(singles)
+    print(f"transformers generate ({best}), one request alone: {hf_single:.2f}s")
+
     ocr = vellum["ocr"]
     result = {
         "model_parameters": params,
         "vellum": vellum,
         "transformers_batched_seconds": peer,
         "transformers_anchor": best,
+        "transformers_one_request_seconds": hf_single,
         "transformers_tokens_per_second": hf_tps,
         "ratios": {
             "vellum_batched_vs_one_at_a_time": ocr["speedup"],
             "vellum_batched_vs_transformers_batched": hf_seconds / ocr["batched_seconds"],
             "vellum_one_at_a_time_vs_transformers_batched": hf_seconds / ocr["sequential_seconds"],
+            "vellum_one_request_vs_transformers_one_request": hf_single / (ocr["sequential_seconds"] / ocr["requests"]),
             "anchor": f"transformers {best}, the fastest of {', '.join(peer)}",
         },
         "threads": os.cpu_count(),

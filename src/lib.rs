@@ -21,8 +21,9 @@
 //! - `bin/ocr.rs`: the CLI, flags mapped to library calls.
 //! - [`pipeline`]: corpus runs. `document` (route, render, OCR, retry, fall back, per document),
 //!   `run` (the resumable run), `sources`, `shard`, `quality` (repetition checks), `writer`
-//!   (chunked, exactly-once JSONL). [`train`]: the trainer of the nano DeepSeek-OCR model
-//!   (`data`, `optim`, `trainer`, `checkpoint`, `metrics`, `report`, `prepare`, `synth`).
+//!   (chunked, exactly-once JSONL). [`train`]: the trainer of the nano DeepSeek-OCR model and
+//!   of Qwen2.5-VL / Qwen2-VL (full, tower frozen, LoRA) (`model`: what it asks of a model,
+//!   `data`, `optim`, `trainer`, `checkpoint`, `metrics`, `report`, `prepare`, `synth`).
 //!   [`mod@bench`] (throughput, and olmOCR-Bench scoring in `bench::olmocr`), [`selftest`]: the
 //!   benchmark harness and the GPU self-test.
 //! - [`engine`]: continuous batching over a paged KV cache. `block_pool` (blocks, prefix hashes),

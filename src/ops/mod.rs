@@ -4,7 +4,8 @@
 //! Each operation has a CPU twin written with plain candle ops (it carries gradients where the
 //! trainer needs them) and, with the `cuda` feature, a kernel of kernels/*.cu. The public
 //! functions pick the kernel for CUDA tensors that carry no gradient, the twin otherwise; the
-//! twins are public too, as the kernels' references.
+//! twins are public too, as the kernels' references. On the CPU, f32 tensors without gradient
+//! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`), checked against the twins.
 
 pub mod activation;
 pub mod attention;

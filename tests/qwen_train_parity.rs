@@ -107,6 +107,43 @@ fn check_steps(trainer: &mut Trainer<Model>, case: &serde_json::Value, name: &st
     }
 }
 
+/// The gradient of every parameter (by store name) of the mean loss over `samples` of the
+/// train split, at the model's current weights, backpropagated whole or layer by layer.
+fn gradients(
+    model: &Model,
+    config: &TrainConfig,
+    samples: std::ops::Range<usize>,
+    checkpointed: bool,
+) -> BTreeMap<String, Tensor> {
+    let data = Dataset::open(&config.data, "train").unwrap();
+    let examples: Vec<_> = samples
+        .map(|i| {
+            model
+                .example(&data.samples[i], &data.image(i).unwrap(), 8192)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let batch: Vec<_> = examples.iter().collect();
+    let tokens = batch.iter().map(|e| Model::targets(e)).sum::<usize>() as f64;
+    let view = Trainable::training_view(model, model.frozen(config).unwrap()).unwrap();
+    let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+    view.backward(&batch, 1.0 / tokens, checkpointed, |mut store| {
+        for (name, var) in model.params().vars() {
+            if let Some(g) = store.remove(var.as_tensor()) {
+                let sum = match grads.remove(name) {
+                    Some(old) => (old + g)?,
+                    None => g,
+                };
+                grads.insert(name.clone(), sum);
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    grads
+}
+
 #[test]
 fn samples_become_olmocr_sequences() {
     let case = read_json(case_dir("full").join("case.json"));
@@ -156,33 +193,8 @@ fn step0_gradients_match_transformers_with_and_without_checkpointing() {
     let model = base_model();
     let tmp = tempfile::tempdir().unwrap();
     let config = config(&case, tmp.path());
-    let data = Dataset::open(&config.data, "train").unwrap();
-    let view = Trainable::training_view(model.as_ref(), model.frozen(&config).unwrap()).unwrap();
     for (first, prefix, checkpointed) in [(0, "grad.", false), (0, "grad.", true), (2, "grad_batch1.", false)] {
-        let examples: Vec<_> = (first..first + 2)
-            .map(|i| {
-                model
-                    .example(&data.samples[i], &data.image(i).unwrap(), 8192)
-                    .unwrap()
-                    .0
-            })
-            .collect();
-        let batch: Vec<_> = examples.iter().collect();
-        let tokens = batch.iter().map(|e| Model::targets(e)).sum::<usize>() as f64;
-        let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-        view.backward(&batch, 1.0 / tokens, checkpointed, |mut store| {
-            for (name, var) in model.params().vars() {
-                if let Some(g) = store.remove(var.as_tensor()) {
-                    let sum = match grads.remove(name) {
-                        Some(old) => (old + g)?,
-                        None => g,
-                    };
-                    grads.insert(name.clone(), sum);
-                }
-            }
-            Ok(())
-        })
-        .unwrap();
+        let grads = gradients(&model, &config, first..first + 2, checkpointed);
         let mut worst = (0f64, String::new());
         let mut compared = 0;
         for (key, want) in &expected {
@@ -326,29 +338,7 @@ fn lora_steps_match_peft() {
     let config = config(&case, tmp.path());
 
     // Step 0's gradients: the adapters' only (B is zero, so A's is too, as in peft).
-    let data = Dataset::open(&config.data, "train").unwrap();
-    let examples: Vec<_> = (0..2)
-        .map(|i| {
-            model
-                .example(&data.samples[i], &data.image(i).unwrap(), 8192)
-                .unwrap()
-                .0
-        })
-        .collect();
-    let batch: Vec<_> = examples.iter().collect();
-    let frozen = model.frozen(&config).unwrap();
-    let view = Trainable::training_view(model.as_ref(), frozen).unwrap();
-    let tokens = batch.iter().map(|e| Model::targets(e)).sum::<usize>() as f64;
-    let mut grads = BTreeMap::new();
-    view.backward(&batch, 1.0 / tokens, false, |mut store| {
-        for (name, var) in model.params().vars() {
-            if let Some(g) = store.remove(var.as_tensor()) {
-                grads.insert(name.clone(), g);
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
+    let grads = gradients(&model, &config, 0..2, false);
     let mut compared = 0;
     for (key, want) in &expected {
         let Some(reference) = key.strip_prefix("grad.") else {

@@ -144,6 +144,17 @@ fn gradients(
     grads
 }
 
+/// The values of the parameters whose names `keep` accepts.
+fn values(model: &Model, keep: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<f32>> {
+    model
+        .params()
+        .vars()
+        .iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
 #[test]
 fn samples_become_olmocr_sequences() {
     let case = read_json(case_dir("full").join("case.json"));
@@ -283,13 +294,8 @@ fn five_adamw_steps_match_transformers_and_the_engine_serves_the_result() {
 fn freeze_vision_matches_transformers_and_leaves_the_tower_bit_identical() {
     let case = read_json(case_dir("freeze_vision").join("case.json"));
     let model = base_model();
-    let tower: BTreeMap<String, Vec<f32>> = model
-        .params()
-        .vars()
-        .iter()
-        .filter(|(n, _)| n.starts_with("visual."))
-        .map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
+    let in_tower = |n: &str| n.starts_with("visual.");
+    let tower = values(&model, in_tower);
     assert!(!tower.is_empty());
     let tmp = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::new(model.clone(), config(&case, tmp.path()), None).unwrap();
@@ -308,15 +314,7 @@ fn freeze_vision_matches_transformers_and_leaves_the_tower_bit_identical() {
     });
     assert!(text_params > 0);
     check_steps(&mut trainer, &case, "freeze_vision");
-    for (name, values) in &tower {
-        let now: Vec<f32> = model.params().vars()[name]
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert!(now == *values, "{name} moved");
-    }
+    assert!(values(&model, in_tower) == tower, "the frozen tower moved");
 }
 
 /// peft's in-memory name of an adapter tensor → the store's.
@@ -356,28 +354,15 @@ fn lora_steps_match_peft() {
     assert_eq!(compared, grads.len(), "gradients reach the adapters and nothing else");
     assert_eq!(compared, 3 * 4 * 2);
 
-    let before: BTreeMap<String, Vec<f32>> = model
-        .params()
-        .vars()
-        .iter()
-        .filter(|(n, _)| !vellum::models::lora::is_adapter(n))
-        .map(|(n, v)| (n.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
-        .collect();
+    let base = |n: &str| !vellum::models::lora::is_adapter(n);
+    let before = values(&model, base);
     let mut trainer = Trainer::new(model.clone(), config, None).unwrap();
     assert_eq!(
         trainer.trainable_parameters(),
         3 * 4 * 4 * (64 + 64) - 3 * 2 * 4 * (64 - 32)
     );
     check_steps(&mut trainer, &case, "lora");
-    for (name, values) in &before {
-        let now: Vec<f32> = model.params().vars()[name]
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert!(now == *values, "base weight {name} moved");
-    }
+    assert!(values(&model, base) == before, "a base weight moved");
 
     // final/ is a peft adapter directory with peft's tensor names, which loads back as trained.
     let dir = trainer.save_final().unwrap();

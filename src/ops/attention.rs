@@ -71,7 +71,17 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         .transpose(0, 1)? // (heads, tokens, hd)
         .reshape((kv_heads, group * tokens, head_dim))?;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+    let raw = q.matmul(&k.t()?)?;
+    if super::softmax::takes(&raw) && super::softmax::takes(v) {
+        // Scale and mask inside the softmax: no mask tensor, no extra passes over the scores.
+        let probs = super::softmax::scaled(&raw, scale, Some((tokens, kv_len - tokens)))?;
+        return probs
+            .matmul(v)?
+            .reshape((heads, tokens, head_dim))?
+            .transpose(0, 1)?
+            .contiguous();
+    }
+    let scores = (raw * scale)?.to_dtype(DType::F32)?;
     let scores = if tokens > 1 {
         let offset = kv_len - tokens;
         let mask: Vec<f32> = (0..tokens)
@@ -139,8 +149,13 @@ fn varlen_attention_banded(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usi
         while row < len {
             let rows = band.min(len - row);
             let qs = q.narrow(1, start + row, rows)?;
-            let scores = (qs.matmul(&kt)? * scale)?.to_dtype(DType::F32)?;
-            let probs = super::activation::softmax_last_dim(&scores)?.to_dtype(vs.dtype())?;
+            let raw = qs.matmul(&kt)?;
+            let probs = if super::softmax::takes(&raw) {
+                super::softmax::scaled(&raw, scale, None)?
+            } else {
+                let scores = (raw * scale)?.to_dtype(DType::F32)?;
+                super::activation::softmax_last_dim(&scores)?.to_dtype(vs.dtype())?
+            };
             outputs.push(probs.matmul(&vs)?);
             row += rows;
         }

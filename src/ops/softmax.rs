@@ -65,8 +65,14 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
+/// softmax(scale · src) over the first `visible` entries of the row, zeros after them (a
+/// causal mask).
 #[inline(always)]
-fn softmax_row(src: &[f32], dst: &mut [f32]) {
+fn softmax_row(src: &[f32], dst: &mut [f32], scale: f32, visible: usize) {
+    let (src, dst) = {
+        dst[visible..].fill(0.0);
+        (&src[..visible], &mut dst[..visible])
+    };
     let max = src.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     if max == f32::NEG_INFINITY {
         // A fully masked row: what the reference gives (NaN), not a silent uniform row.
@@ -75,7 +81,7 @@ fn softmax_row(src: &[f32], dst: &mut [f32]) {
     }
     let mut sum = 0f32;
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = exp_nonpositive(s - max);
+        *d = exp_nonpositive((s - max) * scale);
     }
     for &d in dst.iter() {
         sum += d;
@@ -86,26 +92,44 @@ fn softmax_row(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_rows_avx2(src: &[f32], dst: &mut [f32], dim: usize) {
-    for (s, d) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)) {
-        softmax_row(s, d);
+/// Rows `first..` of the op's input, as `src`/`dst` slices of whole rows.
+#[inline(always)]
+fn softmax_rows_portable(op: &SoftmaxLastDim, src: &[f32], dst: &mut [f32], dim: usize, first: usize) {
+    for (r, (s, d)) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)).enumerate() {
+        softmax_row(s, d, op.scale, op.visible(first + r, dim));
     }
 }
 
-fn softmax_rows(src: &[f32], dst: &mut [f32], dim: usize) {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softmax_rows_avx2(op: &SoftmaxLastDim, src: &[f32], dst: &mut [f32], dim: usize, first: usize) {
+    softmax_rows_portable(op, src, dst, dim, first)
+}
+
+fn softmax_rows(op: &SoftmaxLastDim, src: &[f32], dst: &mut [f32], dim: usize, first: usize) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the features the function is compiled for are present.
-        return unsafe { softmax_rows_avx2(src, dst, dim) };
+        return unsafe { softmax_rows_avx2(op, src, dst, dim, first) };
     }
-    for (s, d) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)) {
-        softmax_row(s, d);
-    }
+    softmax_rows_portable(op, src, dst, dim, first)
 }
 
-struct SoftmaxLastDim;
+/// Softmax of `scale ·` the scores, with an optional causal mask: row r of each matrix is the
+/// query `r % tokens`, which sees keys up to `offset + r % tokens`.
+struct SoftmaxLastDim {
+    scale: f32,
+    causal: Option<(usize, usize)>,
+}
+
+impl SoftmaxLastDim {
+    fn visible(&self, row: usize, dim: usize) -> usize {
+        match self.causal {
+            Some((tokens, offset)) => (offset + row % tokens + 1).min(dim),
+            None => dim,
+        }
+    }
+}
 
 impl CustomOp1 for SoftmaxLastDim {
     fn name(&self) -> &'static str {
@@ -125,13 +149,14 @@ impl CustomOp1 for SoftmaxLastDim {
         // Blocks of rows across threads, each vectorised; small tensors (decode steps) in this
         // thread, where handing out work would cost more than doing it.
         if src.len() < 1 << 15 {
-            softmax_rows(src, &mut dst, dim);
+            softmax_rows(self, src, &mut dst, dim, 0);
         } else {
             use rayon::prelude::*;
-            let per = (src.len() / dim).div_ceil(4 * rayon::current_num_threads()).max(1) * dim;
-            src.par_chunks(per)
-                .zip(dst.par_chunks_mut(per))
-                .for_each(|(s, d)| softmax_rows(s, d, dim));
+            let rows = (src.len() / dim).div_ceil(4 * rayon::current_num_threads()).max(1);
+            src.par_chunks(rows * dim)
+                .zip(dst.par_chunks_mut(rows * dim))
+                .enumerate()
+                .for_each(|(i, (s, d))| softmax_rows(self, s, d, dim, i * rows));
         }
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
@@ -144,7 +169,17 @@ pub fn takes(xs: &Tensor) -> bool {
 
 /// Softmax over the last dimension of an f32 CPU tensor (see [`takes`]).
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
-    xs.apply_op1_no_bwd(&SoftmaxLastDim)
+    scaled(xs, 1.0, None)
+}
+
+/// `softmax(scale · xs)` over the last dimension, the scale and (with `causal = (tokens,
+/// offset)`) the causal mask applied on the way: row r of each matrix is query `r % tokens`
+/// and sees the first `offset + r % tokens + 1` keys; the rest of its row is 0.
+pub fn scaled(xs: &Tensor, scale: f64, causal: Option<(usize, usize)>) -> Result<Tensor> {
+    xs.apply_op1_no_bwd(&SoftmaxLastDim {
+        scale: scale as f32,
+        causal,
+    })
 }
 
 #[cfg(test)]
@@ -164,6 +199,31 @@ mod tests {
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive(-100.0), 0.0);
+    }
+
+    #[test]
+    fn scaled_causal_rows_match_the_masked_softmax() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        // 2 matrices of (3 heads × 5 tokens) rows over 9 keys: 4 cached, then the 5 tokens.
+        let (tokens, offset, keys) = (5, 4, 9);
+        let x = (Tensor::randn(0f32, 3.0, (2, 3 * tokens, keys), &dev)? * 4.0)?;
+        let mask: Vec<f32> = (0..3 * tokens)
+            .flat_map(|r| {
+                (0..keys).map(move |j| {
+                    if j <= offset + r % tokens {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        let masked = (x.clone() * 0.125)?.broadcast_add(&Tensor::from_vec(mask, (1, 3 * tokens, keys), &dev)?)?;
+        let want = candle_nn::ops::softmax_last_dim(&masked)?;
+        let got = scaled(&x, 0.125, Some((tokens, offset)))?;
+        let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-6, "max abs difference {err}");
+        Ok(())
     }
 
     #[test]

@@ -185,9 +185,26 @@ pub fn load(
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
     Ok(match architecture(&config).as_str() {
         deepseek_ocr::ARCHITECTURE => std::sync::Arc::new(deepseek_ocr::Model::load(files, dtype, device)?),
-        qwen2_vl::ARCHITECTURE => std::sync::Arc::new(qwen2_vl::load(files, config, dtype, device)?),
-        _ => std::sync::Arc::new(qwen2_5_vl::Model::load_with_config(files, config, dtype, device)?),
+        _ => std::sync::Arc::new(load_qwen(files, config, dtype, device)?),
     })
+}
+
+/// A Qwen2-VL or Qwen2.5-VL model (one model type, [`qwen2_5_vl::Model`]) by the architecture
+/// config.json names; anything else is refused by name.
+pub fn load_qwen(
+    files: &crate::hub::ModelFiles,
+    config: serde_json::Value,
+    dtype: DType,
+    device: &Device,
+) -> Result<qwen2_5_vl::Model> {
+    match architecture(&config).as_str() {
+        qwen2_vl::ARCHITECTURE => qwen2_vl::load(files, config, dtype, device),
+        qwen2_5_vl::config::ARCHITECTURE => qwen2_5_vl::Model::load_with_config(files, config, dtype, device),
+        other => anyhow::bail!(
+            "{} holds a {other} model, not Qwen2-VL or Qwen2.5-VL",
+            files.dir.display()
+        ),
+    }
 }
 
 /// A LoRA adapter directory (peft's layout) over the base model its config names, served
@@ -200,14 +217,12 @@ pub fn load_adapter(dir: &std::path::Path, dtype: DType, device: &Device) -> Res
     let root = files
         .read_json("config.json")?
         .with_context(|| format!("{} has no config.json", files.dir.display()))?;
-    let model = match architecture(&root).as_str() {
-        qwen2_vl::ARCHITECTURE => qwen2_vl::load(&files, root, dtype, device)?,
-        qwen2_5_vl::config::ARCHITECTURE => qwen2_5_vl::Model::load_with_config(&files, root, dtype, device)?,
-        other => anyhow::bail!(
-            "{}: LoRA adapters are served over Qwen2-VL and Qwen2.5-VL models; {base} is {other}",
+    let model = load_qwen(&files, root, dtype, device).with_context(|| {
+        format!(
+            "{}: LoRA adapters are served over Qwen2-VL and Qwen2.5-VL models",
             dir.display()
-        ),
-    };
+        )
+    })?;
     let adapters = model.read_adapter(dir)?;
     model.with_lora(config, adapters)
 }

@@ -572,18 +572,8 @@ pub fn run(
             let model = deepseek_ocr::Model::load(&files, DType::F32, device)?;
             run_model(model, config, checkpoint, resume, on_event)
         }
-        qwen2_5_vl::config::ARCHITECTURE => {
-            let model = qwen2_5_vl::Model::load_with_config(&files, root, DType::F32, device)?;
-            run_model(
-                with_fresh_adapters(model, &config, dir)?,
-                config,
-                checkpoint,
-                resume,
-                on_event,
-            )
-        }
-        qwen2_vl::ARCHITECTURE => {
-            let model = qwen2_vl::load(&files, root, DType::F32, device)?;
+        qwen2_5_vl::config::ARCHITECTURE | qwen2_vl::ARCHITECTURE => {
+            let model = crate::models::load_qwen(&files, root, DType::F32, device)?;
             run_model(
                 with_fresh_adapters(model, &config, dir)?,
                 config,

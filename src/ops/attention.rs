@@ -71,35 +71,41 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         .transpose(0, 1)? // (heads, tokens, hd)
         .reshape((kv_heads, group * tokens, head_dim))?;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let raw = q.matmul(&k.t()?)?;
-    if super::softmax::takes(&raw) && super::softmax::takes(v) {
-        // Scale and mask inside the softmax: no mask tensor, no extra passes over the scores.
-        let probs = super::softmax::scaled(&raw, scale, Some((tokens, kv_len - tokens)))?;
-        return probs
-            .matmul(v)?
-            .reshape((heads, tokens, head_dim))?
-            .transpose(0, 1)?
-            .contiguous();
-    }
-    let scores = (raw * scale)?.to_dtype(DType::F32)?;
-    let scores = if tokens > 1 {
-        let offset = kv_len - tokens;
-        let mask: Vec<f32> = (0..tokens)
-            .flat_map(|i| (0..kv_len).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (1, tokens, kv_len), q.device())?
-            .repeat((group, 1, 1))?
-            .reshape((1, group * tokens, kv_len))?;
-        scores.broadcast_add(&mask)?
-    } else {
-        scores
-    };
-    let probs = super::activation::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+    let probs = probabilities(&q.matmul(&k.t()?)?, scale, Some((tokens, kv_len - tokens)), v.dtype())?;
     probs
         .matmul(v)? // (kv_heads, group*tokens, hd)
         .reshape((heads, tokens, head_dim))?
         .transpose(0, 1)?
         .contiguous()
+}
+
+/// `softmax(scale · raw)` over the last dimension, in `dtype`, computed in f32; with `causal =
+/// (tokens, offset)` row r of each matrix is query `r % tokens`, which sees the first
+/// `offset + r % tokens + 1` keys. The CPU softmax applies scale and mask on the way.
+fn probabilities(raw: &Tensor, scale: f64, causal: Option<(usize, usize)>, dtype: DType) -> Result<Tensor> {
+    if super::softmax::takes(raw) && dtype == DType::F32 {
+        return super::softmax::scaled(raw, scale, causal);
+    }
+    let scores = (raw * scale)?.to_dtype(DType::F32)?;
+    let scores = match causal {
+        Some((tokens, offset)) if tokens > 1 => {
+            let (rows, keys) = (scores.dim(1)?, scores.dim(2)?);
+            let mask: Vec<f32> = (0..rows)
+                .flat_map(|r| {
+                    (0..keys).map(move |j| {
+                        if j <= offset + r % tokens {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            scores.broadcast_add(&Tensor::from_vec(mask, (1, rows, keys), raw.device())?)?
+        }
+        _ => scores,
+    };
+    super::activation::softmax_last_dim(&scores)?.to_dtype(dtype)
 }
 
 /// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed
@@ -149,13 +155,7 @@ fn varlen_attention_banded(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usi
         while row < len {
             let rows = band.min(len - row);
             let qs = q.narrow(1, start + row, rows)?;
-            let raw = qs.matmul(&kt)?;
-            let probs = if super::softmax::takes(&raw) {
-                super::softmax::scaled(&raw, scale, None)?
-            } else {
-                let scores = (raw * scale)?.to_dtype(DType::F32)?;
-                super::activation::softmax_last_dim(&scores)?.to_dtype(vs.dtype())?
-            };
+            let probs = probabilities(&qs.matmul(&kt)?, scale, None, vs.dtype())?;
             outputs.push(probs.matmul(&vs)?);
             row += rows;
         }

@@ -32,6 +32,15 @@ pub struct Sample {
     pub image: String,
 }
 
+impl Sample {
+    /// The prompt without its image marker (the image comes first, wherever the marker was),
+    /// as olmOCR's and the fixtures' `prompt.replace("<image>", "").strip()`: what a Qwen model
+    /// trains on and what evaluation asks any model.
+    pub fn instruction(&self) -> String {
+        self.prompt.replace("<image>", "").trim().to_string()
+    }
+}
+
 /// One split of a dataset directory.
 pub struct Dataset {
     pub dir: PathBuf,

@@ -67,12 +67,6 @@ fn backward_whole<M: Trainable>(
     Ok(value)
 }
 
-/// The sample's instruction without the image marker (the image comes first, wherever the
-/// marker was), as olmOCR's and the fixtures' `prompt.replace("<image>", "").strip()`.
-fn instruction(sample: &Sample) -> String {
-    sample.prompt.replace("<image>", "").trim().to_string()
-}
-
 impl Trainable for deepseek_ocr::Model {
     type Example = deepseek_ocr::Example;
 
@@ -168,7 +162,7 @@ impl Trainable for qwen2_5_vl::Model {
     }
 
     fn example(&self, sample: &Sample, image: &DynamicImage, seq_len: usize) -> Result<(Self::Example, usize)> {
-        self.training_example(image, &instruction(sample), &sample.answer, seq_len)
+        self.training_example(image, &sample.instruction(), &sample.answer, seq_len)
     }
 
     fn text_example(&self, _: &str, _: usize) -> Result<Self::Example> {

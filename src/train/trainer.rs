@@ -402,16 +402,13 @@ impl<M: Trainable> Trainer<M> {
         let mut out = Vec::with_capacity(k);
         for i in 0..k {
             let s = &val.samples[i];
-            let path = val.image_path(i);
-            let image = image::open(&path).with_context(|| format!("reading {}", path.display()))?;
-            let instruction = s.prompt.replace("<image>", "");
             let params = SamplingParams {
                 max_new_tokens: Some(self.config.seq_len.min(1024)),
                 ..Default::default()
             };
-            let g = engine.generate(&image, instruction.trim_start_matches('\n'), params)?;
+            let g = engine.generate(&val.image(i)?, &s.instruction(), params)?;
             out.push(EvalSample {
-                image: path,
+                image: val.image_path(i),
                 reference: s.answer.clone(),
                 cer: metrics::cer(&g.text, &s.answer),
                 wer: metrics::wer(&g.text, &s.answer),

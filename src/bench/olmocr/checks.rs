@@ -249,16 +249,7 @@ impl Test {
                 first_n,
                 last_n,
             } => {
-                let (query, md) = if *case_sensitive {
-                    (text.clone(), normalize_text(content).chars().collect::<Vec<_>>())
-                } else {
-                    let query: String = text.iter().collect();
-                    (
-                        query.to_lowercase().chars().collect(),
-                        normalize_text(content).to_lowercase().chars().collect(),
-                    )
-                };
-                let md = window(&md, *first_n, *last_n);
+                let (query, md) = presence_texts(text, *case_sensitive, *first_n, *last_n, content);
                 let threshold = 1.0 - self.max_diffs as f64 / query.len().max(1) as f64;
                 let found = partial_ratio(&query, &md) / 100.0 >= threshold;
                 found != *absent
@@ -333,6 +324,21 @@ impl Test {
 }
 
 /// Python's `md[:first_n] + md[-last_n:]` (a zero counts as absent, as in olmocr's `if`).
+/// What a presence test compares: its text and the output's normalised text (both lowercased
+/// unless case-sensitive), the output cut to the test's first/last characters.
+pub(super) fn presence_texts(
+    text: &[char],
+    case_sensitive: bool,
+    first_n: Option<usize>,
+    last_n: Option<usize>,
+    content: &str,
+) -> (Vec<char>, Vec<char>) {
+    let fold = |s: String| if case_sensitive { s } else { s.to_lowercase() };
+    let query = fold(text.iter().collect()).chars().collect();
+    let md: Vec<char> = fold(normalize_text(content)).chars().collect();
+    (query, window(&md, first_n, last_n))
+}
+
 pub(super) fn window(md: &[char], first_n: Option<usize>, last_n: Option<usize>) -> Vec<char> {
     let head = |n: usize| &md[..n.min(md.len())];
     let tail = |n: usize| &md[md.len() - n.min(md.len())..];

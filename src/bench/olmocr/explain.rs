@@ -3,7 +3,7 @@
 //! table cell `ratio` is closest to, the equations and formatted texts the test reads), so a
 //! reader sees the comparison the score came from.
 
-use super::checks::{window, Check, Test};
+use super::checks::{presence_texts, Check, Test};
 use super::fuzzy::{best_window, partial_ratio, ratio};
 use super::markup::{footnote_marks, formatted_texts, Format};
 use super::math::equations;
@@ -73,9 +73,7 @@ pub fn explain(test: &Test, content: &str) -> Explanation {
             first_n,
             last_n,
         } => {
-            let fold = |s: String| if *case_sensitive { s } else { s.to_lowercase() };
-            let query = chars(&fold(string(text)));
-            let md = window(&chars(&fold(normalize_text(content))), *first_n, *last_n);
+            let (query, md) = presence_texts(text, *case_sensitive, *first_n, *last_n, content);
             let mut label = String::from(if *absent { "must not appear" } else { "must appear" });
             match (first_n.filter(|&n| n > 0), last_n.filter(|&n| n > 0)) {
                 (Some(f), Some(l)) => label += &format!(" in the first {f} or last {l} characters"),

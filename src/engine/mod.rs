@@ -196,9 +196,15 @@ impl Engine {
             next_id: 0,
             outbox: Vec::new(),
         };
+        // The engine loop runs on a worker of its own pool, so each parallel op's caller
+        // takes part in it instead of sleeping on a latch while two more threads wake.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(candle_core::utils::get_num_threads())
+            .thread_name(|i| format!("vellum-engine-{i}"))
+            .build()?;
         let thread = std::thread::Builder::new()
             .name("vellum-engine".into())
-            .spawn(move || core.run(rx))?;
+            .spawn(move || pool.install(move || core.run(rx)))?;
         Ok(Self {
             model,
             tx: Some(tx),

@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
     // The bench model's LM head and MLP down projection at decode's row counts.
     for (name, (n, k)) in [("lm_head_32768x640", (32768, 640)), ("down_proj_640x1792", (640, 1792))] {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-        for m in [1, 4] {
+        for m in [1, 4, 8, 16, 32] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
             group.throughput(Throughput::Elements((2 * m * n * k) as u64));
             group.bench_function(format!("gemm/{name}/rows_{m}"), |b| {

@@ -115,6 +115,9 @@ pub fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]
     if super::on_kernels(&[q, k, v]) && super::kernels::HEAD_DIMS.contains(&q.dim(D::Minus1)?) {
         return super::kernels::varlen_attention(q, k, v, cu_seqlens);
     }
+    if super::segment_attention::takes(q, k, v) {
+        return super::segment_attention::attention(q, k, v, cu_seqlens);
+    }
     varlen_attention_reference(q, k, v, cu_seqlens)
 }
 

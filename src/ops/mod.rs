@@ -16,6 +16,7 @@ pub mod loss;
 pub mod norm;
 pub mod paged_attention;
 pub mod rotary;
+pub mod segment_attention;
 pub mod skinny;
 pub mod softmax;
 

@@ -31,6 +31,21 @@ pub mod kernels {
         }
     }
 
+    /// The largest value (−∞ for none), in eight lanes: `f32::max` folded one by one does not
+    /// vectorise.
+    #[inline(always)]
+    pub fn max(values: &[f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let chunks = values.chunks_exact(8);
+        let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for c in chunks {
+            for i in 0..8 {
+                lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+            }
+        }
+        lanes.iter().fold(tail, |m, &v| m.max(v))
+    }
+
     /// Replaces each score s by exp(s − max) and returns their sum.
     #[inline(always)]
     pub fn exp_shifted_sum(scores: &mut [f32], max: f32) -> f32 {
@@ -73,7 +88,7 @@ fn softmax_row(src: &[f32], dst: &mut [f32], scale: f32, visible: usize) {
         dst[visible..].fill(0.0);
         (&src[..visible], &mut dst[..visible])
     };
-    let max = src.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = kernels::max(src);
     if max == f32::NEG_INFINITY {
         // A fully masked row: what the reference gives (NaN), not a silent uniform row.
         dst.fill(f32::NAN);

@@ -5,7 +5,8 @@
 //! trainer needs them) and, with the `cuda` feature, a kernel of kernels/*.cu. The public
 //! functions pick the kernel for CUDA tensors that carry no gradient, the twin otherwise; the
 //! twins are public too, as the kernels' references. On the CPU, f32 tensors without gradient
-//! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`), checked against the twins.
+//! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`, `segment_attention`),
+//! checked against the twins.
 
 pub mod activation;
 pub mod attention;

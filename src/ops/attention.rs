@@ -5,7 +5,7 @@
 //! queries, keys and values as flat token rows and gets the attention output back, so a paged
 //! cache can replace the contiguous one without touching model code.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Stores keys/values per layer and attends over them.
 pub trait AttentionCache {
@@ -90,22 +90,28 @@ fn probabilities(raw: &Tensor, scale: f64, causal: Option<(usize, usize)>, dtype
     let scores = match causal {
         Some((tokens, offset)) if tokens > 1 => {
             let (rows, keys) = (scores.dim(1)?, scores.dim(2)?);
-            let mask: Vec<f32> = (0..rows)
-                .flat_map(|r| {
-                    (0..keys).map(move |j| {
-                        if j <= offset + r % tokens {
-                            0.0
-                        } else {
-                            f32::NEG_INFINITY
-                        }
-                    })
-                })
-                .collect();
-            scores.broadcast_add(&Tensor::from_vec(mask, (1, rows, keys), raw.device())?)?
+            scores.broadcast_add(&causal_mask(rows, keys, tokens, offset, raw.device())?)?
         }
         _ => scores,
     };
     super::activation::softmax_last_dim(&scores)?.to_dtype(dtype)
+}
+
+/// The additive mask (1, rows, keys) of [`probabilities`]' causal case: row r (query r % tokens)
+/// sees the first `offset + r % tokens + 1` keys.
+pub(crate) fn causal_mask(rows: usize, keys: usize, tokens: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..rows)
+        .flat_map(|r| {
+            (0..keys).map(move |j| {
+                if j <= offset + r % tokens {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (1, rows, keys), device)
 }
 
 /// Bidirectional attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]` of packed
@@ -169,7 +175,6 @@ fn varlen_attention_banded(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     /// Attention computed one query, one head at a time with scalar loops.
     fn naive(

@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::f32_slice;
 use super::rotary::Rotation;
 
 /// Whether the fused ops take these tensors.
@@ -14,16 +15,6 @@ pub fn takes(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op())
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        candle_core::bail!("{what}: f32 only");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&all[start..end]),
-        None => candle_core::bail!("{what}: contiguous tensors only"),
-    }
 }
 
 /// `f(row index, output row)` for every row of `dst`, blocks of rows over threads.

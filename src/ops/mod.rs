@@ -42,3 +42,19 @@ pub fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> anyhow::Resul
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     Ok(if den == 0.0 { f64::INFINITY } else { (num / den).sqrt() })
 }
+
+/// The values of a contiguous f32 CPU tensor, for the one-pass CPU ops (`what` names the op in
+/// the error).
+fn f32_slice<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(all) = storage else {
+        candle_core::bail!("{what}: f32 only");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&all[start..end]),
+        None => candle_core::bail!("{what}: contiguous tensors only"),
+    }
+}

@@ -9,16 +9,14 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::f32_slice;
+
 /// Whether [`attention`] takes the tensors: f32 CPU tensors without gradient, on a CPU with
 /// AVX2 and FMA.
 pub fn takes(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        [q, k, v]
-            .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op())
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
+        super::cpu_fused::takes(&[q, k, v]) && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -79,10 +77,10 @@ impl CustomOp3 for SegmentAttention {
             );
         }
         let rows = Rows {
-            q: slice(qs, ql)?,
-            kt: slice(ks, kl)?,
+            q: f32_slice(qs, ql, "segment attention")?,
+            kt: f32_slice(ks, kl, "segment attention")?,
             tokens,
-            v: slice(vs, vl)?,
+            v: f32_slice(vs, vl, "segment attention")?,
             heads,
             hd,
         };
@@ -107,13 +105,6 @@ impl CustomOp3 for SegmentAttention {
             }
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
-    }
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(all), Some((a, b))) => Ok(&all[a..b]),
-        _ => candle_core::bail!("segment attention: contiguous f32 only"),
     }
 }
 

@@ -70,15 +70,12 @@ impl CustomOp2 for SkinnyMatmul {
         ws: &'a CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let slice = |s: &'a CpuStorage, l: &Layout| -> Result<&'a [f32]> {
-            match (s, l.contiguous_offsets()) {
-                (CpuStorage::F32(all), Some((a, b))) => Ok(&all[a..b]),
-                _ => candle_core::bail!("skinny matmul: contiguous f32 only"),
-            }
-        };
         let (m, k) = xl.shape().dims2()?;
         let (n, _) = wl.shape().dims2()?;
-        let (x, w) = (slice(xs, xl)?, slice(ws, wl)?);
+        let (x, w) = (
+            super::f32_slice(xs, xl, "skinny matmul")?,
+            super::f32_slice(ws, wl, "skinny matmul")?,
+        );
         // Output transposed (n, m): each block of weight rows writes its own contiguous part.
         let mut out_t = vec![0f32; n * m];
         let block = 64;

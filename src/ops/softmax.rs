@@ -152,13 +152,7 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(all) = storage else {
-            candle_core::bail!("the CPU softmax takes f32");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("the CPU softmax takes a contiguous tensor");
-        };
-        let src = &all[start..end];
+        let src = super::f32_slice(storage, layout, "the CPU softmax")?;
         let dim = layout.dims().last().copied().unwrap_or(1).max(1);
         let mut dst = vec![0f32; src.len()];
         // Blocks of rows across threads, each vectorised; small tensors (decode steps) in this
@@ -222,18 +216,8 @@ mod tests {
         // 2 matrices of (3 heads × 5 tokens) rows over 9 keys: 4 cached, then the 5 tokens.
         let (tokens, offset, keys) = (5, 4, 9);
         let x = (Tensor::randn(0f32, 3.0, (2, 3 * tokens, keys), &dev)? * 4.0)?;
-        let mask: Vec<f32> = (0..3 * tokens)
-            .flat_map(|r| {
-                (0..keys).map(move |j| {
-                    if j <= offset + r % tokens {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-            })
-            .collect();
-        let masked = (x.clone() * 0.125)?.broadcast_add(&Tensor::from_vec(mask, (1, 3 * tokens, keys), &dev)?)?;
+        let mask = crate::ops::attention::causal_mask(3 * tokens, keys, tokens, offset, &dev)?;
+        let masked = (x.clone() * 0.125)?.broadcast_add(&mask)?;
         let want = candle_nn::ops::softmax_last_dim(&masked)?;
         let got = scaled(&x, 0.125, Some((tokens, offset)))?;
         let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -46,13 +46,27 @@ pub mod kernels {
         lanes.iter().fold(tail, |m, &v| m.max(v))
     }
 
+    /// The sum, in eight lanes: added one by one, each addition waits for the last.
+    #[inline(always)]
+    pub fn sum(values: &[f32]) -> f32 {
+        let mut lanes = [0f32; 8];
+        let chunks = values.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for i in 0..8 {
+                lanes[i] += c[i];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+
     /// Replaces each score s by exp(s − max) and returns their sum.
     #[inline(always)]
     pub fn exp_shifted_sum(scores: &mut [f32], max: f32) -> f32 {
         for s in scores.iter_mut() {
             *s = super::exp_nonpositive(*s - max);
         }
-        scores.iter().sum()
+        sum(scores)
     }
 }
 
@@ -94,14 +108,10 @@ fn softmax_row(src: &[f32], dst: &mut [f32], scale: f32, visible: usize) {
         dst.fill(f32::NAN);
         return;
     }
-    let mut sum = 0f32;
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = exp_nonpositive((s - max) * scale);
     }
-    for &d in dst.iter() {
-        sum += d;
-    }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / kernels::sum(dst);
     for d in dst.iter_mut() {
         *d *= inv;
     }

@@ -2,7 +2,8 @@
 //! (candle's fused op, scalar libm `expf`, vs vellum's vectorised one) at the shapes a
 //! 532-pixel page gives the bench model's tower (a full-attention block: 10 heads × 1,444² scores;
 //! a window block: 64-token windows) and a decode step (16 sequences × 10 heads × 500 keys);
-//! the few-row `x · wᵀ` against the GEMM (throughput in FLOP).
+//! the few-row `x · wᵀ` against the GEMM; the int8 fast mode's linear (activations quantised
+//! per call, included) against the f32 GEMM (throughput in FLOP, 2 per multiply-add).
 
 use std::time::Duration;
 
@@ -48,6 +49,33 @@ fn bench(c: &mut Criterion) {
             group.bench_function(format!("vellum/{name}/rows_{m}"), |b| {
                 b.iter(|| vellum::ops::skinny::matmul_t(&x, &w).unwrap())
             });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("int8_linear");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(3));
+    // The bench model's tower MLP (1,444 patches of a page), decoder MLP at a batched prefill
+    // (16 × 426 prompt tokens), and the LM head at decode.
+    for (name, (n, k), rows) in [
+        ("tower_up_1708x640", (1708, 640), &[1444][..]),
+        ("down_proj_640x1792", (640, 1792), &[6816, 16][..]),
+        ("lm_head_32768x640", (32768, 640), &[1, 16, 64][..]),
+    ] {
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let q = vellum::ops::int8::Int8Linear::new(&w, None).unwrap();
+        for &m in rows {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+            group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            group.bench_function(format!("f32_gemm/{name}/rows_{m}"), |b| {
+                b.iter(|| x.matmul(&w.t().unwrap()).unwrap())
+            });
+            if vellum::ops::int8::supported() {
+                group.bench_function(format!("int8/{name}/rows_{m}"), |b| b.iter(|| q.forward(&x).unwrap()));
+            }
         }
     }
     group.finish();

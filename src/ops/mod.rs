@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod attention;
 pub mod cpu_fused;
+pub mod int8;
 #[cfg(feature = "cuda")]
 pub mod kernels;
 pub mod loss;

@@ -1,0 +1,396 @@
+//! `x · wᵀ + b` in integers on AVX2 CPUs: the linear layers of the int8 fast mode.
+//!
+//! AVX2 has no int8 dot product (VNNI). Its fastest integer step, `vpmaddubsw`, multiplies
+//! unsigned by signed bytes and adds neighbours into saturating i16. Two such steps summed in
+//! i16 before one widening `vpmaddwd` run at 107 G multiply-adds/s per core here, against 51 for
+//! f32 FMAs and 72 for llama.cpp's sign-trick step (benches/cpu_peak.rs). That needs four
+//! products to fit in an i16: activations take 7 bits unsigned (0..=127 from each row's min in
+//! its own steps) and weights 7 bits signed (−63..=63, one scale per output row):
+//! 4 · 127 · 63 = 32,004 ≤ 32,767. With x ≈ min + s·xu and w ≈ sw·wq,
+//!
+//! `y[m][n] = sw[n] · (s[m] · Σ xu·wq + min[m] · Σ wq) + b[n]`,
+//!
+//! the sums exact in i32. Serving only: the weights are a quantised copy, not the parameters.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Output rows per weight panel: two 8-lane i32 accumulators.
+const NR: usize = 16;
+/// Input values per kernel step: two 4-byte groups, one `vpmaddubsw` each.
+const KSTEP: usize = 8;
+/// Rows of `x` per kernel call (4 × 2 accumulators, 4 weight vectors and the broadcasts fill
+/// the 16 registers).
+const MR: usize = 4;
+/// Rows of `x` one task takes: their codes (64 × K bytes) stay in L2 while each weight panel
+/// (16 × K bytes) is read from L1 by all of them.
+const ROW_BLOCK: usize = 64;
+const WEIGHT_MAX: f32 = 63.0;
+const CODE_MAX: f32 = 127.0;
+
+/// Whether this CPU runs the kernel (AVX2 and FMA).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A linear layer's weights (N, K) and bias, quantised and packed for the kernel.
+#[derive(Debug)]
+pub struct Int8Linear {
+    n: usize,
+    k: usize,
+    /// K rounded up to [`KSTEP`]; the padding is zero weights.
+    kp: usize,
+    /// Per panel of [`NR`] output rows and per [`KSTEP`] inputs, 128 bytes: inputs 0..4 of
+    /// rows 0..8, of rows 8..16, then inputs 4..8 of rows 0..8 and of rows 8..16 (row r's four
+    /// bytes land in i32 lane r % 8 of a vector). Rows past N are zero.
+    panels: Vec<i8>,
+    /// Per output row, padded to whole panels: sw, sw · Σ wq, the bias.
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Int8Linear {
+    /// Quantises `weight` (N, K) and keeps `bias` (N) in f32.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (n, k) = weight.dims2()?;
+        let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let kp = k.div_ceil(KSTEP) * KSTEP;
+        let np = n.div_ceil(NR) * NR;
+        let mut panels = vec![0i8; np * kp];
+        let (mut scale, mut offset) = (vec![0f32; np], vec![0f32; np]);
+        for (row, values) in w.chunks_exact(k).enumerate() {
+            let amax = values.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let sw = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
+            let (panel, lane) = (row / NR, row % NR);
+            let mut sum = 0i32;
+            for (i, v) in values.iter().enumerate() {
+                let q = (v / sw).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
+                sum += q as i32;
+                let at = panel * NR * kp
+                    + i / KSTEP * NR * KSTEP
+                    + (i % KSTEP) / 4 * NR * 4
+                    + lane / 8 * 32
+                    + lane % 8 * 4
+                    + i % 4;
+                panels[at] = q;
+            }
+            scale[row] = sw;
+            offset[row] = sw * sum as f32;
+        }
+        let mut b = vec![0f32; np];
+        if let Some(bias) = bias {
+            let values: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+            if values.len() != n {
+                candle_core::bail!("int8 linear: {} bias values for {n} outputs", values.len());
+            }
+            b[..n].copy_from_slice(&values);
+        }
+        Ok(Self {
+            n,
+            k,
+            kp,
+            panels,
+            scale,
+            offset,
+            bias: b,
+        })
+    }
+
+    /// `x · wᵀ + b` for `x` (..., K) f32 on the CPU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1_no_bwd(self)
+    }
+
+    /// The rows of `x` (M × K) times the weights, M × N.
+    fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (k, kp, n) = (self.k, self.kp, self.n);
+        let mut codes = vec![0u8; m * kp];
+        let mut rows = vec![(0f32, 0f32); m];
+        codes
+            .par_chunks_mut(ROW_BLOCK * kp)
+            .zip(rows.par_chunks_mut(ROW_BLOCK))
+            .zip(x.par_chunks(ROW_BLOCK * k))
+            .for_each(|((codes, rows), x)| {
+                for ((c, r), x) in codes.chunks_exact_mut(kp).zip(rows.iter_mut()).zip(x.chunks_exact(k)) {
+                    *r = quantize_row(x, &mut c[..k]);
+                }
+            });
+        let mut y = vec![0f32; m * n];
+        let panels = self.panels.len() / (NR * kp);
+        let row_blocks = m.div_ceil(ROW_BLOCK);
+        // Enough tasks for the threads when there are few rows (decode): split the panels.
+        let splits = (4 * rayon::current_num_threads()).div_ceil(row_blocks).clamp(1, panels);
+        let per_split = panels.div_ceil(splits);
+        let out = SendPtr(y.as_mut_ptr());
+        (0..row_blocks * splits).into_par_iter().for_each(|task| {
+            let (block, split) = (task / splits, task % splits);
+            let row_range = block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(m);
+            for panel in split * per_split..((split + 1) * per_split).min(panels) {
+                let cols = (n - panel * NR).min(NR);
+                let mut r = row_range.start;
+                while r < row_range.end {
+                    let count = (row_range.end - r).min(MR);
+                    // SAFETY: tasks write disjoint tiles (rows of their block × columns of
+                    // their panels) of `y`, which outlives the parallel loop.
+                    let out = unsafe { out.get().add(r * n + panel * NR) };
+                    self.tile(&codes[r * kp..(r + count) * kp], &rows[r..r + count], panel, out, cols);
+                    r += count;
+                }
+            }
+        });
+        y
+    }
+
+    /// Up to [`MR`] rows of codes against one panel, written to `out` (row stride N).
+    fn tile(&self, codes: &[u8], rows: &[(f32, f32)], panel: usize, out: *mut f32, cols: usize) {
+        let kp = self.kp;
+        let weights = &self.panels[panel * NR * kp..][..NR * kp];
+        let at = panel * NR;
+        let params = Panel {
+            scale: &self.scale[at..at + NR],
+            offset: &self.offset[at..at + NR],
+            bias: &self.bias[at..at + NR],
+        };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `supported()` is checked when a model is quantised (the layers exist only
+        // then); codes hold rows.len() rows of kp bytes, weights NR × kp, and out has rows.len()
+        // rows of `cols` writable values at stride N.
+        unsafe {
+            match rows.len() {
+                1 => tile_avx2::<1>(codes, kp, weights, rows, &params, out, self.n, cols),
+                2 => tile_avx2::<2>(codes, kp, weights, rows, &params, out, self.n, cols),
+                3 => tile_avx2::<3>(codes, kp, weights, rows, &params, out, self.n, cols),
+                _ => tile_avx2::<4>(codes, kp, weights, rows, &params, out, self.n, cols),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (codes, rows, weights, params, out, cols);
+    }
+}
+
+struct Panel<'a> {
+    scale: &'a [f32],
+    offset: &'a [f32],
+    bias: &'a [f32],
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: shared only for disjoint writes (see `matmul`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A row's 7-bit codes (x ≈ min + step · code) and its (step, min).
+fn quantize_row(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: int8 layers exist only where `supported()` holds.
+    unsafe {
+        quantize_row_avx2(x, codes)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    quantize_row_portable(x, codes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn quantize_row_avx2(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
+    quantize_row_portable(x, codes)
+}
+
+/// Min and max in eight lanes and a conversion loop the compiler vectorises.
+#[inline(always)]
+fn quantize_row_portable(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let chunks = x.chunks_exact(8);
+    for &v in chunks.remainder() {
+        (lo[0], hi[0]) = (lo[0].min(v), hi[0].max(v));
+    }
+    for c in chunks {
+        for i in 0..8 {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+    let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let step = if hi > lo { (hi - lo) / CODE_MAX } else { 1.0 };
+    let inv = 1.0 / step;
+    for (c, v) in codes.iter_mut().zip(x) {
+        // (v − lo) · inv lies in [0, 127] up to rounding; the cast saturates below.
+        *c = ((v - lo) * inv + 0.5).min(CODE_MAX) as u8;
+    }
+    (step, lo)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2<const R: usize>(
+    codes: &[u8],
+    kp: usize,
+    weights: &[i8],
+    rows: &[(f32, f32)],
+    panel: &Panel,
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let (x, mut w) = (codes.as_ptr(), weights.as_ptr() as *const __m256i);
+    let mut kk = 0;
+    while kk < kp {
+        let (wa0, wa1) = (_mm256_loadu_si256(w), _mm256_loadu_si256(w.add(1)));
+        let (wb0, wb1) = (_mm256_loadu_si256(w.add(2)), _mm256_loadu_si256(w.add(3)));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let at = x.add(r * kp + kk);
+            let xa = _mm256_set1_epi32((at as *const i32).read_unaligned());
+            let xb = _mm256_set1_epi32((at.add(4) as *const i32).read_unaligned());
+            let p0 = _mm256_add_epi16(_mm256_maddubs_epi16(xa, wa0), _mm256_maddubs_epi16(xb, wb0));
+            let p1 = _mm256_add_epi16(_mm256_maddubs_epi16(xa, wa1), _mm256_maddubs_epi16(xb, wb1));
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p0, ones));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(p1, ones));
+        }
+        w = w.add(4);
+        kk += KSTEP;
+    }
+    for half in 0..2 {
+        let scale = _mm256_loadu_ps(panel.scale.as_ptr().add(8 * half));
+        let offset = _mm256_loadu_ps(panel.offset.as_ptr().add(8 * half));
+        let bias = _mm256_loadu_ps(panel.bias.as_ptr().add(8 * half));
+        for (r, &(step, min)) in rows.iter().enumerate() {
+            let y = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(acc[r][half]),
+                _mm256_mul_ps(_mm256_set1_ps(step), scale),
+                _mm256_fmadd_ps(_mm256_set1_ps(min), offset, bias),
+            );
+            let dst = out.add(r * ldo + 8 * half);
+            if cols >= 8 * (half + 1) {
+                _mm256_storeu_ps(dst, y);
+            } else if cols > 8 * half {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), y);
+                std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, cols - 8 * half);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for Int8Linear {
+    fn name(&self) -> &'static str {
+        "vellum-int8-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = super::f32_slice(storage, layout, "int8 linear")?;
+        let mut dims = layout.shape().dims().to_vec();
+        if dims.last() != Some(&self.k) {
+            candle_core::bail!("int8 linear: input {:?} for {} inputs", dims, self.k);
+        }
+        let m = x.len() / self.k;
+        *dims.last_mut().expect("checked above") = self.n;
+        Ok((CpuStorage::F32(self.matmul(x, m)), Shape::from(dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The same arithmetic written out: codes and weights by the definitions above, integer
+    /// sums, then the affine map.
+    fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize, bias: &[f32]) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for j in 0..n {
+            let wr = &w[j * k..][..k];
+            let amax = wr.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let sw = amax / WEIGHT_MAX;
+            let wq: Vec<i32> = wr.iter().map(|v| (v / sw).round() as i32).collect();
+            for i in 0..m {
+                let xr = &x[i * k..][..k];
+                let lo = xr.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let step = (hi - lo) / CODE_MAX;
+                let inv = 1.0 / step;
+                let dot: i64 = xr
+                    .iter()
+                    .zip(&wq)
+                    .map(|(v, q)| ((((v - lo) * inv) + 0.5).floor().min(127.0) as i64) * *q as i64)
+                    .sum();
+                let sum: i64 = wq.iter().map(|&q| q as i64).sum();
+                y[i * n + j] = (sw as f64 * (step as f64 * dot as f64 + lo as f64 * sum as f64)) as f32 + bias[j];
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_its_arithmetic_written_out_at_every_tail() -> Result<()> {
+        if !supported() {
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        for (m, n, k) in [
+            (1, 16, 8),
+            (3, 17, 13),
+            (4, 31, 64),
+            (7, 40, 77),
+            (70, 33, 100),
+            (130, 16, 24),
+        ] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+            let got: Vec<f32> = Int8Linear::new(&w, Some(&b))?.forward(&x)?.flatten_all()?.to_vec1()?;
+            let want = reference(
+                &x.flatten_all()?.to_vec1()?,
+                m,
+                &w.flatten_all()?.to_vec1()?,
+                n,
+                k,
+                &b.to_vec1()?,
+            );
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-4, "{m}×{k} · ({n}×{k})ᵀ: max difference {err}");
+        }
+        Ok(())
+    }
+
+    /// The quantisation error against f32: ≈ 1.5% of rms from each side (a step of ~1/20 σ).
+    #[test]
+    fn stays_within_the_quantisation_error_of_f32() -> Result<()> {
+        if !supported() {
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.05, (640, 1792), &dev)?;
+        let b = Tensor::randn(0f32, 0.1, 640, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 37, 1792), &dev)?;
+        let got = Int8Linear::new(&w, Some(&b))?.forward(&x)?;
+        let want = x.broadcast_matmul(&w.t()?)?.broadcast_add(&b)?;
+        assert_eq!(got.dims(), &[2, 37, 640]);
+        let err = super::super::rel_l2(&got, &want).map_err(candle_core::Error::wrap)?;
+        assert!(err < 0.03, "rel L2 {err}");
+        assert!(
+            err > 1e-3,
+            "rel L2 {err}: no quantisation error at all, so no quantisation"
+        );
+        Ok(())
+    }
+}

@@ -7,6 +7,7 @@
 //! against HF transformers by a reference script, charted by [`peer`]. Both draw [`chart`]s.
 
 pub mod chart;
+pub mod fidelity;
 pub mod olmocr;
 pub mod peer;
 

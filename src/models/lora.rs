@@ -6,15 +6,14 @@
 //! The adapters live in the model's parameter store beside the weights they adapt, under
 //! `<module>.lora_A.weight` / `<module>.lora_B.weight` (the module's checkpoint name); a layer
 //! picks its adapter up when the store has one, so serving an unmerged adapter and training one
-//! run the same code. On disk they are peft's `adapter_config.json` and
+//! run the same code ([`super::linear::Linear`]). On disk they are peft's `adapter_config.json` and
 //! `adapter_model.safetensors` (`base_model.model.<module>.lora_A.weight`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -89,46 +88,6 @@ impl LoraConfig {
             base.to_string()
         })
     }
-}
-
-/// A linear layer with an optional adapter.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    base: candle_nn::Linear,
-    adapter: Option<(Tensor, Tensor, f64)>,
-}
-
-impl Module for Linear {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let out = crate::ops::skinny::linear(&self.base, xs)?;
-        match &self.adapter {
-            Some((a, b, scale)) => out + (xs.matmul(&a.t()?)?.matmul(&b.t()?)? * *scale)?,
-            None => Ok(out),
-        }
-    }
-}
-
-/// `candle_nn::linear_b`, with the adapter the store holds for this module when `scale` is
-/// given (the model carries an adapter config).
-pub fn linear_b(
-    in_dim: usize,
-    out_dim: usize,
-    bias: bool,
-    vb: VarBuilder,
-    scale: Option<f64>,
-) -> candle_core::Result<Linear> {
-    let adapter = match scale {
-        Some(scale) if vb.contains_tensor("lora_A.weight") => Some((
-            vb.pp("lora_A").get_unchecked("weight")?,
-            vb.pp("lora_B").get_unchecked("weight")?,
-            scale,
-        )),
-        _ => None,
-    };
-    Ok(Linear {
-        base: candle_nn::linear_b(in_dim, out_dim, bias, vb)?,
-        adapter,
-    })
 }
 
 /// An adapter tensor's name in the store → the module it adapts and which half it is.

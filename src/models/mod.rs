@@ -2,6 +2,7 @@
 //! interface the engine drives.
 
 pub mod deepseek_ocr;
+pub mod linear;
 pub mod lora;
 pub mod qwen2_5_vl;
 pub mod qwen2_vl;
@@ -119,23 +120,32 @@ impl PreparedPrompt {
     }
 }
 
-/// Opens the model a directory or hub id (`org/name[@revision]`) holds, on `device` in `dtype`
-/// (the device's default when None). `finepdfs_bounds` gives a Qwen2.5-VL model the image
+/// Opens the model a directory, adapter directory or hub id (`org/name[@revision]`) holds, on
+/// `device` in `dtype` (the device's default when None). `int8` quantises a Qwen-VL model's
+/// linear layers ([`crate::ops::int8`]: f32 on AVX2 CPUs); `finepdfs_bounds` gives it the image
 /// bounds FinePDFs ran RolmOCR with (at most 2048 merged tokens a page).
 pub fn open(
     spec: &str,
     device: &Device,
     dtype: Option<DType>,
+    int8: bool,
     finepdfs_bounds: bool,
 ) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
+    if int8 {
+        check_int8(device, dtype)?;
+    }
+    let qwen = |mut model: qwen2_5_vl::Model| -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
+        if finepdfs_bounds {
+            model = model.with_finepdfs_bounds();
+        }
+        if int8 {
+            model = model.quantized()?;
+        }
+        Ok(std::sync::Arc::new(model))
+    };
     if let Some(dir) = lora::adapter_dir(std::path::Path::new(spec)) {
-        let model = load_adapter(&dir, dtype, device)?;
-        return Ok(std::sync::Arc::new(if finepdfs_bounds {
-            model.with_finepdfs_bounds()
-        } else {
-            model
-        }));
+        return qwen(load_adapter(&dir, dtype, device)?);
     }
     let files = crate::hub::resolve(spec)?;
     // Found before loading, not by the OOM killer halfway through it.
@@ -155,16 +165,35 @@ pub fn open(
             }
         );
     }
-    if finepdfs_bounds {
-        let model = qwen2_5_vl::Model::load(&files, dtype, device)
-            .map_err(|e| anyhow::anyhow!("FinePDFs bounds apply to Qwen2.5-VL models: {e:#}"))?;
-        return Ok(std::sync::Arc::new(model.with_finepdfs_bounds()));
+    if !finepdfs_bounds && !int8 {
+        return load(&files, dtype, device);
     }
-    load(&files, dtype, device)
+    let root = files
+        .read_json("config.json")?
+        .with_context(|| format!("{} has no config.json", files.dir.display()))?;
+    let what = if int8 { "int8" } else { "FinePDFs bounds" };
+    qwen(
+        load_qwen(&files, root, dtype, device)
+            .with_context(|| format!("{what} applies to Qwen2-VL and Qwen2.5-VL models"))?,
+    )
 }
 
-/// The architecture a config.json names; configs saved without `architectures` still name
-/// their model type.
+/// The int8 layers' conditions (checked by [`open`] before anything loads).
+pub fn check_int8(device: &Device, dtype: DType) -> Result<()> {
+    if !device.is_cpu() {
+        anyhow::bail!("--quantization int8 runs on the CPU; on a GPU, --dtype bf16 is the fast mode");
+    }
+    if dtype != DType::F32 {
+        anyhow::bail!(
+            "--quantization int8 computes around its integer products in f32: leave --dtype at f32, not {dtype:?}"
+        );
+    }
+    if !crate::ops::int8::supported() {
+        anyhow::bail!("--quantization int8 needs a CPU with AVX2 and FMA, which this one lacks");
+    }
+    Ok(())
+}
+
 pub fn architecture(config: &serde_json::Value) -> String {
     match (config["architectures"][0].as_str(), config["model_type"].as_str()) {
         (Some(arch), _) => arch,

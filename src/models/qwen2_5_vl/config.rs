@@ -6,6 +6,8 @@
 
 use anyhow::{bail, Context, Result};
 use candle_nn::Activation;
+
+use crate::models::linear::LinearConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -45,9 +47,9 @@ pub struct VisionConfig {
     /// [`crate::models::qwen2_vl`].
     #[serde(skip)]
     pub tower: Tower,
-    /// α/r of the LoRA adapters the model's store holds (none: no adapters are read).
+    /// How the linear layers are built (adapters, int8).
     #[serde(skip)]
-    pub lora_scale: Option<f64>,
+    pub linear: LinearConfig,
 }
 
 /// Qwen2-VL's tower (LayerNorm, fc1 → QuickGELU → fc2, full attention in every block, a
@@ -117,8 +119,8 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
     pub hidden_act: Activation,
-    /// α/r of the LoRA adapters the model's store holds (none: no adapters are read).
-    pub lora_scale: Option<f64>,
+    /// How the linear layers are built (adapters, int8).
+    pub linear: LinearConfig,
 }
 
 impl TextConfig {
@@ -248,7 +250,7 @@ impl Config {
                 .or(top.max_position_embeddings)
                 .unwrap_or(128_000),
             hidden_act: nested.hidden_act.or(top.hidden_act).unwrap_or(Activation::Silu),
-            lora_scale: None,
+            linear: LinearConfig::default(),
         };
         if text.mrope_section.iter().sum::<usize>() * 2 != text.head_dim() {
             bail!(

@@ -176,6 +176,9 @@ impl Model {
     /// those whose (checkpoint) names `frozen` accepts: nothing upstream of a frozen tensor is
     /// differentiated, so a frozen tower costs no backward pass.
     pub fn training_view(&self, frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Result<Self> {
+        if self.config.text.linear.int8 {
+            bail!("an int8 model is for serving: train the f32 model it was quantised from");
+        }
         let vb = view(&self.params, self.params.training(self.dtype, &self.device, frozen));
         Self::from_parts(self.parts(), self.params.clone(), vb)
     }
@@ -287,7 +290,7 @@ impl Model {
             lora,
         } = parts;
         let scale = lora.as_ref().map(LoraConfig::scale);
-        (config.text.lora_scale, config.vision.lora_scale) = (scale, scale);
+        (config.text.linear.lora_scale, config.vision.linear.lora_scale) = (scale, scale);
         if config.vision.out_hidden_size != config.text.hidden_size {
             bail!(
                 "vision out_hidden_size {} differs from the text hidden_size {}",
@@ -330,6 +333,16 @@ impl Model {
     pub fn with_finepdfs_bounds(mut self) -> Self {
         self.image_processor = self.image_processor.with_finepdfs_bounds();
         self
+    }
+
+    /// The same model with its linear layers (decoder, LM head, tower, merger) quantised to
+    /// int8 for serving on the CPU ([`crate::ops::int8`]); embeddings, norms and attention stay
+    /// in f32.
+    pub fn quantized(&self) -> Result<Self> {
+        let mut parts = self.parts();
+        (parts.config.text.linear.int8, parts.config.vision.linear.int8) = (true, true);
+        let vb = view(&self.params, self.params.serving(self.dtype, &self.device));
+        Self::from_parts(parts, self.params.clone(), vb)
     }
 
     pub fn num_layers(&self) -> usize {

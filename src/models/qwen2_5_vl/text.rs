@@ -9,7 +9,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, linear_no_bias, Activation, Embedding, Linear, VarBuilder};
 
 use super::config::TextConfig;
-use crate::models::lora;
+use crate::models::linear::{self, LinearConfig};
 use crate::ops::{activation::gated, attention::AttentionCache, norm::RmsNorm, rotary};
 
 /// Per-token (t, h, w) positions → cos/sin tables (tokens, head_dim) in the model dtype.
@@ -49,10 +49,10 @@ impl MropeEmbedding {
 }
 
 struct Attention {
-    q_proj: lora::Linear,
-    k_proj: lora::Linear,
-    v_proj: lora::Linear,
-    o_proj: lora::Linear,
+    q_proj: linear::Linear,
+    k_proj: linear::Linear,
+    v_proj: linear::Linear,
+    o_proj: linear::Linear,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -62,7 +62,7 @@ impl Attention {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        let lin = |i, o, bias, name: &str| lora::linear_b(i, o, bias, vb.pp(name), cfg.lora_scale);
+        let lin = |i, o, bias, name: &str| linear::linear_b(i, o, bias, vb.pp(name), cfg.linear);
         Ok(Self {
             q_proj: lin(h, nh * hd, true, "q_proj")?,
             k_proj: lin(h, nkv * hd, true, "k_proj")?,
@@ -106,24 +106,24 @@ impl Attention {
 /// The gated MLP of the decoder (`Qwen2MLP`, no biases) and of the vision blocks
 /// (`Qwen2_5_VLMLP`, with biases).
 pub(super) struct Mlp {
-    gate_proj: lora::Linear,
-    up_proj: lora::Linear,
-    down_proj: lora::Linear,
+    gate_proj: linear::Linear,
+    up_proj: linear::Linear,
+    down_proj: linear::Linear,
     act: Activation,
 }
 
 impl Mlp {
-    /// `lora_scale`: the model's adapter scale, when it carries adapters.
+    /// `config`: how the model builds its linear layers.
     pub(super) fn new(
         hidden: usize,
         intermediate: usize,
         act: Activation,
         bias: bool,
-        lora_scale: Option<f64>,
+        config: LinearConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
         let (h, i) = (hidden, intermediate);
-        let lin = |a, b, name: &str| lora::linear_b(a, b, bias, vb.pp(name), lora_scale);
+        let lin = |a, b, name: &str| linear::linear_b(a, b, bias, vb.pp(name), config);
         Ok(Self {
             gate_proj: lin(h, i, "gate_proj")?,
             up_proj: lin(h, i, "up_proj")?,
@@ -156,7 +156,7 @@ impl DecoderLayer {
                 cfg.intermediate_size,
                 cfg.hidden_act,
                 false,
-                cfg.lora_scale,
+                cfg.linear,
                 vb.pp("mlp"),
             )?,
             input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
@@ -188,7 +188,7 @@ pub struct TextModel {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: linear::Linear,
     rope: MropeEmbedding,
 }
 
@@ -202,6 +202,7 @@ impl TextModel {
         } else {
             linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
         };
+        let lm_head = linear::Linear::new(lm_head, cfg.linear.int8)?;
         Ok(Self {
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))
@@ -258,6 +259,6 @@ impl TextModel {
     /// f32 logits of the rows `rows` of the last layer's output `xs`.
     pub fn logits(&self, xs: &Tensor, rows: &[u32]) -> Result<Tensor> {
         let rows = xs.index_select(&Tensor::new(rows, xs.device())?, 0)?;
-        crate::ops::skinny::linear(&self.lm_head, &self.norm.forward(&rows)?)?.to_dtype(DType::F32)
+        self.lm_head.forward(&self.norm.forward(&rows)?)?.to_dtype(DType::F32)
     }
 }

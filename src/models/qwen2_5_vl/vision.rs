@@ -9,9 +9,9 @@
 //! raster order at the end. Several images go through in one call, packed along the rows.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use crate::models::lora;
+use crate::models::linear::{self, LinearConfig};
 
 use super::config::{Tower, VisionConfig};
 use super::text::Mlp;
@@ -47,8 +47,8 @@ impl PatchEmbed {
 }
 
 struct VisionAttention {
-    qkv: lora::Linear,
-    proj: lora::Linear,
+    qkv: linear::Linear,
+    proj: linear::Linear,
     num_heads: usize,
 }
 
@@ -56,8 +56,8 @@ impl VisionAttention {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.hidden_size;
         Ok(Self {
-            qkv: lora::linear_b(dim, dim * 3, true, vb.pp("qkv"), cfg.lora_scale)?,
-            proj: lora::linear_b(dim, dim, true, vb.pp("proj"), cfg.lora_scale)?,
+            qkv: linear::linear_b(dim, dim * 3, true, vb.pp("qkv"), cfg.linear)?,
+            proj: linear::linear_b(dim, dim, true, vb.pp("proj"), cfg.linear)?,
             num_heads: cfg.num_heads,
         })
     }
@@ -115,17 +115,17 @@ impl Module for Norm {
 /// The gated SiLU MLP (Qwen2.5-VL), or fc1 → QuickGELU → fc2 (Qwen2-VL, `x·σ(1.702·x)`).
 enum VisionMlp {
     Gated(Mlp),
-    QuickGelu { fc1: lora::Linear, fc2: lora::Linear },
+    QuickGelu { fc1: linear::Linear, fc2: linear::Linear },
 }
 
 impl VisionMlp {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let (dim, hidden) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(match cfg.tower {
-            Tower::Qwen25 => VisionMlp::Gated(Mlp::new(dim, hidden, cfg.hidden_act, true, cfg.lora_scale, vb)?),
+            Tower::Qwen25 => VisionMlp::Gated(Mlp::new(dim, hidden, cfg.hidden_act, true, cfg.linear, vb)?),
             Tower::Qwen2 => VisionMlp::QuickGelu {
-                fc1: lora::linear_b(dim, hidden, true, vb.pp("fc1"), cfg.lora_scale)?,
-                fc2: lora::linear_b(hidden, dim, true, vb.pp("fc2"), cfg.lora_scale)?,
+                fc1: linear::linear_b(dim, hidden, true, vb.pp("fc1"), cfg.linear)?,
+                fc2: linear::linear_b(hidden, dim, true, vb.pp("fc2"), cfg.linear)?,
             },
         })
     }
@@ -171,18 +171,23 @@ impl VisionBlock {
 /// concatenated and projected.
 struct PatchMerger {
     ln_q: Norm,
-    mlp0: Linear,
-    mlp2: Linear,
+    mlp0: linear::Linear,
+    mlp2: linear::Linear,
     group_dim: usize,
 }
 
 impl PatchMerger {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let group_dim = cfg.hidden_size * cfg.spatial_merge_size.pow(2);
+        // The merger carries no adapter: only the blocks' layers are LoRA targets here.
+        let int8 = LinearConfig {
+            lora_scale: None,
+            ..cfg.linear
+        };
         Ok(Self {
             ln_q: Norm::new(cfg.tower, cfg.hidden_size, vb.pp("ln_q"))?,
-            mlp0: linear(group_dim, group_dim, vb.pp("mlp.0"))?,
-            mlp2: linear(group_dim, cfg.out_hidden_size, vb.pp("mlp.2"))?,
+            mlp0: linear::linear_b(group_dim, group_dim, true, vb.pp("mlp.0"), int8)?,
+            mlp2: linear::linear_b(group_dim, cfg.out_hidden_size, true, vb.pp("mlp.2"), int8)?,
             group_dim,
         })
     }

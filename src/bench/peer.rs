@@ -1,6 +1,7 @@
 //! The comparison with HF transformers (`ocr bench --peer transformers`, which runs
 //! tests/reference/bench_vs_transformers.py) as a chart: generated tokens/s of vellum, batched
-//! and one request at a time, and of transformers in each dtype it ran, from the script's JSON.
+//! and one request at a time (f32, and the int8 fast mode when it ran), and of transformers in
+//! each dtype it ran, from the script's JSON.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use super::chart::BarChart;
 #[derive(Deserialize)]
 struct Results {
     vellum: Vellum,
+    vellum_int8: Option<Vellum>,
     /// Per transformers dtype, the seconds its one padded batch took.
     transformers_batched_seconds: BTreeMap<String, f64>,
 }
@@ -34,16 +36,19 @@ struct Ocr {
 pub fn chart(results_json: &str) -> Result<BarChart> {
     let r: Results = serde_json::from_str(results_json).context("not bench_vs_transformers.py's results")?;
     let generated = (r.vellum.ocr.requests * r.vellum.ocr.new_tokens) as f64;
-    let mut series = vec![
-        (
-            "vellum, continuous batching".to_string(),
-            vec![r.vellum.ocr.batched_tokens_per_second],
-        ),
-        (
-            "vellum, one at a time".to_string(),
-            vec![r.vellum.ocr.sequential_tokens_per_second],
-        ),
-    ];
+    let mut series = Vec::new();
+    for (mode, v) in [("f32", Some(&r.vellum)), ("int8", r.vellum_int8.as_ref())] {
+        if let Some(v) = v {
+            series.push((
+                format!("vellum {mode}, continuous batching"),
+                vec![v.ocr.batched_tokens_per_second],
+            ));
+            series.push((
+                format!("vellum {mode}, one at a time"),
+                vec![v.ocr.sequential_tokens_per_second],
+            ));
+        }
+    }
     series.extend(
         r.transformers_batched_seconds
             .iter()
@@ -75,5 +80,14 @@ mod tests {
         assert_eq!(values, [21.2, 17.0, 16.0 * 64.0 / 35.7]);
         assert!(chart.series[2].0.contains("float32"));
         assert!(super::chart(r#"{"vellum": {}}"#).is_err());
+
+        let json = json.replacen(
+            r#""transformers_batched_seconds""#,
+            r#""vellum_int8": {"ocr": {"requests": 16, "new_tokens": 64, "batched_tokens_per_second": 40.0,
+                "sequential_tokens_per_second": 30.0}}, "transformers_batched_seconds""#,
+            1,
+        );
+        let values: Vec<f64> = super::chart(&json).unwrap().series.iter().map(|(_, v)| v[0]).collect();
+        assert_eq!(values, [21.2, 17.0, 40.0, 30.0, 16.0 * 64.0 / 35.7]);
     }
 }

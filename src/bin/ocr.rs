@@ -219,8 +219,8 @@ struct BenchArgs {
     model: Option<String>,
     /// Measure HF transformers beside vellum in one run, on the same model and requests:
     /// runs tests/reference/bench_vs_transformers.py, which writes the benchmark model, runs
-    /// this binary's `bench` on it, then transformers in f32 and bf16, and prints the ratios
-    /// against the faster of the two.
+    /// this binary's `bench` on it (f32, then --quantization int8 where the CPU has AVX2), then
+    /// transformers in f32 and bf16, and prints the ratios against the faster of the two.
     #[arg(long, value_enum, conflicts_with = "model")]
     peer: Option<Peer>,
     /// The Python with torch and transformers (default: $VELLUM_PYTHON, else python3).
@@ -1320,7 +1320,31 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         "{} OCR-like requests ({:.0} prompt tokens, {} new): batched {:.1}s, one at a time {:.1}s, speedup {:.2}×",
         ocr.requests, ocr.prompt_tokens_mean, ocr.new_tokens, ocr.batched_seconds, ocr.sequential_seconds, ocr.speedup
     );
-    println!("{}", serde_json::json!({"decode": decode, "ocr": ocr}));
+    let mut results = serde_json::json!({"decode": decode, "ocr": ocr});
+    if args.place.quantization == Some(Quantization::Int8) {
+        // The f32 model is the reference: its greedy outputs on a few of the same pages, scored
+        // by the int8 model teacher forced.
+        let reference = DeviceArgs {
+            quantization: None,
+            ..args.place.clone()
+        }
+        .open(&model_name, false)?;
+        let reference = vellum::bench::engine(reference, 1)?;
+        let sample = &pages[..pages.len().min(4)];
+        let f = vellum::bench::fidelity::measure(&reference, &*model, sample, vellum::ROLMOCR_PROMPT, args.new_tokens)?;
+        eprintln!(
+            "int8 against f32, teacher forced on {} pages: top-1 agreement {:.1}% of {} positions, \
+             chosen-token logprob diff max {:.3} mean {:.4}",
+            sample.len(),
+            100.0 * f.top1_agreement,
+            f.positions,
+            f.max_logprob_diff,
+            f.mean_logprob_diff
+        );
+        results["quantization"] = "int8".into();
+        results["fidelity"] = serde_json::to_value(f)?;
+    }
+    println!("{results}");
     Ok(())
 }
 
@@ -1511,7 +1535,15 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .arg(std::env::current_exe()?)
         .args(["--requests", &args.requests.to_string()])
         .args(["--new-tokens", &args.new_tokens.to_string()])
-        .args(["--dtypes", &args.peer_dtypes]);
+        .args(["--dtypes", &args.peer_dtypes])
+        .args([
+            "--quantizations",
+            if vellum::ops::int8::supported() {
+                "none,int8"
+            } else {
+                "none"
+            },
+        ]);
     if let Some(json) = &args.json {
         command.arg("--out").arg(json);
     }

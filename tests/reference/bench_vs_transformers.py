@@ -4,8 +4,9 @@ requests, measured in one run.
 The model is Qwen2.5-VL-shaped at ~135M parameters (the config is src/bench/mod.rs's BENCH_CONFIG),
 with seeded random weights written by transformers; the requests are 16 distinct 532×532 page
 images (≈ 400 image + prompt tokens each) generating 64 tokens. vellum runs them through
-continuous batching and one at a time (`ocr bench`); transformers runs them as one padded batch,
-in f32 and in bf16, and the faster of the two is the anchor of the ratios.
+continuous batching and one at a time (`ocr bench`), in f32 and in its int8 fast mode (which
+also reports its fidelity to the f32 model); transformers runs them as one padded batch, in f32
+and in bf16, and the faster of the two is the anchor of the ratios.
 
     cargo build --release --bin ocr
     python tests/reference/bench_vs_transformers.py [--ocr target/release/ocr] [--out bench.json]
@@ -60,6 +61,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--out", default=None)
     ap.add_argument("--dtypes", default="float32,bfloat16", help="transformers' dtypes, comma-separated; the fastest is the anchor")
+    ap.add_argument("--quantizations", default="none,int8", help="vellum's modes, comma-separated: none (f32) and/or int8")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count())
     work = tempfile.mkdtemp(prefix="vellum-bench-")
@@ -85,10 +87,13 @@ def main():
     print(f"model: {params / 1e6:.0f}M parameters in {model_dir}")
 
     # vellum, first (the same machine, nothing else running).
-    run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--requests", str(args.requests), "--new-tokens", str(args.new_tokens)],
-                         capture_output=True, text=True, check=True)
-    print(run.stderr.strip())
-    vellum = json.loads(run.stdout)
+    vellum = {}
+    for mode in args.quantizations.split(","):
+        flags = [] if mode == "none" else ["--quantization", mode]
+        run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--requests", str(args.requests), "--new-tokens", str(args.new_tokens), *flags],
+                             capture_output=True, text=True, check=True)
+        print(f"vellum ({'f32' if mode == 'none' else mode}):\n{run.stderr.strip()}")
+        vellum[mode] = json.loads(run.stdout)
 
     # transformers: one padded batch of the same requests.
     processor = qwen_processor(os.path.join(model_dir, "tokenizer.json"), Qwen2VLImageProcessor())
@@ -128,10 +133,10 @@ def main():
     hf_single = sum(singles) / len(singles)
     print(f"transformers generate ({best}), one request alone: {hf_single:.2f}s")
 
-    ocr = vellum["ocr"]
+    ocr = vellum["none"]["ocr"]
     result = {
         "model_parameters": params,
-        "vellum": vellum,
+        "vellum": vellum["none"],
         "transformers_batched_seconds": peer,
         "transformers_anchor": best,
         "transformers_one_request_seconds": hf_single,
@@ -145,6 +150,14 @@ def main():
         },
         "threads": os.cpu_count(),
     }
+    if "int8" in vellum:
+        int8 = vellum["int8"]["ocr"]
+        result["vellum_int8"] = vellum["int8"]
+        result["ratios"]["vellum_int8_batched_vs_transformers_batched"] = hf_seconds / int8["batched_seconds"]
+        result["ratios"]["vellum_int8_one_request_vs_transformers_one_request"] = hf_single / (int8["sequential_seconds"] / int8["requests"])
+        result["ratios"]["vellum_int8_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / int8["batched_seconds"]
+        result["int8_fidelity_vs_f32"] = vellum["int8"]["fidelity"]
+        print(f"int8 against f32: {json.dumps(vellum['int8']['fidelity'])}")
     print(json.dumps(result["ratios"], indent=1))
     if args.out:
         json.dump(result, open(args.out, "w"), indent=1)

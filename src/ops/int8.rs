@@ -2,8 +2,8 @@
 //!
 //! AVX2 has no int8 dot product (VNNI). Its fastest integer step, `vpmaddubsw`, multiplies
 //! unsigned by signed bytes and adds neighbours into saturating i16. Two such steps summed in
-//! i16 before one widening `vpmaddwd` run at 107 G multiply-adds/s per core here, against 51 for
-//! f32 FMAs and 72 for llama.cpp's sign-trick step (benches/cpu_peak.rs). That needs four
+//! i16 before one widening `vpmaddwd` run at 124 G multiply-adds/s per core here, against 50 for
+//! f32 FMAs and 81 for llama.cpp's sign-trick step (benches/cpu_peak.rs). That needs four
 //! products to fit in an i16: activations take 7 bits unsigned (0..=127 from each row's min in
 //! its own steps) and weights 7 bits signed (−63..=63, one scale per output row):
 //! 4 · 127 · 63 = 32,004 ≤ 32,767. With x ≈ min + s·xu and w ≈ sw·wq,

@@ -132,10 +132,16 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
     let inputs = [sample("edgar.pdf"), sample("small_page_size.pdf")];
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let cases: [(&str, &[PathBuf], &[&str], &str); 7] = [
+    let cases: [(&str, &[PathBuf], &[&str], &str); 8] = [
         ("vellum-test/not-in-any-cache", &inputs, &[], "not available offline"),
         ("./no/such/model", &inputs, &[], "no such model directory"),
         (model, &inputs, &["--device", "cuda"], "cuda feature"),
+        (
+            model,
+            &inputs,
+            &["--quantization", "int8", "--dtype", "bf16"],
+            "leave --dtype at f32",
+        ),
         (
             model,
             &inputs,

@@ -269,13 +269,13 @@ unsafe fn tile_avx2<const R: usize>(
         w = w.add(4);
         kk += KSTEP;
     }
-    for half in 0..2 {
-        let scale = _mm256_loadu_ps(panel.scale.as_ptr().add(8 * half));
-        let offset = _mm256_loadu_ps(panel.offset.as_ptr().add(8 * half));
-        let bias = _mm256_loadu_ps(panel.bias.as_ptr().add(8 * half));
-        for (r, &(step, min)) in rows.iter().enumerate() {
+    for (r, (sums, &(step, min))) in acc.iter().zip(rows).enumerate() {
+        for (half, &sum) in sums.iter().enumerate() {
+            let scale = _mm256_loadu_ps(panel.scale.as_ptr().add(8 * half));
+            let offset = _mm256_loadu_ps(panel.offset.as_ptr().add(8 * half));
+            let bias = _mm256_loadu_ps(panel.bias.as_ptr().add(8 * half));
             let y = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(acc[r][half]),
+                _mm256_cvtepi32_ps(sum),
                 _mm256_mul_ps(_mm256_set1_ps(step), scale),
                 _mm256_fmadd_ps(_mm256_set1_ps(min), offset, bias),
             );

@@ -202,18 +202,50 @@ fn quantize_row(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
         quantize_row_avx2(x, codes)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    quantize_row_portable(x, codes)
+    {
+        let (step, lo) = step_and_min(x);
+        encode(x, lo, 1.0 / step, codes);
+        (step, lo)
+    }
 }
 
+/// 32 values per step: the compiler leaves the saturating f32 → u8 cast scalar.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn quantize_row_avx2(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
-    quantize_row_portable(x, codes)
+    use std::arch::x86_64::*;
+    let (step, lo) = step_and_min(x);
+    let inv = 1.0 / step;
+    let body = x.len() / 32 * 32;
+    let (vlo, vinv, half, top) = (
+        _mm256_set1_ps(lo),
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(0.5),
+        _mm256_set1_ps(CODE_MAX),
+    );
+    // packs/packus interleave the 128-bit halves: 4-byte groups come out as a0 b0 c0 d0 a1 b1
+    // c1 d1 (a0: codes 0..4, a1: codes 4..8 of the first 8 values, …).
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for c in (0..body).step_by(32) {
+        // SAFETY: c + 32 ≤ body ≤ x.len() = codes.len() (the caller's row).
+        unsafe {
+            let q = |i: usize| {
+                let v = _mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(c + 8 * i)), vlo);
+                // Rounding half up, as `encode`: (v·inv + ½) truncated, all terms ≥ 0.
+                _mm256_cvttps_epi32(_mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(v, vinv), half), top))
+            };
+            let words = (_mm256_packs_epi32(q(0), q(1)), _mm256_packs_epi32(q(2), q(3)));
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(words.0, words.1), order);
+            _mm256_storeu_si256(codes.as_mut_ptr().add(c) as *mut __m256i, bytes);
+        }
+    }
+    encode(&x[body..], lo, inv, &mut codes[body..x.len()]);
+    (step, lo)
 }
 
-/// Min and max in eight lanes and a conversion loop the compiler vectorises.
+/// The row's step (127 of them span min..max) and min, in eight lanes.
 #[inline(always)]
-fn quantize_row_portable(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
+fn step_and_min(x: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
     let chunks = x.chunks_exact(8);
     for &v in chunks.remainder() {
@@ -227,13 +259,15 @@ fn quantize_row_portable(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
     }
     let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
     let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let step = if hi > lo { (hi - lo) / CODE_MAX } else { 1.0 };
-    let inv = 1.0 / step;
+    (if hi > lo { (hi - lo) / CODE_MAX } else { 1.0 }, lo)
+}
+
+#[inline(always)]
+fn encode(x: &[f32], lo: f32, inv: f32, codes: &mut [u8]) {
     for (c, v) in codes.iter_mut().zip(x) {
         // (v − lo) · inv lies in [0, 127] up to rounding; the cast saturates below.
         *c = ((v - lo) * inv + 0.5).min(CODE_MAX) as u8;
     }
-    (step, lo)
 }
 
 #[cfg(target_arch = "x86_64")]

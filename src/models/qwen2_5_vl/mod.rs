@@ -176,9 +176,7 @@ impl Model {
     /// those whose (checkpoint) names `frozen` accepts: nothing upstream of a frozen tensor is
     /// differentiated, so a frozen tower costs no backward pass.
     pub fn training_view(&self, frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Result<Self> {
-        if self.config.text.linear.int8 {
-            bail!("an int8 model is for serving: train the f32 model it was quantised from");
-        }
+        self.dense("training")?;
         let vb = view(&self.params, self.params.training(self.dtype, &self.device, frozen));
         Self::from_parts(self.parts(), self.params.clone(), vb)
     }
@@ -216,6 +214,7 @@ impl Model {
     /// This model with `adapters` (store names, [`lora::fresh`] or [`Model::read_adapter`])
     /// beside its weights: a new store sharing the weights' storage.
     pub fn with_lora(&self, config: LoraConfig, adapters: BTreeMap<String, Tensor>) -> Result<Self> {
+        self.dense("adding adapters")?;
         let params = self.params.extended(adapters)?;
         let mut parts = self.parts();
         parts.lora = Some(config);
@@ -225,6 +224,7 @@ impl Model {
 
     /// Fresh adapters for this model's target weights (peft's initialisation, seeded).
     pub fn fresh_adapters(&self, config: &LoraConfig, seed: u64) -> Result<BTreeMap<String, Tensor>> {
+        self.dense("making adapters")?;
         let shapes = self
             .params
             .vars()
@@ -236,6 +236,7 @@ impl Model {
 
     /// A peft adapter directory's tensors under this model's store names.
     pub fn read_adapter(&self, dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+        self.dense("reading adapters")?;
         let renamer = checkpoint_renamer(&self.params.vars().keys().cloned().collect());
         let adapters = lora::read(dir, |module| renamer(&classic_name(module)), &self.device)?;
         for name in adapters.keys() {
@@ -256,6 +257,7 @@ impl Model {
     /// Writes the model as `ocr run` loads it: with adapters, the adapter directory alone
     /// (`merged`: the weights with the adapters folded in, a plain model directory).
     pub fn write(&self, dir: &Path, merged: bool) -> Result<()> {
+        self.dense("writing the model")?;
         let tensors: BTreeMap<String, Tensor> = self
             .params
             .vars()
@@ -337,12 +339,24 @@ impl Model {
 
     /// The same model with its linear layers (decoder, LM head, tower, merger) quantised to
     /// int8 for serving on the CPU ([`crate::ops::int8`]); embeddings, norms and attention stay
-    /// in f32.
+    /// in f32. It keeps no parameter store: dropping `self` frees the f32 linear weights.
     pub fn quantized(&self) -> Result<Self> {
         let mut parts = self.parts();
         (parts.config.text.linear.int8, parts.config.vision.linear.int8) = (true, true);
         let vb = view(&self.params, self.params.serving(self.dtype, &self.device));
-        Self::from_parts(parts, self.params.clone(), vb)
+        let mut model = Self::from_parts(parts, self.params.clone(), vb)?;
+        // The layers hold what they still read (norms, embeddings, the patch embedding, the
+        // int8 copies); with an empty store the f32 weights go with the model they came from.
+        model.params = ParamStore::from_tensors(BTreeMap::new())?;
+        Ok(model)
+    }
+
+    /// What needs the parameter store (training, adapters, writing) needs the f32 model.
+    fn dense(&self, what: &str) -> Result<()> {
+        if self.config.text.linear.int8 {
+            bail!("{what}: an int8 model holds its quantised layers only; use the f32 model it came from");
+        }
+        Ok(())
     }
 
     pub fn num_layers(&self) -> usize {

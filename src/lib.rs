@@ -24,7 +24,8 @@
 //!   (chunked, exactly-once JSONL). [`train`]: the trainer of the nano DeepSeek-OCR model and
 //!   of Qwen2.5-VL / Qwen2-VL (full, tower frozen, LoRA) (`model`: what it asks of a model,
 //!   `data`, `optim`, `trainer`, `checkpoint`, `metrics`, `report`, `prepare`, `synth`).
-//!   [`mod@bench`] (throughput, and olmOCR-Bench scoring in `bench::olmocr`), [`selftest`]: the
+//!   [`mod@bench`] (throughput, `fidelity` of a fast mode, and olmOCR-Bench scoring in
+//!   `bench::olmocr`), [`selftest`]: the
 //!   benchmark harness and the GPU self-test.
 //! - [`engine`]: continuous batching over a paged KV cache. `block_pool` (blocks, prefix hashes),
 //!   `kv_cache` (block tables), `scheduler` (what runs next, under a token budget),
@@ -33,10 +34,11 @@
 //!   (FinePDFs, olmOCR, DPI), text layers, routing.
 //! - [`models`]: the [`models::VisionLanguageModel`] interface and the two families, each as
 //!   `config` / processor / towers / decoder in the reference's names: `qwen2_5_vl`
-//!   (RolmOCR), `deepseek_ocr` (SAM, CLIP, nanochat GPT, `.pt` conversion, fresh init).
+//!   (RolmOCR), `deepseek_ocr` (SAM, CLIP, nanochat GPT, `.pt` conversion, fresh init);
+//!   `linear` (dense or int8 linear layers), `lora` (adapters).
 //! - [`hub`] (model directories, HF cache, download), [`chat_template`].
 //! - [`ops`] (attention, paged attention, rotary, norms, activations: CPU twins with backward
-//!   passes, CUDA kernels), [`imaging`] (reference-exact resampling, Python rounding),
+//!   passes, CUDA kernels; `int8`, the CPU fast mode's linear layer), [`imaging`] (reference-exact resampling, Python rounding),
 //!   [`weights`] (mmap loading; the shared parameter store), [`device`].
 
 pub mod bench;

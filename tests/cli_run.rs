@@ -132,8 +132,15 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
     let inputs = [sample("edgar.pdf"), sample("small_page_size.pdf")];
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let cases: [(&str, &[PathBuf], &[&str], &str); 8] = [
+    let deepseek = common::fixtures().join("../deepseek_ocr/gqa");
+    let cases: [(&str, &[PathBuf], &[&str], &str); 9] = [
         ("vellum-test/not-in-any-cache", &inputs, &[], "not available offline"),
+        (
+            deepseek.to_str().unwrap(),
+            &inputs,
+            &["--quantization", "int8", "--allow-no-model"],
+            "applies to Qwen2-VL and Qwen2.5-VL models",
+        ),
         ("./no/such/model", &inputs, &[], "no such model directory"),
         (model, &inputs, &["--device", "cuda"], "cuda feature"),
         (

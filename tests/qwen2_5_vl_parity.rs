@@ -329,6 +329,22 @@ fn int8_follows_the_f32_reference_teacher_forced() {
         // near chance.
         assert!(int8.top1_agreement >= 0.8, "{model_name}: int8 {int8:?}");
         assert!(int8.mean_logprob_diff <= 0.2, "{model_name}: int8 {int8:?}");
+
+        // Prompts in chunks of 16 tokens: the chunks that sample nothing send no rows to the
+        // int8 LM head (real pages, longer than a step's budget, do that every time).
+        let mut config = EngineConfig::default();
+        config.scheduler.max_batched_tokens = 16;
+        let engine = Engine::new(Arc::new(int8_model), config).unwrap();
+        let image = image::open(cases[0].dir.join(cases[0].meta["image"].as_str().unwrap())).unwrap();
+        let params = SamplingParams {
+            max_new_tokens: Some(4),
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let out = engine
+            .generate(&image, cases[0].meta["prompt"].as_str().unwrap(), params)
+            .unwrap();
+        assert_eq!(out.tokens.len(), 4);
     }
 }
 

@@ -784,8 +784,8 @@ struct DeviceArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// The CPU fast mode: linear layers in int8 (7-bit weights and activations, AVX2), about
-    /// 2× the f32 GEMM; the README's Performance section gives its accuracy. Qwen-VL models.
+    /// The CPU fast mode: linear layers in int8 (7-bit weights and activations, AVX2), about 2×
+    /// f32 end to end; the README's Performance section gives its accuracy. Qwen-VL models.
     #[arg(long, value_enum)]
     quantization: Option<Quantization>,
 }
@@ -796,14 +796,15 @@ enum Quantization {
 }
 
 impl DeviceArgs {
-    /// The device and the flags' combination, checked before any model loads.
-    fn check(&self) -> Result<()> {
+    /// The device and the flags' combination for the model `spec`, checked before any model
+    /// loads.
+    fn check(&self, spec: &str) -> Result<()> {
         let device = vellum::device::parse(&self.device)?;
         if self.quantization == Some(Quantization::Int8) {
             let dtype = self
                 .dtype
                 .map_or_else(|| vellum::device::default_dtype(&device), DType::from);
-            vellum::models::check_int8(&device, dtype)?;
+            vellum::models::check_int8(spec, &device, dtype)?;
         }
         Ok(())
     }
@@ -953,7 +954,7 @@ fn prepare_run(args: &RunArgs) -> Result<Prepared> {
             )));
         }
     }
-    args.place.check().map_err(setup)?;
+    args.place.check(&args.model).map_err(setup)?;
     let engine = args
         .place
         .open(&args.model, false)

@@ -133,7 +133,7 @@ pub fn open(
 ) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
     if int8 {
-        check_int8(device, dtype)?;
+        check_int8(spec, device, dtype)?;
     }
     let qwen = |mut model: qwen2_5_vl::Model| -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
         if finepdfs_bounds {
@@ -171,15 +171,13 @@ pub fn open(
     let root = files
         .read_json("config.json")?
         .with_context(|| format!("{} has no config.json", files.dir.display()))?;
-    let what = if int8 { "int8" } else { "FinePDFs bounds" };
-    qwen(
-        load_qwen(&files, root, dtype, device)
-            .with_context(|| format!("{what} applies to Qwen2-VL and Qwen2.5-VL models"))?,
-    )
+    qwen(load_qwen(&files, root, dtype, device)?)
 }
 
-/// The int8 layers' conditions (checked by [`open`] before anything loads).
-pub fn check_int8(device: &Device, dtype: DType) -> Result<()> {
+/// The int8 layers' conditions, checked by [`open`] before anything loads (and by a caller that
+/// must tell a bad setup from a missing model): the CPU, f32, AVX2, and a Qwen-VL model where
+/// `spec` resolves (one that does not is left to the load to report).
+pub fn check_int8(spec: &str, device: &Device, dtype: DType) -> Result<()> {
     if !device.is_cpu() {
         anyhow::bail!("--quantization int8 runs on the CPU; on a GPU, --dtype bf16 is the fast mode");
     }
@@ -191,9 +189,23 @@ pub fn check_int8(device: &Device, dtype: DType) -> Result<()> {
     if !crate::ops::int8::supported() {
         anyhow::bail!("--quantization int8 needs a CPU with AVX2 and FMA, which this one lacks");
     }
+    if lora::adapter_dir(std::path::Path::new(spec)).is_some() {
+        return Ok(()); // adapters are served over Qwen-VL models only
+    }
+    let Ok(files) = crate::hub::resolve(spec) else {
+        return Ok(());
+    };
+    if let Some(config) = files.read_json("config.json")? {
+        let arch = architecture(&config);
+        if arch != qwen2_vl::ARCHITECTURE && arch != qwen2_5_vl::config::ARCHITECTURE {
+            anyhow::bail!("--quantization int8 applies to Qwen2-VL and Qwen2.5-VL models; {spec} holds a {arch} model");
+        }
+    }
     Ok(())
 }
 
+/// The architecture a config.json names; configs saved without `architectures` still name
+/// their model type.
 pub fn architecture(config: &serde_json::Value) -> String {
     match (config["architectures"][0].as_str(), config["model_type"].as_str()) {
         (Some(arch), _) => arch,

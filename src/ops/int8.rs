@@ -65,6 +65,9 @@ impl Int8Linear {
             candle_core::bail!("int8 linear layers need a CPU with AVX2 and FMA");
         }
         let (n, k) = weight.dims2()?;
+        if n == 0 || k == 0 {
+            candle_core::bail!("int8 linear: an empty ({n}, {k}) weight");
+        }
         let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
         let kp = k.div_ceil(KSTEP) * KSTEP;
         let np = n.div_ceil(NR) * NR;
@@ -115,6 +118,10 @@ impl Int8Linear {
 
     /// The rows of `x` (M × K) times the weights, M × N.
     fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        // No rows: a prefill chunk that samples nothing still asks the LM head.
+        if m == 0 {
+            return Vec::new();
+        }
         let (k, kp, n) = (self.k, self.kp, self.n);
         let mut codes = vec![0u8; m * kp];
         let mut rows = vec![(0f32, 0f32); m];
@@ -179,7 +186,10 @@ impl Int8Linear {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (codes, rows, weights, params, out, cols);
+        unreachable!(
+            "Int8Linear::new refuses CPUs without AVX2: {:?}",
+            (codes, rows, weights, out, cols)
+        );
     }
 }
 
@@ -209,11 +219,7 @@ fn quantize_row(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
         quantize_row_avx2(x, codes)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        let (step, lo) = step_and_min(x);
-        encode(x, lo, 1.0 / step, codes);
-        (step, lo)
-    }
+    unreachable!("Int8Linear::new refuses CPUs without AVX2: {:?}", (x, codes))
 }
 
 /// 32 values per step: the compiler leaves the saturating f32 → u8 cast scalar.
@@ -250,19 +256,25 @@ fn quantize_row_avx2(x: &[f32], codes: &mut [u8]) -> (f32, f32) {
     (step, lo)
 }
 
-/// The row's step (127 of them span min..max) and min, in eight lanes.
+/// The row's step (127 of them span min..max) and min, in eight lanes; a NaN step for a row
+/// with a NaN (min and max skip it, and the row's outputs must not look valid).
 #[inline(always)]
 fn step_and_min(x: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let mut nan = [false; 8];
     let chunks = x.chunks_exact(8);
     for &v in chunks.remainder() {
-        (lo[0], hi[0]) = (lo[0].min(v), hi[0].max(v));
+        (lo[0], hi[0], nan[0]) = (lo[0].min(v), hi[0].max(v), nan[0] | v.is_nan());
     }
     for c in chunks {
         for i in 0..8 {
             lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
             hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+            nan[i] |= c[i].is_nan();
         }
+    }
+    if nan.contains(&true) {
+        return (f32::NAN, f32::NAN);
     }
     let lo = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
     let hi = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -388,6 +400,7 @@ mod tests {
         }
         let dev = Device::Cpu;
         for (m, n, k) in [
+            (0, 16, 8),
             (1, 16, 8),
             (3, 17, 13),
             (4, 31, 64),
@@ -410,6 +423,23 @@ mod tests {
             let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(err < 1e-4, "{m}×{k} · ({n}×{k})ᵀ: max difference {err}");
         }
+        Ok(())
+    }
+
+    /// A NaN poisons its row's outputs, as in f32, and only those.
+    #[test]
+    fn a_nan_input_gives_nan_outputs_in_its_row_only() -> Result<()> {
+        if !supported() {
+            return Ok(());
+        }
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (20, 40), &dev)?;
+        let mut x: Vec<f32> = Tensor::randn(0f32, 1.0, (3, 40), &dev)?.flatten_all()?.to_vec1()?;
+        x[40 + 33] = f32::NAN;
+        let y = Int8Linear::new(&w, None)?.forward(&Tensor::from_vec(x, (3, 40), &dev)?)?;
+        let rows = y.to_vec2::<f32>()?;
+        assert!(rows[1].iter().all(|v| v.is_nan()), "{:?}", rows[1]);
+        assert!(rows[0].iter().chain(&rows[2]).all(|v| v.is_finite()));
         Ok(())
     }
 

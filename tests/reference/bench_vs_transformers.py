@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--dtypes", default="float32,bfloat16", help="transformers' dtypes, comma-separated; the fastest is the anchor")
     ap.add_argument("--quantizations", default="none,int8", help="vellum's modes, comma-separated: none (f32) and/or int8")
     args = ap.parse_args()
+    if "none" not in args.quantizations.split(","):
+        ap.error("--quantizations must include none: vellum f32 is the reference of the ratios and of int8's fidelity")
     torch.set_num_threads(os.cpu_count())
     work = tempfile.mkdtemp(prefix="vellum-bench-")
     model_dir = os.path.join(work, "model")

@@ -6,10 +6,10 @@
 
 use anyhow::{bail, Context, Result};
 use candle_nn::Activation;
-
-use crate::models::linear::LinearConfig;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::models::linear::LinearConfig;
 
 /// `Qwen2_5_VLVisionConfig`. Every field defaults to the class's default, because transformers
 /// 4.45–4.49 saved only the fields that differ from it (a 7B checkpoint's vision_config can be

@@ -341,6 +341,7 @@ impl Model {
     /// int8 for serving on the CPU ([`crate::ops::int8`]); embeddings, norms and attention stay
     /// in f32. It keeps no parameter store: dropping `self` frees the f32 linear weights.
     pub fn quantized(&self) -> Result<Self> {
+        self.dense("quantizing")?;
         let mut parts = self.parts();
         (parts.config.text.linear.int8, parts.config.vision.linear.int8) = (true, true);
         let vb = view(&self.params, self.params.serving(self.dtype, &self.device));

@@ -180,14 +180,14 @@ impl PatchMerger {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let group_dim = cfg.hidden_size * cfg.spatial_merge_size.pow(2);
         // The merger carries no adapter: only the blocks' layers are LoRA targets here.
-        let int8 = LinearConfig {
+        let no_adapter = LinearConfig {
             lora_scale: None,
             ..cfg.linear
         };
         Ok(Self {
             ln_q: Norm::new(cfg.tower, cfg.hidden_size, vb.pp("ln_q"))?,
-            mlp0: linear::linear_b(group_dim, group_dim, true, vb.pp("mlp.0"), int8)?,
-            mlp2: linear::linear_b(group_dim, cfg.out_hidden_size, true, vb.pp("mlp.2"), int8)?,
+            mlp0: linear::linear_b(group_dim, group_dim, true, vb.pp("mlp.0"), no_adapter)?,
+            mlp2: linear::linear_b(group_dim, cfg.out_hidden_size, true, vb.pp("mlp.2"), no_adapter)?,
             group_dim,
         })
     }

@@ -148,8 +148,10 @@ pub fn open(
         return qwen(load_adapter(&dir, dtype, device)?);
     }
     let files = crate::hub::resolve(spec)?;
-    // Found before loading, not by the OOM killer halfway through it.
+    // Found before loading, not by the OOM killer halfway through it (int8: the f32 weights and
+    // their quantised copies, until the f32 ones go).
     let needed = files.weights()?.bytes_as(dtype);
+    let needed = if int8 { needed + needed / 4 } else { needed };
     let available = crate::device::available_memory(device);
     if needed > available {
         let gb = |b: u64| b as f64 / 1e9;

@@ -68,30 +68,37 @@ impl Int8Linear {
         if n == 0 || k == 0 {
             candle_core::bail!("int8 linear: an empty ({n}, {k}) weight");
         }
-        let w: Vec<f32> = weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        // Read in place (a 7B model's LM head is 2 GB in f32), a panel of rows per task.
+        let weight = weight.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        let (storage, layout) = weight.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else {
+            candle_core::bail!("int8 linear: CPU weights only");
+        };
+        let w = super::f32_slice(storage, layout, "int8 linear")?;
         let kp = k.div_ceil(KSTEP) * KSTEP;
         let np = n.div_ceil(NR) * NR;
         let mut panels = vec![0i8; np * kp];
         let (mut scale, mut offset) = (vec![0f32; np], vec![0f32; np]);
-        for (row, values) in w.chunks_exact(k).enumerate() {
-            let amax = values.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let sw = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
-            let (panel, lane) = (row / NR, row % NR);
-            let mut sum = 0i32;
-            for (i, v) in values.iter().enumerate() {
-                let q = (v / sw).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
-                sum += q as i32;
-                let at = panel * NR * kp
-                    + i / KSTEP * NR * KSTEP
-                    + (i % KSTEP) / 4 * NR * 4
-                    + lane / 8 * 32
-                    + lane % 8 * 4
-                    + i % 4;
-                panels[at] = q;
-            }
-            scale[row] = sw;
-            offset[row] = sw * sum as f32;
-        }
+        panels
+            .par_chunks_mut(NR * kp)
+            .zip(scale.par_chunks_mut(NR).zip(offset.par_chunks_mut(NR)))
+            .zip(w.par_chunks(NR * k))
+            .for_each(|((panel, (scale, offset)), rows)| {
+                for (lane, values) in rows.chunks_exact(k).enumerate() {
+                    let amax = values.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    let sw = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
+                    let mut sum = 0i32;
+                    for (i, v) in values.iter().enumerate() {
+                        let q = (v / sw).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
+                        sum += q as i32;
+                        let at =
+                            i / KSTEP * NR * KSTEP + (i % KSTEP) / 4 * NR * 4 + lane / 8 * 32 + lane % 8 * 4 + i % 4;
+                        panel[at] = q;
+                    }
+                    scale[lane] = sw;
+                    offset[lane] = sw * sum as f32;
+                }
+            });
         let mut b = vec![0f32; np];
         if let Some(bias) = bias {
             let values: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;

@@ -29,6 +29,24 @@ fn f32_fma(seed: f32) -> f32 {
     lanes.iter().sum()
 }
 
+/// Keeps the products inside the loops: the compiler must assume the weights change every step
+/// (they stay in registers, as in a GEMM's inner loop).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn opaque(w: &mut [std::arch::x86_64::__m256i]) {
+    for w in w.iter_mut() {
+        // SAFETY: an empty instruction that only claims to modify the register.
+        unsafe {
+            std::arch::asm!(
+                "/* {0} */",
+                inout(ymm_reg) * w,
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn int8_dot(seed: i8) -> i32 {
@@ -42,18 +60,7 @@ fn int8_dot(seed: i8) -> i32 {
             let products = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(*w, x));
             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(products, ones));
         }
-        // Keeps the products inside the loop: the compiler must assume the weights change
-        // every step (they stay in registers, as in a GEMM's inner loop).
-        for w in w.iter_mut() {
-            // SAFETY: an empty instruction that only claims to modify the register.
-            unsafe {
-                std::arch::asm!(
-                    "/* {0} */",
-                    inout(ymm_reg) * w,
-                    options(nomem, nostack, preserves_flags)
-                )
-            };
-        }
+        opaque(&mut w);
     }
     let sum = acc.iter().fold(_mm256_setzero_si256(), |s, &a| _mm256_add_epi32(s, a));
     _mm256_extract_epi32::<0>(sum)
@@ -77,16 +84,7 @@ fn int8_paired(seed: i8) -> i32 {
             );
             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
         }
-        for w in w.iter_mut() {
-            // SAFETY: as in `int8_dot`.
-            unsafe {
-                std::arch::asm!(
-                    "/* {0} */",
-                    inout(ymm_reg) * w,
-                    options(nomem, nostack, preserves_flags)
-                )
-            };
-        }
+        opaque(&mut w);
     }
     let sum = acc.iter().fold(_mm256_setzero_si256(), |s, &a| _mm256_add_epi32(s, a));
     _mm256_extract_epi32::<0>(sum)

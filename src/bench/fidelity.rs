@@ -22,23 +22,27 @@ pub struct Fidelity {
     /// The largest and the mean |candidate − reference| log-probability of the reference's token.
     pub max_logprob_diff: f32,
     pub mean_logprob_diff: f32,
+    #[serde(skip)]
+    agreeing: usize,
+    #[serde(skip)]
+    diff_sum: f64,
 }
 
 impl Fidelity {
     /// The candidate's scores ([`teacher_forced`]) of the reference's `tokens`, whose own
     /// log-probabilities are `logprobs`; adds to what `self` has counted.
     pub fn add(&mut self, tokens: &[u32], logprobs: &[f32], scored: &[(u32, f32)]) {
-        let agreeing = self.top1_agreement * self.positions as f64;
-        let total_diff = self.mean_logprob_diff as f64 * self.positions as f64;
-        let diffs: Vec<f32> = logprobs.iter().zip(scored).map(|(r, (_, c))| (c - r).abs()).collect();
-        let agree = tokens.iter().zip(scored).filter(|(t, (top, _))| *t == top).count();
-        self.positions += diffs.len();
-        if self.positions > 0 {
-            self.top1_agreement = (agreeing + agree as f64) / self.positions as f64;
-            self.mean_logprob_diff =
-                ((total_diff + diffs.iter().map(|&d| d as f64).sum::<f64>()) / self.positions as f64) as f32;
+        for ((t, r), (top, c)) in tokens.iter().zip(logprobs).zip(scored) {
+            let diff = (c - r).abs();
+            self.positions += 1;
+            self.agreeing += usize::from(t == top);
+            self.diff_sum += diff as f64;
+            self.max_logprob_diff = self.max_logprob_diff.max(diff);
         }
-        self.max_logprob_diff = diffs.iter().copied().fold(self.max_logprob_diff, f32::max);
+        if self.positions > 0 {
+            self.top1_agreement = self.agreeing as f64 / self.positions as f64;
+            self.mean_logprob_diff = (self.diff_sum / self.positions as f64) as f32;
+        }
     }
 }
 

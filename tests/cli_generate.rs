@@ -1,7 +1,7 @@
 //! `ocr generate`: the JSON contract, end tokens from generation_config.json, resolution of a
 //! hub id through a local HF cache with HF_HUB_OFFLINE, and clear errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! a bad setup stops it before any document, and the exit status and stats describe the output
 //! folder across runs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

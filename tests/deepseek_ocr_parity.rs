@@ -3,7 +3,7 @@
 //! DeepEncoder output, last-position logits, prompt ids, and 32 greedy tokens (image token
 //! masked), at base sizes 1024 and 512.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

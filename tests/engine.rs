@@ -3,7 +3,7 @@
 //! leaking blocks, prefix and vision-output reuse on retries, cancellation, deadlines, refusal
 //! of requests that cannot fit.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

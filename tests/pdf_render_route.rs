@@ -3,7 +3,7 @@
 //! routing decisions, and XGBoost model evaluation against xgboost's predict_proba.
 //! Fixtures: tests/reference/make_pdf_fixtures.py.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -3,9 +3,7 @@
 //! Every good document must end up exactly once across the ranks, every bad one in failed/ with
 //! its reason, and every chunk file must be valid JSONL.
 
-mod common;
-#[path = "common/pdfgen.rs"]
-mod pdfgen;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,14 +21,22 @@ fn corpus(dir: &Path) -> (Vec<String>, Vec<String>) {
         let lines: Vec<String> = (0..8)
             .map(|l| format!("Document {i} line {l} of a born digital report with plain words"))
             .collect();
-        std::fs::write(dir.join(format!("digital/{i:03}.pdf")), pdfgen::text_pdf(&lines)).unwrap();
+        std::fs::write(
+            dir.join(format!("digital/{i:03}.pdf")),
+            common::pdfgen::text_pdf(&lines),
+        )
+        .unwrap();
         good.push(format!("corpus/digital/{i:03}.pdf"));
     }
     for i in 0..60 {
         let img = image::RgbImage::from_fn(60, 80, |x, y| {
             image::Rgb([((x * 4 + i) % 256) as u8, (y * 3) as u8, 200])
         });
-        std::fs::write(dir.join(format!("scans/{i:03}.pdf")), pdfgen::image_pdf(&img, 300, 400)).unwrap();
+        std::fs::write(
+            dir.join(format!("scans/{i:03}.pdf")),
+            common::pdfgen::image_pdf(&img, 300, 400),
+        )
+        .unwrap();
         good.push(format!("corpus/scans/{i:03}.pdf"));
     }
     for i in 0..20 {
@@ -235,7 +241,7 @@ fn sigint_abandons_pages_in_the_engine_and_says_so() {
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..8u32 {
         let img = image::RgbImage::from_fn(60, 80, |x, y| image::Rgb([(x * 4 + i) as u8, (y * 3) as u8, 200]));
-        std::fs::write(dir.join(format!("{i}.pdf")), pdfgen::image_pdf(&img, 300, 400)).unwrap();
+        std::fs::write(dir.join(format!("{i}.pdf")), common::pdfgen::image_pdf(&img, 300, 400)).unwrap();
     }
     let out = tmp.path().join("out");
     let model = common::fixtures().join("models/gqa_window4/model");

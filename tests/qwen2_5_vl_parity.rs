@@ -3,7 +3,7 @@
 //! against transformers' own outputs: prompt ids, M-RoPE positions, vision tower output,
 //! last-position logits and 32 greedy tokens.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! awkward sizes: the uint8 resize must equal torchvision's pixel for pixel, and the normalised
 //! pixel tensors must agree to 1e-5.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use vellum::models::qwen2_5_vl::processor::{smart_resize, ImageProcessorConfig};

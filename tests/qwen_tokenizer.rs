@@ -1,7 +1,7 @@
 //! The real Qwen2 vocabulary, rebuilt offline from qwen.tiktoken (tests/reference/qwen_tokenizer.py),
 //! tokenizes like transformers does with the same file.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

@@ -4,14 +4,14 @@
 //! norms, every parameter's total update), `--freeze vision`, and the fine-tuned model served
 //! by the engine giving transformers' greedy tokens.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::common::{fixtures, read_json, rel_l2};
 use candle_core::{DType, Device, Tensor};
-use common::{fixtures, read_json, rel_l2};
 use vellum::engine::sampler::SamplingParams;
 use vellum::engine::{Engine, EngineConfig};
 use vellum::hub::ModelFiles;

@@ -1,7 +1,7 @@
 //! The trainer and the engine share one parameter store: an engine serving the model generates
 //! between optimizer steps and sees each update at its next step, with no save or reload.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

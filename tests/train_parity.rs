@@ -3,14 +3,14 @@
 //! norm, learning rate, every tensor's total update), Stage 1 at base sizes 1024 and 512 and
 //! Stage 2 (SAM frozen) at 512.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::common::{read_json, rel_l2};
 use candle_core::{DType, Device, Tensor};
-use common::{read_json, rel_l2};
 use vellum::hub::ModelFiles;
 use vellum::models::deepseek_ocr::Model;
 use vellum::train::data::{Dataset, Encoder};

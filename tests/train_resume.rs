@@ -1,7 +1,7 @@
 //! `ocr train --resume` after a SIGKILL ends bit-identical to an uninterrupted run (CPU, f32):
 //! the same final weights, byte for byte, and the same step log.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

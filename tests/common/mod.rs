@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: fixture paths and error measures.
-#![allow(dead_code)]
+
+pub mod pdfgen;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,5 @@
 //! Minimal PDF writer for generated test corpora: born-digital text pages (Helvetica) and
 //! image-only pages (an uncompressed RGB image drawn over the whole page).
-#![allow(dead_code)]
 
 use vellum::pdf::write::{assemble, stream};
 

@@ -13,7 +13,7 @@ tokenizer.pkl; and per case (image, base size) the preprocessed image, the encod
 last-position logits and 32 greedy tokens (image token masked, as eval_to_html.py does).
 On demand, `--full-encoders --out /tmp/dsfull` writes the hd32 model with the real SAM-B and
 CLIP-L (1.6 GB, not committed; two cases), checked by
-`VELLUM_DEEPSEEK_FIXTURES=/tmp/dsfull cargo test --test deepseek_ocr_parity`.
+`VELLUM_DEEPSEEK_FIXTURES=/tmp/dsfull cargo test --test integration deepseek_ocr_parity::`.
 Otherwise the encoders are the real code at reduced size: build_sam_vit_b / build_clip_l are patched to
 build small instances (SAM's hard-coded net_2/net_3 channels replaced; CLIP with one head, so
 that its head count follows from its width as for CLIP-L: max(1, hidden / 64)).

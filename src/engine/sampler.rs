@@ -5,6 +5,8 @@
 use rand::{rngs::StdRng, Rng};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::softmax::{kernels, log_sum_exp};
+
 /// Bans a token that would complete an n-gram already seen in the last `window` tokens
 /// (DeepSeek-OCR's NoRepeatNGramLogitsProcessor); whitelisted tokens (table cells such as
 /// `<td>`, `</td>`) are never banned.
@@ -81,12 +83,6 @@ impl Default for SamplingParams {
     }
 }
 
-/// log Σ exp(logits), accumulated in f64 (an f32 sum over 152k entries drifts by ~1e-4).
-fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln()
-}
-
 /// Tokens the n-gram guard bans after `history`.
 fn banned_ngram_tokens(history: &[u32], cfg: &NoRepeatNgram) -> Vec<u32> {
     let n = cfg.size;
@@ -140,7 +136,7 @@ pub fn sample(
     }
     let token = if params.temperature <= 0.0 {
         // The first maximum, as torch.argmax.
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = kernels::max(&scores);
         scores.iter().position(|&s| s == max).unwrap_or(0)
     } else {
         sample_tempered(&scores, params, rng)

@@ -86,7 +86,10 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     let p = p.mul_add(r, 1.666_666_5e-1);
     let p = p.mul_add(r, 0.5);
     let y = p.mul_add(r * r, r) + 1.0;
-    let scaled = y * f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // 2^k from k's bits: adding 1.5·2^23 leaves the integer k in the low mantissa bits. A bit
+    // cast, where `k as i32` (a saturating conversion) kept the whole loop scalar.
+    let k_int = (k + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let scaled = y * f32::from_bits(k_int.wrapping_add(127) << 23);
     if x < -87.3 {
         0.0
     } else {
@@ -138,6 +141,49 @@ fn softmax_rows(op: &SoftmaxLastDim, src: &[f32], dst: &mut [f32], dim: usize, f
         return unsafe { softmax_rows_avx2(op, src, dst, dim, first) };
     }
     softmax_rows_portable(op, src, dst, dim, first)
+}
+
+/// log Σ exp(values): the log-softmax normaliser a sampler needs for every row of logits
+/// (−∞ for none; NaN when a value is NaN). The exps are taken 64 at a time in f32 lanes and
+/// each block's sum is added in f64, so a 152k vocabulary does not drift (an f32 running sum
+/// does, by ~1e-4) and libm's scalar `exp` is not called once per token of the vocabulary.
+pub fn log_sum_exp(values: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features the function is compiled for are present.
+        return unsafe { log_sum_exp_avx2(values) };
+    }
+    log_sum_exp_portable(values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn log_sum_exp_avx2(values: &[f32]) -> f64 {
+    log_sum_exp_portable(values)
+}
+
+#[inline(always)]
+fn log_sum_exp_portable(values: &[f32]) -> f64 {
+    let max = kernels::max(values);
+    if max == f32::NEG_INFINITY {
+        return if values.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            f64::NEG_INFINITY
+        };
+    }
+    let mut block = [0f32; 64];
+    let mut total = 0f64;
+    for chunk in values.chunks(64) {
+        let block = &mut block[..chunk.len()];
+        for (e, &v) in block.iter_mut().zip(chunk) {
+            // `exp_nonpositive` clamps a NaN to a tiny number: keep it NaN (as is +∞ − +∞).
+            let x = v - max;
+            *e = if x.is_nan() { f32::NAN } else { exp_nonpositive(x) };
+        }
+        total += kernels::sum(block) as f64;
+    }
+    max as f64 + total.ln()
 }
 
 /// Softmax of `scale ·` the scores, with an optional causal mask: row r of each matrix is the
@@ -204,6 +250,31 @@ pub fn scaled(xs: &Tensor, scale: f64, causal: Option<(usize, usize)>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_sum_exp_follows_the_f64_sum_over_a_vocabulary() {
+        let reference = |v: &[f32]| {
+            let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            max + v.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln()
+        };
+        // Logits as a model gives them: a wide spread, a few large, every length's tail.
+        for n in [1, 7, 64, 65, 1000, 151_657] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 30.0 + if i % 997 == 3 { 25.0 } else { 0.0 })
+                .collect();
+            let (got, want) = (log_sum_exp(&v), reference(&v));
+            assert!(
+                (got - want).abs() < 1e-6 * want.abs().max(1.0),
+                "n {n}: {got} against {want}"
+            );
+        }
+        let masked = [f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY];
+        assert!((log_sum_exp(&masked) - 2.0).abs() < 1e-7);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f64::NEG_INFINITY);
+        assert!(log_sum_exp(&[1.0, f32::NAN, 3.0]).is_nan());
+        assert!(log_sum_exp(&[f32::NAN; 2]).is_nan());
+        assert!(log_sum_exp(&[1.0, f32::INFINITY]).is_nan());
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_libm_and_zero_when_masked() {

@@ -29,6 +29,11 @@ const MR: usize = 4;
 const ROW_BLOCK: usize = 64;
 /// Rows per VNNI tile: 8 × 2 accumulators of the 32 AVX-512 registers.
 const MR_VNNI: usize = 8;
+/// Input values per AMX tile (64 bytes a row); K is padded to it for every kernel, so that
+/// one packing serves all (at most 63 zero inputs more).
+const KTILE: usize = 64;
+/// Rows of `x` per AMX tile.
+const AMX_ROWS: usize = 16;
 const WEIGHT_MAX: f32 = 63.0;
 const CODE_MAX: f32 = 127.0;
 
@@ -49,7 +54,7 @@ pub fn supported() -> bool {
 pub struct Int8Linear {
     n: usize,
     k: usize,
-    /// K rounded up to [`KSTEP`]; the padding is zero weights.
+    /// K rounded up to [`KTILE`]; the padding is zero weights.
     kp: usize,
     /// Per panel of [`NR`] output rows and per [`KSTEP`] inputs, 128 bytes: inputs 0..4 of
     /// rows 0..8, of rows 8..16, then inputs 4..8 of rows 0..8 and of rows 8..16 (row r's four
@@ -59,19 +64,28 @@ pub struct Int8Linear {
     scale: Vec<f32>,
     offset: Vec<f32>,
     bias: Vec<f32>,
-    /// The tiles run on AVX-512 VNNI (else AVX2).
-    vnni: bool,
+    kernel: Kernel,
 }
 
-/// Whether this CPU has AVX-512 VNNI (`vpdpbusd` on 512-bit vectors).
-fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// The instructions the tiles run on, the fastest this CPU has. All give the same bits: the
+/// same codes, the same integer sums, the same affine map.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kernel {
+    Avx2,
+    /// AVX-512 VNNI: `vpdpbusd` on 512-bit vectors.
+    Vnni,
+    /// Intel AMX: `tdpbusd` multiplies a 16 × 64 tile of codes by a 64 × 16 tile of weights,
+    /// 16,384 products, in one instruction (VNNI tiles for fewer than 16 rows).
+    Amx,
+}
+
+impl Kernel {
+    fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+            return if amx::available() { Kernel::Amx } else { Kernel::Vnni };
+        }
+        Kernel::Avx2
     }
 }
 
@@ -93,7 +107,7 @@ impl Int8Linear {
             candle_core::bail!("int8 linear: CPU weights only");
         };
         let w = super::f32_slice(storage, layout, "int8 linear")?;
-        let kp = k.div_ceil(KSTEP) * KSTEP;
+        let kp = k.div_ceil(KTILE) * KTILE;
         let np = n.div_ceil(NR) * NR;
         let mut panels = vec![0i8; np * kp];
         let (mut scale, mut offset) = (vec![0f32; np], vec![0f32; np]);
@@ -133,7 +147,7 @@ impl Int8Linear {
             scale,
             offset,
             bias: b,
-            vnni: has_vnni(),
+            kernel: Kernel::best(),
         })
     }
 
@@ -149,7 +163,9 @@ impl Int8Linear {
             return Vec::new();
         }
         let (k, kp, n) = (self.k, self.kp, self.n);
-        let mut codes = vec![0u8; m * kp];
+        let amx = self.kernel == Kernel::Amx && m >= AMX_ROWS;
+        // AMX reads whole tiles of 16 rows: the last one is padded with zero codes.
+        let mut codes = vec![0u8; if amx { m.next_multiple_of(AMX_ROWS) } else { m } * kp];
         let mut rows = vec![(0f32, 0f32); m];
         codes
             .par_chunks_mut(ROW_BLOCK * kp)
@@ -171,11 +187,19 @@ impl Int8Linear {
         (0..row_blocks * splits).into_par_iter().for_each(|task| {
             let (block, split) = (task / splits, task % splits);
             let row_range = block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(m);
-            for panel in split * per_split..((split + 1) * per_split).min(panels) {
+            let panel_range = split * per_split..((split + 1) * per_split).min(panels);
+            #[cfg(target_arch = "x86_64")]
+            if amx {
+                // SAFETY: `new` chose AMX only where `amx::available()`; codes hold whole tiles
+                // of rows (padded above), and the task writes only its own tiles of `y`.
+                unsafe { self.amx_task(&codes, &rows, row_range, panel_range, out) };
+                return;
+            }
+            for panel in panel_range {
                 let cols = (n - panel * NR).min(NR);
                 let mut r = row_range.start;
                 while r < row_range.end {
-                    let count = (row_range.end - r).min(if self.vnni { MR_VNNI } else { MR });
+                    let count = (row_range.end - r).min(if self.kernel == Kernel::Avx2 { MR } else { MR_VNNI });
                     // SAFETY: tasks write disjoint tiles (rows of their block × columns of
                     // their panels) of `y`, which outlives the parallel loop.
                     let out = unsafe { out.get().add(r * n + panel * NR) };
@@ -190,21 +214,117 @@ impl Int8Linear {
         y
     }
 
+    /// Panel `panel`'s per-output parameters.
+    fn panel(&self, panel: usize) -> Panel<'_> {
+        let at = panel * NR;
+        Panel {
+            scale: &self.scale[at..at + NR],
+            offset: &self.offset[at..at + NR],
+            bias: &self.bias[at..at + NR],
+        }
+    }
+
+    /// One task on AMX: its rows, 16 at a time, against its panels, four at a time (tiles 0–3
+    /// accumulate, 4 holds the codes, 5 a panel's weights). Each 64-input step of a panel is
+    /// 1,024 bytes, 16 rows of 64: exactly a tile of weights as `tdpbusd` reads it (row i: inputs
+    /// 4i..4i+4 of the 16 outputs), so the packing of the other kernels serves as it is.
+    ///
+    /// # Safety
+    /// AMX must be available (`amx::available()`); `codes` must hold whole 16-row tiles for the
+    /// rows in `row_range`; `out` is the m × N output, of which this task writes its rows ×
+    /// its panels' columns.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn amx_task(
+        &self,
+        codes: &[u8],
+        rows: &[(f32, f32)],
+        row_range: std::ops::Range<usize>,
+        panels: std::ops::Range<usize>,
+        out: SendPtr,
+    ) {
+        use std::arch::asm;
+        let (kp, n) = (self.kp, self.n);
+        let panel_bytes = NR * kp;
+        let config = amx::TileConfig::new();
+        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+        let mut sums = [[0i32; NR * AMX_ROWS]; 4];
+        for r in row_range.clone().step_by(AMX_ROWS) {
+            assert!((r + AMX_ROWS) * kp <= codes.len());
+            let a = codes.as_ptr().add(r * kp);
+            let mut p = panels.start;
+            while p < panels.end {
+                let count = (panels.end - p).min(4);
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+                let w = self.panels.as_ptr().add(p * panel_bytes);
+                for kb in 0..kp / KTILE {
+                    asm!("tileloadd tmm4, [{a} + {s}*1]", a = in(reg) a.add(kb * KTILE), s = in(reg) kp, options(nostack, readonly));
+                    let b = |j: usize| w.add(j * panel_bytes + kb * NR * KTILE);
+                    macro_rules! step {
+                        ($c:literal, $j:expr) => {
+                            asm!(
+                                "tileloadd tmm5, [{b} + {s}*1]",
+                                concat!("tdpbusd ", $c, ", tmm4, tmm5"),
+                                b = in(reg) b($j),
+                                s = in(reg) 64usize,
+                                options(nostack, readonly)
+                            )
+                        };
+                    }
+                    step!("tmm0", 0);
+                    if count > 1 {
+                        step!("tmm1", 1);
+                    }
+                    if count > 2 {
+                        step!("tmm2", 2);
+                    }
+                    if count > 3 {
+                        step!("tmm3", 3);
+                    }
+                }
+                let s = 4 * NR;
+                asm!(
+                    "tilestored [{0} + {s}*1], tmm0",
+                    "tilestored [{1} + {s}*1], tmm1",
+                    "tilestored [{2} + {s}*1], tmm2",
+                    "tilestored [{3} + {s}*1], tmm3",
+                    in(reg) sums[0].as_mut_ptr(),
+                    in(reg) sums[1].as_mut_ptr(),
+                    in(reg) sums[2].as_mut_ptr(),
+                    in(reg) sums[3].as_mut_ptr(),
+                    s = in(reg) s,
+                    options(nostack)
+                );
+                for (j, sums) in sums.iter().enumerate().take(count) {
+                    let panel = p + j;
+                    let (params, cols) = (self.panel(panel), (n - panel * NR).min(NR));
+                    for i in 0..AMX_ROWS.min(row_range.end - r) {
+                        let sum = std::arch::x86_64::_mm512_loadu_si512(sums.as_ptr().add(i * NR) as *const _);
+                        store_row(sum, rows[r + i], &params, out.get().add((r + i) * n + panel * NR), cols);
+                    }
+                }
+                p += count;
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
     /// Up to [`MR`] rows of codes against one panel, written to `out` (row stride N).
     fn tile(&self, codes: &[u8], rows: &[(f32, f32)], panel: usize, out: *mut f32, cols: usize) {
         let kp = self.kp;
         let weights = &self.panels[panel * NR * kp..][..NR * kp];
-        let at = panel * NR;
-        let params = Panel {
-            scale: &self.scale[at..at + NR],
-            offset: &self.offset[at..at + NR],
-            bias: &self.bias[at..at + NR],
-        };
+        let params = self.panel(panel);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `new` checked `supported()` (and VNNI where `vnni`); codes hold rows.len() rows of kp bytes, weights NR × kp, and out has rows.len()
+        // SAFETY: `new` checked `supported()` (and chose VNNI or AMX only where the CPU has VNNI); codes hold rows.len() rows of kp bytes, weights NR × kp, and out has rows.len()
         // rows of `cols` writable values at stride N.
         unsafe {
-            match (self.vnni, rows.len()) {
+            match (self.kernel != Kernel::Avx2, rows.len()) {
                 (true, 1) => tile_vnni::<1>(codes, kp, weights, rows, &params, out, self.n, cols),
                 (true, 2) => tile_vnni::<2>(codes, kp, weights, rows, &params, out, self.n, cols),
                 (true, 3) => tile_vnni::<3>(codes, kp, weights, rows, &params, out, self.n, cols),
@@ -224,6 +344,54 @@ impl Int8Linear {
             "Int8Linear::new refuses CPUs without AVX2: {:?}",
             (codes, rows, weights, out, cols)
         );
+    }
+}
+
+/// What AMX needs from the OS and the CPU.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use std::sync::OnceLock;
+
+    /// Whether AMX-INT8 runs here: the CPU has it, and Linux granted this process the 8 KB
+    /// tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; without it the first
+    /// tile instruction is a SIGILL).
+    pub fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            // CPUID leaf 7 exists on every x86_64 CPU with AVX-512 (checked first).
+            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+            let (tile, int8) = (leaf.edx & (1 << 24) != 0, leaf.edx & (1 << 25) != 0);
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a request for a permission; it changes nothing else.
+            tile && int8 && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
+        })
+    }
+
+    /// `ldtilecfg`'s 64 bytes: palette 1, six tiles of 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    pub struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    impl TileConfig {
+        pub fn new() -> Self {
+            let mut c = TileConfig {
+                palette: 1,
+                start_row: 0,
+                reserved: [0; 14],
+                bytes_per_row: [0; 16],
+                rows: [0; 16],
+            };
+            for t in 0..6 {
+                (c.bytes_per_row[t], c.rows[t]) = (64, 16);
+            }
+            c
+        }
     }
 }
 
@@ -410,19 +578,33 @@ unsafe fn tile_vnni<const R: usize>(
         w = w.add(2);
         kk += KSTEP;
     }
+    for (r, (acc, &row)) in acc.iter().zip(rows).enumerate() {
+        store_row(_mm512_add_epi32(acc[0], acc[1]), row, panel, out.add(r * ldo), cols);
+    }
+}
+
+/// One row of a panel's outputs from its 16 integer sums: the affine map, then the first
+/// `cols` values stored (the last panel of an N that is not a multiple of 16 has fewer).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_row(
+    sum: std::arch::x86_64::__m512i,
+    (step, min): (f32, f32),
+    panel: &Panel,
+    out: *mut f32,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
     let scale = _mm512_loadu_ps(panel.scale.as_ptr());
     let offset = _mm512_loadu_ps(panel.offset.as_ptr());
     let bias = _mm512_loadu_ps(panel.bias.as_ptr());
-    for (r, (acc, &(step, min))) in acc.iter().zip(rows).enumerate() {
-        let sum = _mm512_add_epi32(acc[0], acc[1]);
-        let y = _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(sum),
-            _mm512_mul_ps(_mm512_set1_ps(step), scale),
-            _mm512_fmadd_ps(_mm512_set1_ps(min), offset, bias),
-        );
-        // The last panel of an N that is not a multiple of 16 writes only its `cols` lanes.
-        _mm512_mask_storeu_ps(out.add(r * ldo), ((1u32 << cols) - 1) as u16, y);
-    }
+    let y = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(sum),
+        _mm512_mul_ps(_mm512_set1_ps(step), scale),
+        _mm512_fmadd_ps(_mm512_set1_ps(min), offset, bias),
+    );
+    _mm512_mask_storeu_ps(out, ((1u32 << cols) - 1) as u16, y);
 }
 
 impl CustomOp1 for Int8Linear {
@@ -507,26 +689,29 @@ mod tests {
         Ok(())
     }
 
-    /// Where the CPU has VNNI, its tiles and the AVX2 ones give the same bits: the same integer
-    /// sums through the same affine map.
+    /// The kernels this CPU has below its best (AVX2 under VNNI, both under AMX) give the best
+    /// one's bits: the same integer sums through the same affine map.
     #[test]
-    fn vnni_and_avx2_tiles_agree_bit_for_bit() -> Result<()> {
-        if !supported() || !has_vnni() {
+    fn every_kernel_gives_the_same_bits() -> Result<()> {
+        let best = Kernel::best();
+        if !supported() || best == Kernel::Avx2 {
             return Ok(());
         }
         let dev = Device::Cpu;
-        for (m, n, k) in [(1, 16, 8), (5, 37, 77), (70, 640, 1792)] {
+        for (m, n, k) in [(1, 16, 8), (5, 37, 77), (16, 64, 64), (33, 70, 130), (70, 640, 1792)] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
             let b = Tensor::randn(0f32, 1.0, n, &dev)?;
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
             let mut linear = Int8Linear::new(&w, Some(&b))?;
-            let vnni: Vec<f32> = linear.forward(&x)?.flatten_all()?.to_vec1()?;
-            linear.vnni = false;
-            let avx2: Vec<f32> = linear.forward(&x)?.flatten_all()?.to_vec1()?;
-            assert!(
-                vnni.iter().zip(&avx2).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{m}×{k} · ({n}×{k})ᵀ"
-            );
+            let want: Vec<f32> = linear.forward(&x)?.flatten_all()?.to_vec1()?;
+            for kernel in [Kernel::Avx2, Kernel::Vnni].into_iter().filter(|&kn| kn != best) {
+                linear.kernel = kernel;
+                let got: Vec<f32> = linear.forward(&x)?.flatten_all()?.to_vec1()?;
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{kernel:?} against {best:?}, {m}×{k} · ({n}×{k})ᵀ"
+                );
+            }
         }
         Ok(())
     }

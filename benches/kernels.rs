@@ -2,6 +2,7 @@
 //! (candle's fused op, scalar libm `expf`, vs vellum's vectorised one) at the shapes a
 //! 532-pixel page gives the bench model's tower (a full-attention block: 10 heads × 1,444² scores;
 //! a window block: 64-token windows) and a decode step (16 sequences × 10 heads × 500 keys);
+//! the vision towers' segment attention at the same two shapes;
 //! the few-row `x · wᵀ` against the GEMM; the int8 fast mode's linear (activations quantised
 //! per call, included) against the f32 GEMM (throughput in FLOP, 2 per multiply-add); the
 //! sampler's log Σ exp over one row of logits (RolmOCR's 151,657 and the bench model's 32,768
@@ -30,6 +31,21 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(format!("vellum/{name}"), |b| {
             b.iter(|| vellum::ops::softmax::softmax_last_dim(&x).unwrap())
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("segment_attention");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(3));
+    let (tokens, heads, hd) = (1444, 10, 80);
+    let [q, k, v] = [0, 1, 2].map(|_| Tensor::randn(0f32, 1.0, (tokens, heads, hd), &Device::Cpu).unwrap());
+    let windows: Vec<usize> = (0..tokens).step_by(64).chain([tokens]).collect();
+    for (name, segments) in [("full_1444", vec![0, tokens]), ("windows_64", windows)] {
+        group.bench_function(format!("vellum/{name}"), |b| {
+            b.iter(|| vellum::ops::segment_attention::attention(&q, &k, &v, &segments).unwrap())
         });
     }
     group.finish();

@@ -29,8 +29,18 @@ pub fn takes(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
 /// Attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]`: `q`, `k`, `v` are
 /// (tokens, heads, head_dim); returns the same shape.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
+    #[cfg(target_arch = "x86_64")]
+    let wide = is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    attention_on(q, k, v, cu_seqlens, wide)
+}
+
+/// [`attention`] on AVX-512 (`wide`) or AVX2 kernels.
+fn attention_on(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize], wide: bool) -> Result<Tensor> {
     let op = SegmentAttention {
         cu_seqlens: cu_seqlens.to_vec(),
+        wide,
     };
     // Keys as (heads, head_dim, tokens): sixteen keys' d-th components are two vector loads.
     let kt = k.permute((1, 2, 0))?.contiguous()?;
@@ -39,6 +49,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Re
 
 struct SegmentAttention {
     cu_seqlens: Vec<usize>,
+    /// The AVX-512 kernels (the CPU has them), else AVX2.
+    wide: bool,
 }
 
 /// Query rows per task.
@@ -84,6 +96,7 @@ impl CustomOp3 for SegmentAttention {
             v: f32_slice(vs, vl, "segment attention")?,
             heads,
             hd,
+            wide: self.wide,
         };
         let tasks: Vec<Task> = self
             .cu_seqlens
@@ -124,6 +137,7 @@ struct Rows<'a> {
     v: &'a [f32],
     heads: usize,
     hd: usize,
+    wide: bool,
 }
 
 impl Rows<'_> {
@@ -134,10 +148,15 @@ impl Rows<'_> {
 
     /// The task's output rows, (queries, head_dim).
     fn task(&self, t: &Task) -> Vec<f32> {
-        // SAFETY: `takes` admitted the tensors only where the CPU has AVX2 and FMA.
+        // SAFETY: `takes` admitted the tensors only where the CPU has AVX2 and FMA, and
+        // `wide` is set only where it has AVX-512.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            self.task_avx2(t)
+            if self.wide {
+                self.task_avx512(t)
+            } else {
+                self.task_avx2(t)
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("segment attention is x86_64 only ({})", t.head)
@@ -149,6 +168,24 @@ impl Rows<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn task_avx2(&self, t: &Task) -> Vec<f32> {
+        // SAFETY: this function's features are the AVX2 kernels'.
+        unsafe { self.task_on::<false>(t) }
+    }
+
+    /// [`Self::task_avx2`] with 512-bit vectors: the scores and weighted values 32 lanes a
+    /// step, the softmax's max, exp and sum compiled for AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn task_avx512(&self, t: &Task) -> Vec<f32> {
+        // SAFETY: this function's features include the AVX-512 kernels'.
+        unsafe { self.task_on::<true>(t) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA, and AVX-512 when `WIDE`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn task_on<const WIDE: bool>(&self, t: &Task) -> Vec<f32> {
         use super::softmax::kernels::{exp_shifted_sum, max};
         let (h, hd) = (t.head, self.hd);
         let (k0, len) = (t.keys.start, t.keys.len());
@@ -163,7 +200,11 @@ impl Rows<'_> {
         for b in (0..len).step_by(KEY_BLOCK) {
             let n = KEY_BLOCK.min(len - b);
             for (qs, pg) in groups.iter().zip(p.chunks_exact_mut(4 * len)) {
-                self.scores(*qs, k0 + b, n, h, scale, &mut pg[b..], len);
+                if WIDE {
+                    self.scores_avx512(*qs, k0 + b, n, h, scale, &mut pg[b..], len);
+                } else {
+                    self.scores(*qs, k0 + b, n, h, scale, &mut pg[b..], len);
+                }
             }
         }
         // A loop, not a closure: closures do not take the function's target features.
@@ -176,7 +217,11 @@ impl Rows<'_> {
         for b in (0..len).step_by(KEY_BLOCK) {
             let n = KEY_BLOCK.min(len - b);
             for (pg, ag) in p.chunks_exact(4 * len).zip(acc.chunks_exact_mut(4 * hd)) {
-                self.weighted_values(&pg[b..], len, k0 + b, n, h, ag);
+                if WIDE {
+                    self.weighted_values_avx512(&pg[b..], len, k0 + b, n, h, ag);
+                } else {
+                    self.weighted_values(&pg[b..], len, k0 + b, n, h, ag);
+                }
             }
         }
         let mut out = vec![0f32; t.queries.len() * hd];
@@ -279,6 +324,96 @@ impl Rows<'_> {
             }
         }
     }
+
+    /// [`Self::scores`] on AVX-512: 32 keys a step (4 × 2 accumulators), the last step's keys
+    /// masked, so no scalar tail.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    fn scores_avx512(&self, qs: [&[f32]; 4], k0: usize, n: usize, h: usize, scale: f32, p: &mut [f32], stride: usize) {
+        use std::arch::x86_64::*;
+        let kt = |d: usize| &self.kt[(h * self.hd + d) * self.tokens + k0..][..n];
+        // Bounds checked once here; the loop reads k rows d < hd at columns < n.
+        let (kbase, hd, tokens) = (kt(self.hd - 1).as_ptr(), self.hd, self.tokens);
+        let kbase = kbase.wrapping_sub((hd - 1) * tokens);
+        assert!(p.len() >= 3 * stride + n && qs.iter().all(|q| q.len() == hd));
+        let sc = _mm512_set1_ps(scale);
+        for j in (0..n).step_by(32) {
+            let (m0, m1) = (lanes(n - j), lanes((n - j).saturating_sub(16)));
+            let mut a = [[_mm512_setzero_ps(); 2]; 4];
+            for d in 0..hd {
+                // SAFETY: row d of this head's keys holds n values from k0 (kt above); the
+                // masks cover only columns < n, and masked-off lanes are not read.
+                let (k0, k1) = unsafe {
+                    let k = kbase.add(d * tokens + j);
+                    (
+                        _mm512_maskz_loadu_ps(m0, k),
+                        _mm512_maskz_loadu_ps(m1, k.wrapping_add(16)),
+                    )
+                };
+                for (ar, q) in a.iter_mut().zip(&qs) {
+                    let b = _mm512_set1_ps(q[d]);
+                    ar[0] = _mm512_fmadd_ps(b, k0, ar[0]);
+                    ar[1] = _mm512_fmadd_ps(b, k1, ar[1]);
+                }
+            }
+            for (r, ar) in a.iter().enumerate() {
+                // SAFETY: the masks write only columns j.. < n of row r, within p.
+                unsafe {
+                    let o = p.as_mut_ptr().add(r * stride + j);
+                    _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(ar[0], sc));
+                    _mm512_mask_storeu_ps(o.wrapping_add(16), m1, _mm512_mul_ps(ar[1], sc));
+                }
+            }
+        }
+    }
+
+    /// [`Self::weighted_values`] on AVX-512: 32 columns a step, the last step's masked.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn weighted_values_avx512(&self, p: &[f32], stride: usize, v0: usize, n: usize, h: usize, acc: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let (hd, row) = (self.hd, self.heads * self.hd);
+        // Bounds checked once here; the loop reads rows v0..v0 + n of head h.
+        let vbase = self.row(self.v, v0 + n - 1, h).as_ptr().wrapping_sub((n - 1) * row);
+        assert!(p.len() >= 3 * stride + n && acc.len() >= 4 * hd);
+        for c in (0..hd).step_by(32) {
+            let (m0, m1) = (lanes(hd - c), lanes((hd - c).saturating_sub(16)));
+            let mut a = [[_mm512_setzero_ps(); 2]; 4];
+            for j in 0..n {
+                // SAFETY: row v0 + j (j < n) of head h holds hd values; the masks cover
+                // columns < hd only.
+                let (x0, x1) = unsafe {
+                    let v = vbase.add(j * row + c);
+                    (
+                        _mm512_maskz_loadu_ps(m0, v),
+                        _mm512_maskz_loadu_ps(m1, v.wrapping_add(16)),
+                    )
+                };
+                for (r, ar) in a.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(p[r * stride + j]);
+                    ar[0] = _mm512_fmadd_ps(b, x0, ar[0]);
+                    ar[1] = _mm512_fmadd_ps(b, x1, ar[1]);
+                }
+            }
+            for (r, ar) in a.iter().enumerate() {
+                let o = &mut acc[r * hd + c..(r + 1) * hd];
+                // SAFETY: the masks cover the first min(32, hd − c) values of o.
+                unsafe {
+                    let p = o.as_mut_ptr();
+                    let q = p.wrapping_add(16);
+                    _mm512_mask_storeu_ps(p, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, p), ar[0]));
+                    _mm512_mask_storeu_ps(q, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, q), ar[1]));
+                }
+            }
+        }
+    }
+}
+
+/// A mask of the first min(n, 16) lanes.
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
 }
 
 #[cfg(test)]
@@ -289,7 +424,7 @@ mod tests {
 
     /// Equal to the candle-ops attention for segments of every length class (under and over
     /// a block of 4 queries, 16 keys, 64 query rows and 64 keys) and head sizes with and
-    /// without a 16-column tail.
+    /// without a 16-column tail, on the AVX2 kernels and, where the CPU has them, AVX-512.
     #[test]
     fn matches_the_reference_attention() -> Result<()> {
         let dev = Device::Cpu;
@@ -304,9 +439,15 @@ mod tests {
             let k = Tensor::randn(0f32, 1.0, (t, heads, hd), &dev)?;
             let v = Tensor::randn(0f32, 1.0, (t, heads, hd), &dev)?;
             let want = varlen_attention_reference(&q, &k, &v, &cu)?;
-            let got = attention(&q, &k, &v, &cu)?;
-            let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(err < 1e-5, "heads {heads}, head_dim {hd}: {err}");
+            #[cfg(target_arch = "x86_64")]
+            let avx512 = is_x86_feature_detected!("avx512f");
+            #[cfg(not(target_arch = "x86_64"))]
+            let avx512 = false;
+            for wide in [false, true].into_iter().filter(|&w| !w || avx512) {
+                let got = attention_on(&q, &k, &v, &cu, wide)?;
+                let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(err < 1e-5, "heads {heads}, head_dim {hd}, AVX-512 {wide}: {err}");
+            }
         }
         Ok(())
     }

@@ -34,6 +34,8 @@ const MR_VNNI: usize = 8;
 const KTILE: usize = 64;
 /// Rows of `x` per AMX tile.
 const AMX_ROWS: usize = 16;
+/// Fewest rows that run on AMX, as one tile padded with zero rows: below it the VNNI tiles.
+const AMX_MIN_ROWS: usize = 4;
 const WEIGHT_MAX: f32 = 63.0;
 const CODE_MAX: f32 = 127.0;
 
@@ -163,7 +165,7 @@ impl Int8Linear {
             return Vec::new();
         }
         let (k, kp, n) = (self.k, self.kp, self.n);
-        let amx = self.kernel == Kernel::Amx && m >= AMX_ROWS;
+        let amx = self.kernel == Kernel::Amx && m >= AMX_MIN_ROWS;
         // AMX reads whole tiles of 16 rows: the last one is padded with zero codes.
         let mut codes = vec![0u8; if amx { m.next_multiple_of(AMX_ROWS) } else { m } * kp];
         let mut rows = vec![(0f32, 0f32); m];

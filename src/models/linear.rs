@@ -14,7 +14,7 @@ use crate::ops::int8::Int8Linear;
 pub struct LinearConfig {
     /// α/r of the LoRA adapters the model's store holds (none: no adapters are read).
     pub lora_scale: Option<f64>,
-    /// Weights quantised to int8 (serving on AVX2 CPUs; no gradient reaches the input).
+    /// Weights quantised to int8 (serving on AVX2 CPUs and up; no gradient reaches the input).
     pub int8: bool,
 }
 

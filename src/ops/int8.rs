@@ -1,4 +1,5 @@
-//! `x · wᵀ + b` in integers on AVX2 CPUs: the linear layers of the int8 fast mode.
+//! `x · wᵀ + b` in integers on AVX2 CPUs (AVX-512 VNNI and Intel AMX where present): the linear
+//! layers of the int8 fast mode.
 //!
 //! AVX2 has no int8 dot product (VNNI). Its fastest integer step, `vpmaddubsw`, multiplies
 //! unsigned by signed bytes and adds neighbours into saturating i16. Two such steps summed in

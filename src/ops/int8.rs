@@ -12,8 +12,9 @@
 //! `y[m][n] = sw[n] · (s[m] · Σ xu·wq + min[m] · Σ wq) + b[n]`,
 //!
 //! the sums exact in i32. Where the CPU has AVX-512 VNNI, one `vpdpbusd` per 64 products does
-//! the same sums (same codes, same integers, so the same bits) at about twice the rate. Serving
-//! only: the weights are a quantised copy, not the parameters.
+//! the same sums (same codes, same integers, so the same bits) at about twice the rate, and
+//! where it has Intel AMX, one `tdpbusd` per 16,384 at about twice that again. Serving only:
+//! the weights are a quantised copy, not the parameters.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -78,7 +79,7 @@ enum Kernel {
     /// AVX-512 VNNI: `vpdpbusd` on 512-bit vectors.
     Vnni,
     /// Intel AMX: `tdpbusd` multiplies a 16 × 64 tile of codes by a 64 × 16 tile of weights,
-    /// 16,384 products, in one instruction (VNNI tiles for fewer than 16 rows).
+    /// 16,384 products, in one instruction (VNNI tiles for fewer than [`AMX_MIN_ROWS`] rows).
     Amx,
 }
 
@@ -306,10 +307,10 @@ impl Int8Linear {
                 );
                 for (j, sums) in sums.iter().enumerate().take(count) {
                     let panel = p + j;
-                    let (params, cols) = (self.panel(panel), (n - panel * NR).min(NR));
+                    let (affine, cols) = (affine(&self.panel(panel)), (n - panel * NR).min(NR));
                     for i in 0..AMX_ROWS.min(row_range.end - r) {
                         let sum = std::arch::x86_64::_mm512_loadu_si512(sums.as_ptr().add(i * NR) as *const _);
-                        store_row(sum, rows[r + i], &params, out.get().add((r + i) * n + panel * NR), cols);
+                        store_row(sum, rows[r + i], &affine, out.get().add((r + i) * n + panel * NR), cols);
                     }
                 }
                 p += count;
@@ -318,14 +319,16 @@ impl Int8Linear {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// Up to [`MR`] rows of codes against one panel, written to `out` (row stride N).
+    /// Up to [`MR`] rows of codes (AVX2; [`MR_VNNI`] with VNNI) against one panel, written to
+    /// `out` (row stride N).
     fn tile(&self, codes: &[u8], rows: &[(f32, f32)], panel: usize, out: *mut f32, cols: usize) {
         let kp = self.kp;
         let weights = &self.panels[panel * NR * kp..][..NR * kp];
         let params = self.panel(panel);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `new` checked `supported()` (and chose VNNI or AMX only where the CPU has VNNI); codes hold rows.len() rows of kp bytes, weights NR × kp, and out has rows.len()
-        // rows of `cols` writable values at stride N.
+        // SAFETY: `new` checked `supported()` and chose VNNI or AMX only where the CPU has
+        // VNNI; codes hold rows.len() rows of kp bytes, weights NR × kp, and out has
+        // rows.len() rows of `cols` writable values at stride N.
         unsafe {
             match (self.kernel != Kernel::Avx2, rows.len()) {
                 (true, 1) => tile_vnni::<1>(codes, kp, weights, rows, &params, out, self.n, cols),
@@ -581,9 +584,25 @@ unsafe fn tile_vnni<const R: usize>(
         w = w.add(2);
         kk += KSTEP;
     }
+    let affine = affine(panel);
     for (r, (acc, &row)) in acc.iter().zip(rows).enumerate() {
-        store_row(_mm512_add_epi32(acc[0], acc[1]), row, panel, out.add(r * ldo), cols);
+        store_row(_mm512_add_epi32(acc[0], acc[1]), row, &affine, out.add(r * ldo), cols);
     }
+}
+
+/// A panel's scale, offset and bias as vectors, loaded once for all its rows (the stores to
+/// the output may alias them as far as the compiler knows, so it would reload them per row).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn affine(panel: &Panel) -> [std::arch::x86_64::__m512; 3] {
+    use std::arch::x86_64::_mm512_loadu_ps;
+    // Not `.map(…)`: a closure does not take the function's target features.
+    [
+        _mm512_loadu_ps(panel.scale.as_ptr()),
+        _mm512_loadu_ps(panel.offset.as_ptr()),
+        _mm512_loadu_ps(panel.bias.as_ptr()),
+    ]
 }
 
 /// One row of a panel's outputs from its 16 integer sums: the affine map, then the first
@@ -594,14 +613,11 @@ unsafe fn tile_vnni<const R: usize>(
 unsafe fn store_row(
     sum: std::arch::x86_64::__m512i,
     (step, min): (f32, f32),
-    panel: &Panel,
+    &[scale, offset, bias]: &[std::arch::x86_64::__m512; 3],
     out: *mut f32,
     cols: usize,
 ) {
     use std::arch::x86_64::*;
-    let scale = _mm512_loadu_ps(panel.scale.as_ptr());
-    let offset = _mm512_loadu_ps(panel.offset.as_ptr());
-    let bias = _mm512_loadu_ps(panel.bias.as_ptr());
     let y = _mm512_fmadd_ps(
         _mm512_cvtepi32_ps(sum),
         _mm512_mul_ps(_mm512_set1_ps(step), scale),

@@ -29,11 +29,19 @@ pub fn takes(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
 /// Attention within each segment `cu_seqlens[i]..cu_seqlens[i+1]`: `q`, `k`, `v` are
 /// (tokens, heads, head_dim); returns the same shape.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[usize]) -> Result<Tensor> {
+    attention_on(q, k, v, cu_seqlens, avx512())
+}
+
+/// Whether this CPU has the AVX-512 kernels' instructions.
+fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
-    let wide = is_x86_feature_detected!("avx512f");
+    {
+        is_x86_feature_detected!("avx512f")
+    }
     #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    attention_on(q, k, v, cu_seqlens, wide)
+    {
+        false
+    }
 }
 
 /// [`attention`] on AVX-512 (`wide`) or AVX2 kernels.
@@ -439,11 +447,7 @@ mod tests {
             let k = Tensor::randn(0f32, 1.0, (t, heads, hd), &dev)?;
             let v = Tensor::randn(0f32, 1.0, (t, heads, hd), &dev)?;
             let want = varlen_attention_reference(&q, &k, &v, &cu)?;
-            #[cfg(target_arch = "x86_64")]
-            let avx512 = is_x86_feature_detected!("avx512f");
-            #[cfg(not(target_arch = "x86_64"))]
-            let avx512 = false;
-            for wide in [false, true].into_iter().filter(|&w| !w || avx512) {
+            for wide in [false, true].into_iter().filter(|&w| !w || avx512()) {
                 let got = attention_on(&q, &k, &v, &cu, wide)?;
                 let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(err < 1e-5, "heads {heads}, head_dim {hd}, AVX-512 {wide}: {err}");

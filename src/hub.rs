@@ -218,7 +218,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         if !incomplete.is_empty() {
             msg.push_str(&format!(" Incomplete snapshots: {}.", incomplete.join("; ")));
         }
-        msg.push_str(" Download it on a machine with network access (huggingface-cli download) or pass --model <DIR>.");
+        msg.push_str(" Download it on a machine with network access (huggingface-cli download) or give the model as a local directory.");
         bail!(msg);
     }
     download(repo_id, revision, caches.first())

@@ -10,6 +10,7 @@ mod cli_train;
 mod config_corpus;
 mod deepseek_ocr_parity;
 mod engine;
+mod facade;
 mod kernels_on_cpu;
 mod layering;
 mod model_cards;

@@ -123,6 +123,7 @@ struct Submission {
     deadline: Option<Instant>,
     reply: Sender<RequestResult>,
     cancel: Arc<AtomicBool>,
+    tokens: Option<Sender<u32>>,
 }
 
 /// The result of one request, when it comes.
@@ -237,6 +238,29 @@ impl Engine {
         params: SamplingParams,
         deadline: Option<Instant>,
     ) -> RequestHandle {
+        self.queue(prompt, params, deadline, None)
+    }
+
+    /// Like [`Engine::submit`], and each token is also sent on the returned channel as soon as
+    /// it is sampled (the channel closes when the request finishes).
+    pub fn submit_streaming(
+        &self,
+        image: &DynamicImage,
+        instruction: &str,
+        params: SamplingParams,
+    ) -> anyhow::Result<(RequestHandle, Receiver<u32>)> {
+        let prompt = self.model.prepare(image, instruction)?;
+        let (tx, rx) = mpsc::channel();
+        Ok((self.queue(prompt, params, None, Some(tx)), rx))
+    }
+
+    fn queue(
+        &self,
+        prompt: PreparedPrompt,
+        params: SamplingParams,
+        deadline: Option<Instant>,
+        tokens: Option<Sender<u32>>,
+    ) -> RequestHandle {
         let (reply, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let handle = RequestHandle {
@@ -254,6 +278,7 @@ impl Engine {
             deadline,
             reply: reply.clone(),
             cancel,
+            tokens,
         };
         if self.tx.as_ref().is_none_or(|tx| tx.send(submission).is_err()) {
             let _ = reply.send(Err(EngineError::Stopped));
@@ -376,6 +401,7 @@ impl Core {
             reply: s.reply,
             cancel: s.cancel,
             deadline: s.deadline,
+            tokens: s.tokens,
         };
         self.next_id += 1;
         self.sched.add(seq);
@@ -547,6 +573,9 @@ impl Core {
             let (token, logprob) = sampler::sample(&values, &seq.history(), &masked, &seq.params, &mut seq.rng);
             seq.output.push(token);
             seq.logprobs.push(logprob);
+            if let Some(tx) = &seq.tokens {
+                let _ = tx.send(token);
+            }
             self.counters.generated_tokens += 1;
             if let Some(reason) = check_stop(seq, token, &stops) {
                 let seq = self.sched.remove(*id).expect("running");

@@ -32,6 +32,8 @@ pub struct Sequence {
     pub reply: Sender<RequestResult>,
     pub cancel: Arc<AtomicBool>,
     pub deadline: Option<Instant>,
+    /// Where each sampled token goes as it comes, for a streaming request.
+    pub tokens: Option<Sender<u32>>,
 }
 
 impl Sequence {

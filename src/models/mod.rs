@@ -161,7 +161,7 @@ pub fn open(
             if device.is_cpu() { "machine" } else { "GPU" },
             gb(available),
             if dtype == DType::F32 {
-                "; --dtype bf16 halves them"
+                "; bf16 halves them"
             } else {
                 ""
             }
@@ -181,15 +181,15 @@ pub fn open(
 /// `spec` resolves (one that does not is left to the load to report).
 pub fn check_int8(spec: &str, device: &Device, dtype: DType) -> Result<()> {
     if !device.is_cpu() {
-        anyhow::bail!("--quantization int8 runs on the CPU; on a GPU, --dtype bf16 is the fast mode");
+        anyhow::bail!("int8 quantization runs on the CPU; on a GPU, bf16 is the fast mode");
     }
     if dtype != DType::F32 {
         anyhow::bail!(
-            "--quantization int8 computes around its integer products in f32: leave --dtype at f32, not {dtype:?}"
+            "int8 quantization computes around its integer products in f32: leave the dtype at f32, not {dtype:?}"
         );
     }
     if !crate::ops::int8::supported() {
-        anyhow::bail!("--quantization int8 needs a CPU with AVX2 and FMA, which this one lacks");
+        anyhow::bail!("int8 quantization needs a CPU with AVX2 and FMA, which this one lacks");
     }
     if lora::adapter_dir(std::path::Path::new(spec)).is_some() {
         return Ok(()); // adapters are served over Qwen-VL models only
@@ -200,7 +200,7 @@ pub fn check_int8(spec: &str, device: &Device, dtype: DType) -> Result<()> {
     if let Some(config) = files.read_json("config.json")? {
         let arch = architecture(&config);
         if arch != qwen2_vl::ARCHITECTURE && arch != qwen2_5_vl::config::ARCHITECTURE {
-            anyhow::bail!("--quantization int8 applies to Qwen2-VL and Qwen2.5-VL models; {spec} holds a {arch} model");
+            anyhow::bail!("int8 quantization applies to Qwen2-VL and Qwen2.5-VL models; {spec} holds a {arch} model");
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub fn serve() -> std::io::Result<()> {
     let pdfium = library::bind();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut open: Option<(PathBuf, Option<String>, Input)> = None;
+    // Fault injection for the tests that prove a crash costs only its page, in any host.
+    let fault = std::env::var_os("VELLUM_WORKER_ABORT_ON");
     for line in std::io::stdin().lock().lines() {
         let request: Request = match serde_json::from_str(&line?) {
             Ok(r) => r,
@@ -94,6 +97,10 @@ pub fn serve() -> std::io::Result<()> {
             | Request::Anchor { path, password, .. } => (path.clone(), password.clone()),
         };
         let file = path.display().to_string();
+        if fault.as_deref().is_some_and(|name| path.file_name().is_some_and(|n| n == name)) {
+            // As pdfium does on some malformed files: the worker dies without a word.
+            std::process::abort();
+        }
         let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
             || -> Result<(Reply, Vec<u8>), PdfError> {
                 let reuse = matches!(&open, Some((p, pw, _)) if *p == path && *pw == password);
@@ -166,21 +173,42 @@ fn open_input<'a>(
     }
 }
 
-/// How to start a worker: the `ocr` binary with the hidden subcommand.
+/// Set by [`run_if_worker`]: this executable answers [`WORKER_SUBCOMMAND`] itself.
+static HOOKED: AtomicBool = AtomicBool::new(false);
+
+/// Makes the running executable its own pdfium worker: started with [`WORKER_SUBCOMMAND`] it
+/// serves requests and exits; otherwise it returns at once and remembers that workers can be
+/// this executable re-run. Called first in `main`, before any thread starts (what
+/// [`crate::init`] does).
+pub fn run_if_worker() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == WORKER_SUBCOMMAND) {
+        let code = match serve() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pdfium worker: {e}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    HOOKED.store(true, Ordering::Relaxed);
+}
+
+/// How to start a worker: an executable that answers [`WORKER_SUBCOMMAND`].
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
     pub program: PathBuf,
 }
 
 impl WorkerCommand {
-    /// `$VELLUM_WORKER`, else the running `ocr` binary, else an `ocr` beside the running
-    /// executable (or one folder up, where cargo puts test binaries).
+    /// `$VELLUM_WORKER`, else the running executable if it called [`run_if_worker`] (or is the
+    /// `ocr` binary), else an `ocr` beside it (or one folder up, where cargo puts test binaries).
     pub fn locate() -> Result<Self, String> {
         if let Some(p) = std::env::var_os("VELLUM_WORKER") {
             return Ok(Self { program: p.into() });
         }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {e}"))?;
-        if exe.file_stem().is_some_and(|s| s == "ocr") {
+        if HOOKED.load(Ordering::Relaxed) || exe.file_stem().is_some_and(|s| s == "ocr") {
             return Ok(Self { program: exe });
         }
         let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -188,7 +216,11 @@ impl WorkerCommand {
             .into_iter()
             .find(|p| p.is_file())
             .map(|program| Self { program })
-            .ok_or_else(|| "the pdfium worker (the `ocr` binary) was not found; set VELLUM_WORKER to its path".into())
+            .ok_or_else(|| {
+                "no pdfium worker: call vellum::init() first in main (the process then re-runs itself as \
+                 the worker), or set VELLUM_WORKER to a program that does"
+                    .into()
+            })
     }
 }
 

@@ -2,7 +2,7 @@
 //! rendered for it, its sampling defaults and what its answer looks like. The cards are the
 //! `models/<name>/card.json` files of this repository, built in.
 //!
-//! A card is chosen by `--card NAME`, else by the hub id the model was given as (or the HF-cache
+//! A card is chosen by name, else by the hub id the model was given as (or the HF-cache
 //! folder it sits in), else by architecture: nano DeepSeek-OCR has its own; any other
 //! Qwen2-VL / Qwen2.5-VL checkpoint gets RolmOCR's, with a warning naming the choice.
 
@@ -66,6 +66,15 @@ fn render_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RenderMode, D::
     }
 }
 
+/// What a caller sets over a card; None keeps the card's.
+#[derive(Debug, Clone, Default)]
+pub struct CardOverrides {
+    pub prompt: Option<String>,
+    pub mode: Option<RenderMode>,
+    pub temperature: Option<f64>,
+    pub max_new_tokens: Option<usize>,
+}
+
 /// Every built-in card.
 pub fn all() -> Vec<Card> {
     CARDS
@@ -83,8 +92,7 @@ pub fn finetuning_prompt(anchor: &str) -> String {
     )
 }
 
-/// The card for a model given as `spec` whose config names `architecture`; `chosen` is the
-/// `--card` flag. Returns the card and, when it was a guess, a warning saying so.
+/// The card for a model given as `spec` whose config names `architecture`; `chosen` names one. Returns the card and, when it was a guess, a warning saying so.
 pub fn for_model(spec: &str, architecture: &str, chosen: Option<&str>) -> Result<(Card, Option<String>)> {
     let cards = all();
     if let Some(name) = chosen {
@@ -115,7 +123,7 @@ pub fn for_model(spec: &str, architecture: &str, chosen: Option<&str>) -> Result
         rolmocr,
         Some(format!(
             "no model card for {spec}: running it as RolmOCR (its prompt, the FinePDFs render, plain-text answers); \
-             pass --card NAME to choose another"
+             choose another card by name"
         )),
     ))
 }
@@ -141,7 +149,7 @@ mod tests {
         );
         let (card, warning) = pick("my/finetune", "Qwen2VLForConditionalGeneration", None);
         assert_eq!(card.name, "rolmocr");
-        assert!(warning.unwrap().contains("--card"));
+        assert!(warning.unwrap().contains("choose another card"));
         assert_eq!(
             pick("my/finetune", "", Some("olmocr-2")).0.render,
             RenderMode::Olmocr { longest: 1288 }

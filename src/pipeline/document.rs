@@ -25,7 +25,7 @@ use image::{DynamicImage, RgbImage};
 use serde::Serialize;
 
 use super::answer::{self, AnswerFormat, PageFacts};
-use super::card::finetuning_prompt;
+use super::card::{finetuning_prompt, Card, CardOverrides, Prompt};
 use super::quality::find_repetition;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, FinishReason, RequestHandle, RequestResult};
@@ -174,6 +174,27 @@ impl OcrOptions {
             worker,
             stop: Arc::new(AtomicBool::new(false)),
         }
+    }
+}
+
+impl OcrOptions {
+    /// The card's prompt, render size, sampling and answer format, where `overrides` say
+    /// nothing.
+    pub fn apply_card(&mut self, card: &Card, overrides: &CardOverrides, max_context: usize) {
+        self.mode = overrides.mode.unwrap_or(card.render);
+        self.prompt = match (&overrides.prompt, &card.prompt) {
+            (Some(p), _) => PagePrompt::Fixed(Some(p.clone())),
+            (None, Prompt::Fixed(p)) => PagePrompt::Fixed(Some(p.clone())),
+            (None, Prompt::OlmocrAnchored { target_length }) => PagePrompt::Anchored {
+                max_length: *target_length,
+            },
+        };
+        self.answer = card.answer;
+        // A card's cap that leaves the prompt too little of the context gives way to what is left.
+        let card_cap = card.sampling.max_new_tokens.filter(|&n| n <= max_context / 2);
+        self.params.max_new_tokens = overrides.max_new_tokens.or(card_cap);
+        self.params.temperature = overrides.temperature.unwrap_or(card.sampling.temperature);
+        self.params.repetition_penalty = card.sampling.repetition_penalty;
     }
 }
 
@@ -431,6 +452,58 @@ impl DocState {
             .collect();
         self.result.pages = pages?;
         Some(self.result)
+    }
+}
+
+/// OCRs one page image held in memory, as a page of a document is done (the prompt, sampling,
+/// retries and answer format of `options`; an image has no text layer, so a page that stays
+/// bad ends with empty text and `fallback`). None if `options.stop` cancelled it.
+pub fn ocr_image(engine: &Arc<Engine>, image: RgbImage, options: &OcrOptions) -> Option<PageResult> {
+    let submitter = Submitter {
+        engine: Some(engine.clone()),
+        options,
+    };
+    let started = Instant::now();
+    let anchor = match options.prompt {
+        PagePrompt::Anchored { max_length } => Some(crate::pdf::anchor::linearize(
+            &crate::pdf::anchor::PageReport {
+                width: image.width() as f32,
+                height: image.height() as f32,
+                texts: Vec::new(),
+                images: Vec::new(),
+            },
+            max_length,
+        )),
+        PagePrompt::Fixed(_) => None,
+    };
+    let image = Arc::new(image);
+    let submitted = submitter.instruction(anchor.as_deref()).and_then(|instruction| {
+        submitter
+            .submit(&image, &instruction, 0, 0)
+            .map(|handle| (instruction, handle))
+    });
+    let mut pending = match submitted {
+        Ok((instruction, handle)) => Pending::Running(Running {
+            page: 1,
+            text_layer: String::new(),
+            image,
+            instruction,
+            handle,
+            attempt: 0,
+            rotation: 0,
+            spent_tokens: 0,
+            rotated_answer: None,
+            started,
+        }),
+        Err(error) => Pending::Done(fallback(1, String::new(), error, 0, started.elapsed().as_secs_f64())),
+    };
+    while let Pending::Running(run) = pending {
+        let result = run.wait(&options.stop);
+        pending = submitter.judge(run, result);
+    }
+    match pending {
+        Pending::Done(page) => Some(page),
+        _ => None,
     }
 }
 

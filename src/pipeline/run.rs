@@ -81,6 +81,39 @@ pub struct RunStats {
     pub folder: FolderState,
 }
 
+/// How a run ended, worst first: what its exit status says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped by [`crate::Ocr::cancel`] (a signal): rerun to continue.
+    Interrupted,
+    /// Documents failed (they are in `failed/`).
+    Failed,
+    /// Documents are left to do: pages wait for a model.
+    Pending,
+    Done,
+}
+
+impl Outcome {
+    pub fn of(interrupted: bool, failed: usize, remaining: usize) -> Self {
+        if interrupted {
+            Outcome::Interrupted
+        } else if failed > 0 {
+            Outcome::Failed
+        } else if remaining > 0 {
+            Outcome::Pending
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
+impl RunStats {
+    /// The run's outcome, from the whole share's state (earlier runs included).
+    pub fn outcome(&self) -> Outcome {
+        Outcome::of(self.interrupted, self.folder.failed, self.folder.remaining)
+    }
+}
+
 /// Hears about a run as it goes (a progress bar, logs).
 pub trait RunObserver {
     /// The share is known: `stats` holds the shard and document counts.
@@ -114,7 +147,8 @@ fn markdown_path(out: &Path, id: &str) -> PathBuf {
     out.join("markdown").join(format!("{}.md", rel.display()))
 }
 
-fn document_json(source: &Source, doc: &DocumentResult, model: &str, failure: &Option<String>) -> serde_json::Value {
+/// The line a document gets in the output: a DataTrove document (id, text, media, metadata).
+pub fn document_record(source: &Source, doc: &DocumentResult, model: &str, failure: &Option<String>) -> serde_json::Value {
     serde_json::json!({
         "id": source.id,
         "text": doc.text(),
@@ -193,7 +227,7 @@ pub fn run(
         let work = work(&doc);
         this_run += work;
         let failure = doc.failure(options.max_bad_page_rate);
-        let line = document_json(source, &doc, &options.model_name, &failure);
+        let line = document_record(source, &doc, &options.model_name, &failure);
         let written = writer
             .write(&source.id, &line.to_string(), failure.is_some(), work)
             .and_then(|()| {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::suite::Suite;
 use crate::pdf::worker::Worker;
 use crate::pdf::RenderMode;
-use crate::pipeline::document::{ocr_documents, OcrOptions, Recognizer};
+use crate::pipeline::document::DocumentResult;
 
 #[derive(Clone, Copy)]
 pub enum System {
@@ -51,7 +51,13 @@ pub fn pages(suite: &Suite) -> Vec<(String, u32)> {
 /// Runs vellum with a model over the suite's PDFs (every document through one engine, so pages
 /// batch) and writes each page a test names into `out`; returns the pages that failed or fell
 /// back to their text layer, with why.
-pub fn write_vellum(suite: &Suite, recognizer: &Recognizer, ocr: &OcrOptions, out: &Path) -> Result<Vec<String>> {
+/// `ocr_documents` OCRs the files it is given as `ocr run` does (the caller's
+/// [`crate::Ocr::documents`]), calling back with each document.
+pub fn write_vellum(
+    suite: &Suite,
+    ocr_documents: impl FnOnce(&[std::path::PathBuf], &mut dyn FnMut(usize, DocumentResult)) -> Result<()>,
+    out: &Path,
+) -> Result<Vec<String>> {
     if suite.pdfs_from_tests {
         bail!(
             "{} has no pdfs/ folder: there is nothing to run OCR on",
@@ -64,7 +70,7 @@ pub fn write_vellum(suite: &Suite, recognizer: &Recognizer, ocr: &OcrOptions, ou
     let files: Vec<std::path::PathBuf> = pdfs.iter().map(|p| suite.dir.join("pdfs").join(p)).collect();
     let mut texts = std::collections::HashMap::new();
     let mut failed = Vec::new();
-    ocr_documents(&files, recognizer, ocr, |index, doc| {
+    ocr_documents(&files, &mut |index, doc| {
         if let Some(e) = &doc.error {
             failed.push(format!("{}: {e}", pdfs[index]));
         }
@@ -79,7 +85,7 @@ pub fn write_vellum(suite: &Suite, recognizer: &Recognizer, ocr: &OcrOptions, ou
             }
             texts.insert((pdfs[index].clone(), page.page as u32), page.text);
         }
-    });
+    })?;
     for (pdf, page) in wanted {
         let text = texts.remove(&(pdf.clone(), page)).unwrap_or_default();
         let stem = pdf.strip_suffix(".pdf").unwrap_or(&pdf);

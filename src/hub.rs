@@ -224,6 +224,16 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     download(repo_id, revision, caches.first())
 }
 
+#[cfg(not(feature = "download"))]
+fn download(repo_id: &str, revision: &str, _cache: Option<&PathBuf>) -> Result<ModelFiles> {
+    bail!(
+        "{repo_id}@{revision} is not in the HF cache, and this build of vellum does not download \
+         (it was built without its `download` feature): download it with huggingface-cli, or give \
+         the model as a local directory"
+    )
+}
+
+#[cfg(feature = "download")]
 fn download(repo_id: &str, revision: &str, cache: Option<&PathBuf>) -> Result<ModelFiles> {
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Repo, RepoType};

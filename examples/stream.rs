@@ -33,7 +33,12 @@ fn stream(model: &str, image: &str) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stdout.flush();
     }
     if let Some(g) = tokens.generation() {
-        eprintln!("\n{} prompt tokens, {} generated ({:?})", g.prompt_tokens, g.tokens.len(), g.finish_reason);
+        eprintln!(
+            "\n{} prompt tokens, {} generated ({:?})",
+            g.prompt_tokens,
+            g.tokens.len(),
+            g.finish_reason
+        );
     }
     Ok(())
 }

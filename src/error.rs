@@ -2,6 +2,8 @@
 //! wrong instead of reading a message. Inside the crate, modules report with `anyhow`; the
 //! facade sorts what reaches it into these kinds at its edge.
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 use crate::engine::EngineError;
@@ -13,10 +15,20 @@ use crate::pdf::PdfError;
 pub enum Error {
     /// The model is not a directory, not in the HF cache and could not be downloaded.
     #[error("model not found: {reason}")]
-    ModelNotFound { model: String, reason: String },
+    ModelNotFound {
+        /// The model as it was given.
+        model: String,
+        /// Where it was looked for, and why it is not there.
+        reason: String,
+    },
     /// The model exists but could not be loaded (a bad config, missing tensors, no memory).
     #[error("cannot load the model {model}: {reason}")]
-    ModelLoad { model: String, reason: String },
+    ModelLoad {
+        /// The model as it was given.
+        model: String,
+        /// What failed.
+        reason: String,
+    },
     /// A combination the engine does not run (int8 on a GPU, an unknown card, an unknown
     /// architecture, a device this build lacks).
     #[error("unsupported: {0}")]
@@ -34,16 +46,24 @@ pub enum Error {
     Input(#[from] PdfError),
     /// None of the inputs is a PDF or an image.
     #[error("no PDFs or images in {inputs} (looked for {extensions})")]
-    NoInputs { inputs: String, extensions: String },
+    NoInputs {
+        /// The inputs as given.
+        inputs: String,
+        /// The file extensions looked for.
+        extensions: String,
+    },
     /// The model failed on a request, or the request cannot fit the engine.
     #[error(transparent)]
     Generation(#[from] EngineError),
     /// This work was cancelled ([`crate::Ocr::cancel`]).
     #[error("cancelled")]
     Cancelled,
+    /// A file that could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },

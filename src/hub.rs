@@ -14,6 +14,7 @@ use crate::weights::MmapWeights;
 
 const INDEX_FILE: &str = "model.safetensors.index.json";
 const SINGLE_FILE: &str = "model.safetensors";
+#[cfg(feature = "download")]
 const OPTIONAL_FILES: &[&str] = &[
     "tokenizer_config.json",
     "preprocessor_config.json",
@@ -178,6 +179,7 @@ fn cached_snapshot(cache: &Path, repo_id: &str, revision: &str) -> Option<PathBu
 }
 
 /// The root cause alone: the HTTP client's errors repeat their sources in their own text.
+#[cfg(feature = "download")]
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut e = e;
     while let Some(source) = e.source() {

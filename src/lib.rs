@@ -32,11 +32,11 @@
 //! - [`Ocr`] (module `ocr`) and [`Error`]: the facade embedders use.
 //! - [`pipeline`]: corpus runs. `document` (route, render, OCR, retry, fall back, per document),
 //!   `run` (the resumable run), `sources`, `shard`, `quality` (repetition checks), `writer`
-//!   (chunked, exactly-once JSONL). [`train`]: the trainer of the nano DeepSeek-OCR model and
+//!   (chunked, exactly-once JSONL). `train` (feature `train`): the trainer of the nano DeepSeek-OCR model and
 //!   of Qwen2.5-VL / Qwen2-VL (full, tower frozen, LoRA) (`model`: what it asks of a model,
 //!   `data`, `optim`, `trainer`, `checkpoint`, `metrics`, `report`, `prepare`, `synth`).
-//!   [`mod@bench`] (throughput, `fidelity` of a fast mode, and olmOCR-Bench scoring in
-//!   `bench::olmocr`), [`selftest`]: the
+//!   `bench` (feature `bench`: throughput, `fidelity` of a fast mode, and olmOCR-Bench scoring in
+//!   `bench::olmocr`), `selftest`: the
 //!   benchmark harness and the GPU self-test.
 //! - [`engine`]: continuous batching over a paged KV cache. `block_pool` (blocks, prefix hashes),
 //!   `kv_cache` (block tables), `scheduler` (what runs next, under a token budget),

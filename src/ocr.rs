@@ -6,6 +6,8 @@
 //! applies its [model card](crate::pipeline::card): the prompt, how pages are rendered, the
 //! sampling defaults and how answers are parsed. Options set on the builder win over the card.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -67,6 +69,7 @@ impl OcrBuilder {
         self
     }
 
+    /// Faster, less exact linear layers (see [`Quantization`]).
     pub fn quantization(mut self, quantization: Quantization) -> Self {
         self.quantization = Some(quantization);
         self
@@ -170,14 +173,13 @@ impl OcrBuilder {
         }
         let int8 = self.quantization == Some(Quantization::Int8);
         if int8 {
-            let dtype = self
-                .dtype
-                .unwrap_or_else(|| crate::device::default_dtype(&self.device));
+            let dtype = self.dtype.unwrap_or_else(|| crate::device::default_dtype(&self.device));
             crate::models::check_int8(&self.model, &self.device, dtype)
                 .map_err(|e| Error::Unsupported(format!("{e:#}")))?;
         }
         let engine = self.load(int8).and_then(|model| {
-            let engine = Engine::new(model, self.engine.clone()).map_err(|e| Error::InvalidOptions(format!("{e:#}")))?;
+            let engine =
+                Engine::new(model, self.engine.clone()).map_err(|e| Error::InvalidOptions(format!("{e:#}")))?;
             // Fewer tokens than one full-context sequence: long pages would fail one by one.
             if engine.cache_tokens() < max_context {
                 return Err(Error::InvalidOptions(format!(
@@ -322,6 +324,7 @@ impl Ocr {
         self.options.stop.store(true, Ordering::Relaxed);
     }
 
+    /// Whether [`Ocr::cancel`] was called.
     pub fn is_cancelled(&self) -> bool {
         self.options.stop.load(Ordering::Relaxed)
     }
@@ -375,7 +378,16 @@ impl Ocr {
         }
         options.model_name = self.model.clone();
         options.max_bad_page_rate = self.max_bad_page_rate;
-        Ok(crate::pipeline::run::run(&options, &self.recognizer, &self.options, observer)?)
+        crate::pipeline::run::run(&options, &self.recognizer, &self.options, observer).map_err(|e| {
+            // What fails a run is its output folder; bad inputs are recorded, not raised.
+            match e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+                Some(io) => Error::Io {
+                    path: options.out.clone(),
+                    source: std::io::Error::new(io.kind(), format!("{e:#}")),
+                },
+                None => Error::Other(e),
+            }
+        })
     }
 
     /// A page's text as the model writes it, piece by piece: the card's prompt and sampling,
@@ -400,7 +412,12 @@ impl Ocr {
 
     /// One raw request: `instruction` (the model's default when None) and `params` as given,
     /// no card, no retries.
-    pub fn generate(&self, image: &DynamicImage, instruction: Option<&str>, params: SamplingParams) -> Result<Generation> {
+    pub fn generate(
+        &self,
+        image: &DynamicImage,
+        instruction: Option<&str>,
+        params: SamplingParams,
+    ) -> Result<Generation> {
         let engine = self.engine_or_missing()?;
         let instruction = instruction.unwrap_or(engine.model().info().default_instruction);
         Ok(engine.submit(image, instruction, params)?.wait()?)

@@ -55,7 +55,9 @@ fn untimed(mut doc: Value) -> Value {
 }
 
 fn lines(text: &str) -> Vec<Value> {
-    text.lines().map(|l| untimed(serde_json::from_str(l).unwrap())).collect()
+    text.lines()
+        .map(|l| untimed(serde_json::from_str(l).unwrap()))
+        .collect()
 }
 
 /// `ocr run`'s documents (done and failed), by id.
@@ -63,7 +65,13 @@ fn ocr_run(inputs: &[PathBuf], out: &Path) -> BTreeMap<String, Value> {
     let run = Command::new(env!("CARGO_BIN_EXE_ocr"))
         .arg("run")
         .args(inputs)
-        .args(["--model", model().to_str().unwrap(), "--max-new-tokens", MAX_NEW_TOKENS, "--out"])
+        .args([
+            "--model",
+            model().to_str().unwrap(),
+            "--max-new-tokens",
+            MAX_NEW_TOKENS,
+            "--out",
+        ])
         .arg(out)
         .env("HF_HUB_OFFLINE", "1")
         .output()
@@ -107,7 +115,12 @@ fn the_facade_writes_what_ocr_run_writes_in_process_and_from_another_program() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&embed.stdout);
-    assert_eq!(embed.status.code(), Some(1), "one document failed: {}", String::from_utf8_lossy(&embed.stderr));
+    assert_eq!(
+        embed.status.code(),
+        Some(1),
+        "one document failed: {}",
+        String::from_utf8_lossy(&embed.stderr)
+    );
     let got = lines(&stdout);
     assert_eq!(got.len(), expected.len(), "{stdout}");
     let ids: Vec<&str> = got.iter().map(|d| d["id"].as_str().unwrap()).collect();
@@ -146,13 +159,20 @@ fn a_pdfium_crash_in_a_host_that_is_not_ocr_costs_only_its_document() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "the host lives on and reports one failure: {stderr}");
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the host lives on and reports one failure: {stderr}"
+    );
     let docs = lines(&String::from_utf8_lossy(&run.stdout));
     assert_eq!(docs.len(), 3, "{stderr}");
     let doc = |name: &str| docs.iter().find(|d| d["id"].as_str().unwrap().ends_with(name)).unwrap();
     let crashed = doc("/crash.pdf");
     assert_eq!(crashed["metadata"]["error"]["kind"], "worker_died", "{crashed:?}");
-    assert!(crashed["metadata"]["error"]["file"].as_str().unwrap().ends_with("crash.pdf"));
+    assert!(crashed["metadata"]["error"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("crash.pdf"));
     for name in ["/edgar.pdf", "/edgar_image.pdf"] {
         assert!(doc(name)["metadata"]["error"].is_null(), "{:?}", doc(name));
         assert!(!doc(name)["metadata"]["pages"].as_array().unwrap().is_empty());
@@ -195,7 +215,11 @@ fn errors_are_typed_and_name_no_flags() {
     assert!(matches!(missing, vellum::Error::ModelNotFound { .. }), "{missing:?}");
     let card = open(vellum::Ocr::builder(model().to_str().unwrap()).card("nope"));
     assert!(matches!(card, vellum::Error::Unsupported(_)), "{card:?}");
-    let long = open(vellum::Ocr::builder(model().to_str().unwrap()).max_context(64).max_new_tokens(64));
+    let long = open(
+        vellum::Ocr::builder(model().to_str().unwrap())
+            .max_context(64)
+            .max_new_tokens(64),
+    );
     assert!(matches!(long, vellum::Error::InvalidOptions(_)), "{long:?}");
     for e in [&missing, &card, &long] {
         assert!(e.is_setup());
@@ -220,22 +244,44 @@ fn cancel_stops_the_work_in_progress() {
     let image = vellum::image::open(common::fixtures().join("processor/on_grid.png")).unwrap();
     ocr.cancel();
     assert!(matches!(ocr.image(&image), Err(vellum::Error::Cancelled)));
-    assert!(matches!(ocr.document(sample("edgar_image.pdf")), Err(vellum::Error::Cancelled)));
+    assert!(matches!(
+        ocr.document(sample("edgar_image.pdf")),
+        Err(vellum::Error::Cancelled)
+    ));
 }
 
 /// What an embedder's `vellum = { ..., default-features = false }` compiles.
 #[test]
 fn an_embedders_dependency_has_no_cli_crates() {
     let tree = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--no-default-features", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "--offline",
+            "--no-default-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .args(["--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")])
         .output()
         .unwrap();
     assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
     let tree = String::from_utf8_lossy(&tree.stdout);
     let crates: Vec<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert!(crates.contains(&"candle-core") && crates.contains(&"pdfium-render"), "{tree}");
-    for cli in ["clap", "indicatif", "plotters", "criterion", "parquet", "signal-hook", "tracing-subscriber"] {
+    assert!(
+        crates.contains(&"candle-core") && crates.contains(&"pdfium-render"),
+        "{tree}"
+    );
+    for cli in [
+        "clap",
+        "indicatif",
+        "plotters",
+        "criterion",
+        "parquet",
+        "signal-hook",
+        "tracing-subscriber",
+    ] {
         assert!(!crates.contains(&cli), "{cli} is in an embedder's build:\n{tree}");
     }
 }

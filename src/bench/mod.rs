@@ -10,6 +10,7 @@ pub mod chart;
 pub mod fidelity;
 pub mod olmocr;
 pub mod peer;
+pub mod throughput;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -160,11 +160,7 @@ pub fn open(
             gb(needed),
             if device.is_cpu() { "machine" } else { "GPU" },
             gb(available),
-            if dtype == DType::F32 {
-                "; bf16 halves them"
-            } else {
-                ""
-            }
+            if dtype == DType::F32 { "; bf16 halves them" } else { "" }
         );
     }
     if !finepdfs_bounds && !int8 {

@@ -2,7 +2,7 @@
 
 use candle_core::{Result, Tensor};
 
-/// Σ −log softmax(logits)[wanted] over the rows of `logits` (rows, vocab), f32.
+/// Σ −log softmax(logits)\[wanted\] over the rows of `logits` (rows, vocab), f32.
 pub fn cross_entropy_sum(logits: &Tensor, wanted: &[u32]) -> Result<Tensor> {
     // The max shift cancels exactly; detached, it adds no noise to the gradient.
     let max = logits.max_keepdim(1)?.detach();

@@ -2,7 +2,7 @@
 //! classifier over features of up to 8 sampled pages and sends a document to OCR when
 //! p ≥ 0.2 or any of its text is garbled. vellum computes its features with pdfium (which
 //! differ from PyMuPDF's, so FinePDFs' model does not carry over as is) and decides with
-//! [`rules`] by default, or with an XGBoost JSON model when given one.
+//! the rules below by default, or with an XGBoost JSON model when given one.
 //!
 //! The default rules, per sampled page, first match wins:
 //! 1. any U+FFFD in the text layer → OCR ("garbled text layer"); text that is not language

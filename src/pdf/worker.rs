@@ -97,7 +97,10 @@ pub fn serve() -> std::io::Result<()> {
             | Request::Anchor { path, password, .. } => (path.clone(), password.clone()),
         };
         let file = path.display().to_string();
-        if fault.as_deref().is_some_and(|name| path.file_name().is_some_and(|n| n == name)) {
+        if fault
+            .as_deref()
+            .is_some_and(|name| path.file_name().is_some_and(|n| n == name))
+        {
             // As pdfium does on some malformed files: the worker dies without a word.
             std::process::abort();
         }

@@ -122,14 +122,14 @@ impl DocumentResult {
 }
 
 /// The model side of OCR: an engine, or the reason there is none.
-pub enum Recognizer {
+pub(crate) enum Recognizer {
     Engine(Arc<Engine>),
     Unavailable(String),
 }
 
 /// The instruction of each page.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PagePrompt {
+pub(crate) enum PagePrompt {
     /// This one (None: the model's own default).
     Fixed(Option<String>),
     /// olmOCR v0.1's: the page's anchor text (at most `max_length` characters) inside
@@ -137,7 +137,7 @@ pub enum PagePrompt {
     Anchored { max_length: usize },
 }
 
-pub struct OcrOptions {
+pub(crate) struct OcrOptions {
     /// What pages are asked.
     pub prompt: PagePrompt,
     /// How the model answers.
@@ -458,7 +458,7 @@ impl DocState {
 /// OCRs one page image held in memory, as a page of a document is done (the prompt, sampling,
 /// retries and answer format of `options`; an image has no text layer, so a page that stays
 /// bad ends with empty text and `fallback`). None if `options.stop` cancelled it.
-pub fn ocr_image(engine: &Arc<Engine>, image: RgbImage, options: &OcrOptions) -> Option<PageResult> {
+pub(crate) fn ocr_image(engine: &Arc<Engine>, image: RgbImage, options: &OcrOptions) -> Option<PageResult> {
     let submitter = Submitter {
         engine: Some(engine.clone()),
         options,
@@ -510,7 +510,7 @@ pub fn ocr_image(engine: &Arc<Engine>, image: RgbImage, options: &OcrOptions) ->
 /// OCRs `files` (PDFs or page images), calling `done` with each document's index in `files`
 /// and its result, in input order, as soon as all of its pages are finished. Once
 /// `options.stop` is set, unfinished documents are abandoned (and not reported).
-pub fn ocr_documents(
+pub(crate) fn ocr_documents(
     files: &[PathBuf],
     recognizer: &Recognizer,
     options: &OcrOptions,

@@ -18,7 +18,7 @@ use super::sources::Source;
 use super::writer::{ChunkWriter, Work};
 
 pub struct RunOptions {
-    /// The documents of the run, all ranks' (see [`sources::collect`]).
+    /// The documents of the run, all ranks' (see [`super::sources::collect`]).
     pub sources: Vec<Source>,
     pub out: PathBuf,
     pub shard: Shard,
@@ -148,7 +148,12 @@ fn markdown_path(out: &Path, id: &str) -> PathBuf {
 }
 
 /// The line a document gets in the output: a DataTrove document (id, text, media, metadata).
-pub fn document_record(source: &Source, doc: &DocumentResult, model: &str, failure: &Option<String>) -> serde_json::Value {
+pub fn document_record(
+    source: &Source,
+    doc: &DocumentResult,
+    model: &str,
+    failure: &Option<String>,
+) -> serde_json::Value {
     serde_json::json!({
         "id": source.id,
         "text": doc.text(),
@@ -182,7 +187,7 @@ fn work(doc: &DocumentResult) -> Work {
 }
 
 /// Runs this rank's share. Killed or stopped, the same call later continues where it ended.
-pub fn run(
+pub(crate) fn run(
     options: &RunOptions,
     recognizer: &Recognizer,
     ocr: &OcrOptions,

@@ -123,45 +123,23 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("{}", serde_json::json!({ "finepdfs": w }));
         return Ok(ExitCode::SUCCESS);
     }
-    let pages = vellum::bench::pages(args.requests.max(1), args.image_size, args.image_size);
-    let mut decode = Vec::new();
-    let engine = vellum::bench::engine(model.clone(), args.batches.iter().copied().max().unwrap_or(1))?;
-    let small = vellum::bench::pages(1, 56, 56).remove(0);
-    for &batch in &args.batches {
-        let rate = vellum::bench::decode_rate(&engine, &small, batch, args.decode_tokens)?;
-        eprintln!("decode batch {batch:>3}: {:8.1} tokens/s", rate.tokens_per_second);
-        decode.push(rate);
-    }
-    drop(engine);
-    let ocr = vellum::bench::ocr_throughput(&model, &pages, vellum::ROLMOCR_PROMPT, args.new_tokens)?;
-    eprintln!(
-        "{} OCR-like requests ({:.0} prompt tokens, {} new): batched {:.1}s, one at a time {:.1}s, speedup {:.2}×",
-        ocr.requests, ocr.prompt_tokens_mean, ocr.new_tokens, ocr.batched_seconds, ocr.sequential_seconds, ocr.speedup
-    );
-    let mut results = serde_json::json!({"decode": decode, "ocr": ocr});
-    if args.place.quantization == Some(Quantization::Int8) {
-        // The f32 model is the reference: its greedy outputs on a few of the same pages, scored
-        // by the int8 model teacher forced.
-        let reference = DeviceArgs {
-            quantization: None,
-            ..args.place.clone()
-        }
-        .open_model(&model_name)?;
-        let reference = vellum::bench::engine(reference, 1)?;
-        let sample = &pages[..pages.len().min(4)];
-        let f = vellum::bench::fidelity::measure(&reference, &*model, sample, vellum::ROLMOCR_PROMPT, args.new_tokens)?;
-        eprintln!(
-            "int8 against f32, teacher forced on {} pages: top-1 agreement {:.1}% of {} positions, \
-             chosen-token logprob diff max {:.3} mean {:.4}",
-            sample.len(),
-            100.0 * f.top1_agreement,
-            f.positions,
-            f.max_logprob_diff,
-            f.mean_logprob_diff
-        );
-        results["quantization"] = "int8".into();
-        results["fidelity"] = serde_json::to_value(f)?;
-    }
+    let settings = vellum::bench::throughput::Settings {
+        batches: args.batches.clone(),
+        decode_tokens: args.decode_tokens,
+        requests: args.requests,
+        image_size: args.image_size,
+        new_tokens: args.new_tokens,
+        prompt: vellum::ROLMOCR_PROMPT.to_string(),
+    };
+    // A fast mode is measured against the f32 model.
+    let f32_place = DeviceArgs {
+        quantization: None,
+        ..args.place.clone()
+    };
+    let open_f32 = || f32_place.open_model(&model_name);
+    let reference = (args.place.quantization == Some(Quantization::Int8)).then_some(("int8", &open_f32 as _));
+    let results = vellum::bench::throughput::measure(&model, reference, &settings, |line| eprintln!("{line}"))?;
+    let results = serde_json::to_value(results)?;
     println!("{results}");
     Ok(ExitCode::SUCCESS)
 }
@@ -274,4 +252,3 @@ pub fn selftest(args: SelftestArgs) -> Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
-

@@ -138,7 +138,10 @@ pub fn bench_olmocr(args: BenchOlmocrArgs) -> Result<ExitCode> {
     folders.sort();
     let mut worker = crate::pdf::worker(args.timeout)?;
     if let Some(spec) = &args.model {
-        let mut builder = args.engine.apply(args.place.builder(spec)?).max_retries(args.max_retries);
+        let mut builder = args
+            .engine
+            .apply(args.place.builder(spec)?)
+            .max_retries(args.max_retries);
         if let Some(card) = &args.card {
             builder = builder.card(card);
         }
@@ -184,4 +187,3 @@ pub fn bench_olmocr(args: BenchOlmocrArgs) -> Result<ExitCode> {
     score_candidates(&suite, &folders, args.json.as_deref(), Some(&args.out))?;
     Ok(ExitCode::SUCCESS)
 }
-

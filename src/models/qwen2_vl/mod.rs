@@ -1,7 +1,7 @@
 //! Qwen2-VL (`Qwen2VLForConditionalGeneration`), the architecture of olmOCR-7B-0225-preview.
 //!
 //! Qwen2.5-VL grew out of it and differs only in the vision tower, so the model is
-//! [`qwen2_5_vl::Model`] with Qwen2-VL's tower ([`Tower::Qwen2`]: LayerNorm, fc1 → QuickGELU →
+//! [`super::qwen2_5_vl::Model`] with Qwen2-VL's tower ([`Tower::Qwen2`]: LayerNorm, fc1 → QuickGELU →
 //! fc2, full attention in every block, a LayerNorm in the merger). The text decoder, M-RoPE, the
 //! image processor, the chat template and weight loading are shared. What is Qwen2-VL's own is
 //! its config.json layout, read here: the tower's width is `embed_dim` and its MLP width

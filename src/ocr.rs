@@ -230,7 +230,12 @@ impl OcrBuilder {
                 reason: format!("{e:#}"),
             })?;
         }
-        crate::models::open(spec, &self.device, self.dtype, int8, self.finepdfs_bounds).map_err(|e| Error::ModelLoad {
+        let options = crate::models::OpenOptions {
+            dtype: self.dtype,
+            int8,
+            finepdfs_bounds: self.finepdfs_bounds,
+        };
+        crate::models::open(spec, &self.device, options).map_err(|e| Error::ModelLoad {
             model: spec.clone(),
             reason: format!("{e:#}"),
         })

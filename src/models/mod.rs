@@ -120,17 +120,25 @@ impl PreparedPrompt {
     }
 }
 
+/// How [`open`] loads a model.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpenOptions {
+    /// The device's default when None (f32 on the CPU, bf16 on a GPU).
+    pub dtype: Option<DType>,
+    /// Quantise a Qwen-VL model's linear layers to int8 ([`crate::ops::int8`]: f32 on AVX2 CPUs).
+    pub int8: bool,
+    /// Bound a Qwen-VL model's images as FinePDFs ran RolmOCR (at most 2048 merged tokens a page).
+    pub finepdfs_bounds: bool,
+}
+
 /// Opens the model a directory, adapter directory or hub id (`org/name[@revision]`) holds, on
-/// `device` in `dtype` (the device's default when None). `int8` quantises a Qwen-VL model's
-/// linear layers ([`crate::ops::int8`]: f32 on AVX2 CPUs); `finepdfs_bounds` gives it the image
-/// bounds FinePDFs ran RolmOCR with (at most 2048 merged tokens a page).
-pub fn open(
-    spec: &str,
-    device: &Device,
-    dtype: Option<DType>,
-    int8: bool,
-    finepdfs_bounds: bool,
-) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
+/// `device`, as `options` say.
+pub fn open(spec: &str, device: &Device, options: OpenOptions) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
+    let OpenOptions {
+        dtype,
+        int8,
+        finepdfs_bounds,
+    } = options;
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
     if int8 {
         check_int8(spec, device, dtype)?;

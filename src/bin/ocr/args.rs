@@ -96,13 +96,12 @@ impl DeviceArgs {
 
     /// The bare model, for the bench and its fidelity reference.
     pub fn open_model(&self, spec: &str) -> Result<std::sync::Arc<dyn vellum::models::VisionLanguageModel>> {
-        vellum::models::open(
-            spec,
-            &self.device()?,
-            self.dtype.map(DType::from),
-            self.quantization == Some(Quantization::Int8),
-            false,
-        )
+        let options = vellum::models::OpenOptions {
+            dtype: self.dtype.map(DType::from),
+            int8: self.quantization == Some(Quantization::Int8),
+            finepdfs_bounds: false,
+        };
+        vellum::models::open(spec, &self.device()?, options)
     }
 }
 

@@ -8,7 +8,6 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::f32_slice;
-use super::rotary::Rotation;
 
 /// Whether the fused ops take these tensors.
 pub fn takes(tensors: &[&Tensor]) -> bool {
@@ -155,12 +154,9 @@ impl CustomOp3 for RotaryOp {
 }
 
 /// The rotary embedding of `xs` (tokens, heads, head_dim) by tables (tokens, ≥ head_dim/2) of
-/// which the first head_dim/2 columns are read (see [`takes`]).
-pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotation) -> Result<Tensor> {
-    let sign = match rotation {
-        Rotation::Theta => 1.0,
-        Rotation::NegTheta => -1.0,
-    };
+/// which the first head_dim/2 columns are read (see [`takes`]); `sign` is the sine terms'
+/// (`Rotation::sign` in `rotary`).
+pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor, sign: f32) -> Result<Tensor> {
     xs.contiguous()?
         .apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &RotaryOp { sign })
 }
@@ -168,6 +164,7 @@ pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotation) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::rotary::Rotation;
     use crate::ops::{norm, rotary};
     use candle_core::Device;
 
@@ -188,16 +185,16 @@ mod tests {
         let (cos, sin) = rotary::cos_sin(&angles, 37, &dev)?;
         for r in [Rotation::Theta, Rotation::NegTheta] {
             let want = rotary::rotate_reference(&x, &cos, &sin, r)?;
-            assert!(err(&rotate(&x, &cos, &sin, r)?, &want)? < 1e-6);
+            assert!(err(&rotate(&x, &cos, &sin, r.sign())?, &want)? < 1e-6);
         }
         // A strided view (one of q/k/v out of a packed projection) and the rotate-half form.
         let qkv = Tensor::randn(0f32, 1.0, (37, 3, 5, 16), &dev)?;
         let k = qkv.narrow(1, 1, 1)?.squeeze(1)?;
         let want = rotary::rotate_reference(&k, &cos, &sin, Rotation::Theta)?;
-        assert!(err(&rotate(&k, &cos, &sin, Rotation::Theta)?, &want)? < 1e-6);
+        assert!(err(&rotate(&k, &cos, &sin, 1.0)?, &want)? < 1e-6);
         let half =
             (x.broadcast_mul(&cos.unsqueeze(1)?)? + rotary::rotate_half(&x)?.broadcast_mul(&sin.unsqueeze(1)?)?)?;
-        assert!(err(&rotate(&x, &cos, &sin, Rotation::Theta)?, &half)? < 1e-6);
+        assert!(err(&rotate(&x, &cos, &sin, 1.0)?, &half)? < 1e-6);
         Ok(())
     }
 }

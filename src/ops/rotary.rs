@@ -28,20 +28,26 @@ pub enum Rotation {
     NegTheta,
 }
 
+impl Rotation {
+    /// The sign of the sine terms' angle, as the fused kernels take it.
+    pub fn sign(self) -> f32 {
+        match self {
+            Rotation::Theta => 1.0,
+            Rotation::NegTheta => -1.0,
+        }
+    }
+}
+
 /// Rotates `x` (tokens, heads, head_dim) by per-token angles whose cos/sin tables are
 /// (tokens, ≥ head_dim/2) (only the first head_dim/2 columns are read), in f32, the result in
 /// x's dtype.
 pub fn rotate(xs: &Tensor, cos: &Tensor, sin: &Tensor, rotation: Rotation) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::on_kernels(&[xs]) && !cos.track_op() && !sin.track_op() {
-        let sign = match rotation {
-            Rotation::Theta => 1.0,
-            Rotation::NegTheta => -1.0,
-        };
-        return super::kernels::rotary(xs, cos, sin, sign);
+        return super::kernels::rotary(xs, cos, sin, rotation.sign());
     }
     if super::cpu_fused::takes(&[xs, cos, sin]) {
-        return super::cpu_fused::rotate(xs, cos, sin, rotation);
+        return super::cpu_fused::rotate(xs, cos, sin, rotation.sign());
     }
     rotate_reference(xs, cos, sin, rotation)
 }
@@ -73,7 +79,7 @@ pub fn apply(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         return super::kernels::rotary(xs, cos, sin, 1.0);
     }
     if super::cpu_fused::takes(&[xs, cos, sin]) {
-        return super::cpu_fused::rotate(xs, cos, sin, Rotation::Theta);
+        return super::cpu_fused::rotate(xs, cos, sin, Rotation::Theta.sign());
     }
     let cos = cos.to_dtype(xs.dtype())?.unsqueeze(1)?;
     let sin = sin.to_dtype(xs.dtype())?.unsqueeze(1)?;

@@ -5,6 +5,7 @@
 //! - [`optim`]: AdamW, gradient clipping and schedules with PyTorch's semantics;
 //! - [`model`]: what the trainer asks of a model (the vision-tokenizer model, Qwen2.5-VL);
 //! - [`trainer`]: the loop over the engine's own parameter store;
+//! - [`log`]: the records of steps and evaluations;
 //! - [`checkpoint`]: model directories plus resumable trainer state;
 //! - [`metrics`]: CER / WER of generated answers;
 //! - [`report`]: the HTML report (curves, evaluated samples);
@@ -13,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod optim;
@@ -21,4 +23,5 @@ pub mod report;
 pub mod synth;
 pub mod trainer;
 
-pub use trainer::{StepLog, TrainConfig, Trainer};
+pub use log::StepLog;
+pub use trainer::{TrainConfig, Trainer};

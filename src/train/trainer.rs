@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainerState};
 use super::data::{Cursor, Dataset, Order};
+use super::log::{EvalLog, EvalSample, StepLog};
 use super::metrics;
 use super::model::Trainable;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
@@ -96,37 +97,6 @@ impl TrainConfig {
             log_json: None,
         }
     }
-}
-
-/// One optimizer step, as `--log-json` writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepLog {
-    pub step: usize,
-    /// Mean cross-entropy over the step's target tokens.
-    pub loss: f64,
-    pub lr: f64,
-    /// Global L2 norm of the gradients before clipping.
-    pub grad_norm: f64,
-    pub tokens: usize,
-}
-
-/// An evaluation's results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalLog {
-    pub step: usize,
-    pub val_loss: f64,
-    pub samples: Vec<EvalSample>,
-    pub cer: Option<f64>,
-    pub wer: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalSample {
-    pub image: PathBuf,
-    pub reference: String,
-    pub output: String,
-    pub cer: f64,
-    pub wer: f64,
 }
 
 pub struct Trainer<M: Trainable> {

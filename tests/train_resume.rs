@@ -90,4 +90,7 @@ fn a_killed_run_resumes_bit_identical() {
     let log = |dir: &Path| std::fs::read_to_string(dir.with_extension("jsonl")).unwrap();
     assert_eq!(log(&whole), log(&killed));
     assert_eq!(log(&whole).lines().count(), 8);
+    // The resumed run's report has every step, the ones before the kill included.
+    let report = |dir: &Path| std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(report(&whole), report(&killed));
 }

@@ -4,12 +4,46 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use super::log::{EvalLog, StepLog};
 
+/// Safe in text and in quoted attributes alike (`&`, `<`, `>`, `"`, `'`).
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    html_escape::encode_quoted_attribute(s).into_owned()
+}
+
+const HISTORY: &str = "history.json";
+
+/// What the report is drawn from, kept with each checkpoint so a resumed run's report keeps
+/// the steps and evaluations from before it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    pub steps: Vec<StepLog>,
+    pub evals: Vec<EvalLog>,
+}
+
+impl History {
+    /// The history saved with the checkpoint in `dir`, as of its `step` steps (empty if none was
+    /// saved there).
+    pub fn load(dir: &Path, step: usize) -> Result<Self> {
+        let path = dir.join(HISTORY);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(Self::default());
+        };
+        let mut history: History =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        history.steps.retain(|s| s.step < step);
+        history.evals.retain(|e| e.step <= step);
+        Ok(history)
+    }
+
+    /// Saves it beside the checkpoint in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(HISTORY);
+        std::fs::write(&path, serde_json::to_string(self)?).with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 /// A curve: its label, colour and (x, y) points.

@@ -18,6 +18,7 @@ use super::log::{EvalLog, EvalSample, StepLog};
 use super::metrics;
 use super::model::Trainable;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
+use super::report::History;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Engine, EngineConfig};
 use crate::models::lora::{self, LoraConfig};
@@ -585,6 +586,10 @@ fn run_model<M: Trainable>(
 ) -> Result<Summary> {
     let model = Arc::new(model);
     let from = checkpoint.as_ref().map(|(p, s)| (p.as_path(), s.step));
+    let history = match &checkpoint {
+        Some((dir, state)) => History::load(dir, state.step)?,
+        None => History::default(),
+    };
     let mut trainer = Trainer::new(
         model,
         config,
@@ -593,8 +598,7 @@ fn run_model<M: Trainable>(
     if resume {
         on_event(Event::Resumed { from });
     }
-    let mut evals = Vec::new();
-    let mut steps = Vec::new();
+    let History { mut steps, mut evals } = history;
     let mut stopped_early = false;
     while !trainer.done() {
         let entry = trainer.step()?;
@@ -610,7 +614,13 @@ fn run_model<M: Trainable>(
             }
         }
         if trainer.config.save_every > 0 && step % trainer.config.save_every == 0 {
-            on_event(Event::Saved(&trainer.save_checkpoint()?));
+            let dir = trainer.save_checkpoint()?;
+            History {
+                steps: steps.clone(),
+                evals: evals.clone(),
+            }
+            .save(&dir)?;
+            on_event(Event::Saved(&dir));
         }
         if trainer.should_stop_early() {
             stopped_early = true;

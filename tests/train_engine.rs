@@ -67,6 +67,23 @@ fn the_engine_serves_each_update_of_the_shared_weights() {
         last = now;
     }
 
+    // Evaluation generates through an engine of its own sized for its samples, all of them at
+    // once: each output is what the served model gives that sample alone.
+    trainer.config.eval_generate = 3;
+    let eval = trainer.evaluate().unwrap().expect("the fixture has val.json");
+    let val = vellum::train::data::Dataset::open(&fixtures().join("train/data"), "val").unwrap();
+    assert_eq!(eval.samples.len(), 3.min(val.samples.len()));
+    for (i, sample) in eval.samples.iter().enumerate() {
+        let params = SamplingParams {
+            max_new_tokens: Some(116),
+            ..Default::default()
+        };
+        let alone = engine
+            .generate(&val.image(i).unwrap(), &val.samples[i].instruction(), params)
+            .unwrap();
+        assert_eq!(sample.output, alone.text, "sample {i}");
+    }
+
     // What it served is exactly the saved model's output, loaded from disk afresh.
     let saved = trainer.save_final().unwrap();
     let reloaded = Model::load(&ModelFiles::from_dir(&saved).unwrap(), DType::F32, &Device::Cpu).unwrap();

@@ -365,19 +365,36 @@ impl<M: Trainable> Trainer<M> {
         if k == 0 {
             return Ok(Vec::new());
         }
+        let max_new_tokens = self.config.seq_len.min(1024);
+        let prompts = (0..k)
+            .map(|i| self.serving.prepare(&val.image(i)?, &val.samples[i].instruction()))
+            .collect::<Result<Vec<_>>>()?;
         if self.engine.is_none() {
-            let model: Arc<dyn VisionLanguageModel> = self.serving.clone();
-            self.engine = Some(Engine::new(model, EngineConfig::default())?);
-        }
-        let engine = self.engine.as_ref().expect("just made");
-        let mut out = Vec::with_capacity(k);
-        for i in 0..k {
-            let s = &val.samples[i];
-            let params = SamplingParams {
-                max_new_tokens: Some(self.config.seq_len.min(1024)),
+            // Room for these k sequences at once and no more (the same samples every time): the
+            // cache comes out of the memory training needs.
+            let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0);
+            let mut config = EngineConfig {
+                max_context: longest + max_new_tokens,
                 ..Default::default()
             };
-            let g = engine.generate(&val.image(i)?, &s.instruction(), params)?;
+            config.scheduler.max_num_seqs = k;
+            let model: Arc<dyn VisionLanguageModel> = self.serving.clone();
+            self.engine = Some(Engine::new(model, config)?);
+        }
+        let engine = self.engine.as_ref().expect("just made");
+        let params = SamplingParams {
+            max_new_tokens: Some(max_new_tokens),
+            ..Default::default()
+        };
+        // All k at once: they batch in the engine.
+        let handles: Vec<_> = prompts
+            .into_iter()
+            .map(|p| engine.submit_prepared(p, params.clone(), None))
+            .collect();
+        let mut out = Vec::with_capacity(k);
+        for (i, handle) in handles.into_iter().enumerate() {
+            let s = &val.samples[i];
+            let g = handle.wait()?;
             out.push(EvalSample {
                 image: val.image_path(i),
                 reference: s.answer.clone(),

@@ -1,4 +1,4 @@
-//! The paged KV cache (vLLM v1's `KVCacheManager` over a [`BlockPool`]): a block table per
+//! The paged KV cache (vLLM v1's `KVCacheManager` over a `BlockPool`): a block table per
 //! sequence, prefix sharing through chained block hashes, and the storage the attention op
 //! reads and writes through the tables.
 //!

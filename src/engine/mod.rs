@@ -5,12 +5,12 @@
 //!
 //! Each [`Engine`] owns its cache and thread: several can live in one process.
 
-pub mod block_pool;
-pub mod encoder_cache;
+pub(crate) mod block_pool;
+pub(crate) mod encoder_cache;
 pub mod kv_cache;
 pub mod sampler;
 pub mod scheduler;
-pub mod sequence;
+pub(crate) mod sequence;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};

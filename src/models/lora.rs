@@ -6,7 +6,7 @@
 //! The adapters live in the model's parameter store beside the weights they adapt, under
 //! `<module>.lora_A.weight` / `<module>.lora_B.weight` (the module's checkpoint name); a layer
 //! picks its adapter up when the store has one, so serving an unmerged adapter and training one
-//! run the same code ([`super::linear::Linear`]). On disk they are peft's `adapter_config.json` and
+//! run the same code (`super::linear::Linear`). On disk they are peft's `adapter_config.json` and
 //! `adapter_model.safetensors` (`base_model.model.<module>.lora_A.weight`).
 
 use std::collections::BTreeMap;

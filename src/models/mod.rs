@@ -2,7 +2,7 @@
 //! interface the engine drives.
 
 pub mod deepseek_ocr;
-pub mod linear;
+pub(crate) mod linear;
 pub mod lora;
 pub mod qwen2_5_vl;
 pub mod qwen2_vl;

@@ -9,16 +9,16 @@
 //! checked against the twins. `int8`, the CPU fast mode's linear layer, has no twin: it is an
 //! approximation, checked against its own arithmetic written out and measured against f32.
 
-pub mod activation;
+pub(crate) mod activation;
 pub mod attention;
-pub mod cpu_fused;
+pub(crate) mod cpu_fused;
 pub mod int8;
 #[cfg(feature = "cuda")]
 pub mod kernels;
-pub mod loss;
-pub mod norm;
+pub(crate) mod loss;
+pub(crate) mod norm;
 pub mod paged_attention;
-pub mod rotary;
+pub(crate) mod rotary;
 pub mod segment_attention;
 pub mod skinny;
 pub mod softmax;

@@ -39,7 +39,7 @@ pub struct PageFeatures {
     pub path_objects: u32,
     pub annotations: u32,
     /// Latin-script words, and among them function words and words with a vowel (see
-    /// [`super::language`]).
+    /// `super::language`).
     #[serde(default)]
     pub words: u32,
     #[serde(default)]

@@ -6,10 +6,10 @@
 //! binary re-run with a hidden subcommand. A page that exceeds its time bound, or a worker that
 //! dies, costs that page (a typed error naming file and page), never the run.
 
-pub mod anchor;
+pub(crate) mod anchor;
 pub mod document;
 pub mod features;
-pub mod language;
+pub(crate) mod language;
 pub mod library;
 pub mod pages;
 pub mod render;

@@ -6,7 +6,7 @@
 //!
 //! The default rules, per sampled page, first match wins:
 //! 1. any U+FFFD in the text layer → OCR ("garbled text layer"); text that is not language
-//!    (see [`super::language`]: a broken font encoding) → OCR likewise;
+//!    (see `super::language`: a broken font encoding) → OCR likewise;
 //! 2. at least half the characters invisible (render mode 3) over an image covering ≥ 50%
 //!    of the page → OCR ("an earlier OCR's invisible text over a scan");
 //! 3. fewer than 16 visible characters: → OCR if images cover ≥ 5% of the page or it has

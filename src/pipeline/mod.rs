@@ -5,9 +5,9 @@
 pub mod answer;
 pub mod card;
 pub mod document;
-pub mod quality;
+pub(crate) mod quality;
 pub mod requests;
 pub mod run;
 pub mod shard;
 pub mod sources;
-pub mod writer;
+pub(crate) mod writer;

@@ -6,16 +6,16 @@
 //! - [`model`]: what the trainer asks of a model (the vision-tokenizer model, Qwen2.5-VL);
 //! - [`trainer`]: the loop over the engine's own parameter store;
 //! - [`log`]: the records of steps and evaluations;
-//! - [`checkpoint`]: model directories plus resumable trainer state;
-//! - [`metrics`]: CER / WER of generated answers;
+//! - `checkpoint`: model directories plus resumable trainer state;
+//! - `metrics`: CER / WER of generated answers;
 //! - [`report`]: the HTML report (curves, evaluated samples);
 //! - [`prepare`]: olmOCR-mix pages into that format, as the fork's prepare_olmocr.py;
 //! - [`synth`]: synthetic printed pages for a from-scratch run.
 
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod data;
 pub mod log;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod model;
 pub mod optim;
 pub mod prepare;

@@ -27,3 +27,4 @@ mod train_engine;
 mod train_parity;
 mod train_prepare;
 mod train_resume;
+mod train_serve;

@@ -33,11 +33,21 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The prompt without its image marker (the image comes first, wherever the marker was),
-    /// as olmOCR's and the fixtures' `prompt.replace("<image>", "").strip()`: what a Qwen model
-    /// trains on and what evaluation asks any model.
+    /// The prompt without its image marker and the one newline joining the marker to the text
+    /// (the image comes first, wherever the marker was), and otherwise exactly as written: what
+    /// a Qwen model trains on and what evaluation asks any model. `"<image>\n" + instruction`
+    /// (what `prepare` and `synth` write) gives back the instruction byte for byte, so a model
+    /// trains on the sequence the engine serves it (RolmOCR's prompt ends in a newline; olmOCR's
+    /// trainer strips it, and a model fine-tuned that way is never served what it learned).
     pub fn instruction(&self) -> String {
-        self.prompt.replace("<image>", "").trim().to_string()
+        match self.prompt.split_once("<image>") {
+            Some((before, after)) => {
+                let before = before.strip_suffix('\n').unwrap_or(before);
+                let after = after.strip_prefix('\n').unwrap_or(after);
+                format!("{before}{}", after.replace("<image>", ""))
+            }
+            None => self.prompt.clone(),
+        }
     }
 }
 
@@ -283,6 +293,24 @@ pub fn image_cost(base_size: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instruction_is_the_prompt_without_its_marker_and_joining_newline() {
+        let instruction = |prompt: &str| {
+            Sample {
+                id: String::new(),
+                kind: String::new(),
+                prompt: prompt.into(),
+                answer: String::new(),
+                image: String::new(),
+            }
+            .instruction()
+        };
+        assert_eq!(instruction("<image>\nRead it.\n"), "Read it.\n");
+        assert_eq!(instruction("Read it.\n<image>"), "Read it.");
+        assert_eq!(instruction("<image>"), "");
+        assert_eq!(instruction(" Read it. "), " Read it. ");
+    }
 
     #[test]
     fn order_without_shuffle_drops_the_last_partial_batch_and_wraps() {

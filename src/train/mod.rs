@@ -6,6 +6,7 @@
 //! - [`model`]: what the trainer asks of a model (the vision-tokenizer model, Qwen2.5-VL);
 //! - [`trainer`]: the loop over the engine's own parameter store;
 //! - [`log`]: the records of steps and evaluations;
+//! - [`eval`]: validation pages generated through the engine and scored (CER, WER);
 //! - `checkpoint`: model directories plus resumable trainer state;
 //! - `metrics`: CER / WER of generated answers;
 //! - [`report`]: the HTML report (curves, evaluated samples);
@@ -14,6 +15,7 @@
 
 pub(crate) mod checkpoint;
 pub mod data;
+pub mod eval;
 pub mod log;
 pub(crate) mod metrics;
 pub mod model;

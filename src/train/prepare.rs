@@ -324,7 +324,7 @@ pub fn prepare(
         let (prompt, answer) = match format {
             Format::Nano => (instruction, row.natural_text.trim().to_string()),
             Format::Olmocr => (OLMOCR_V4_PROMPT, olmocr_answer(&row)),
-            Format::Rolmocr => (crate::ROLMOCR_PROMPT.trim_end(), row.natural_text.trim().to_string()),
+            Format::Rolmocr => (crate::ROLMOCR_PROMPT, row.natural_text.trim().to_string()),
         };
         samples.push(Sample {
             id,

@@ -1,11 +1,13 @@
 //! Synthetic OCR pages that vellum renders itself: a few lines of words set in PDF's standard
 //! fonts at a few sizes, written as a one-page PDF, rendered through vellum's pdf module and
 //! saved as a PNG beside the sample list (the fork's format, so `ocr train` reads it as is).
-//! Deterministic in the seed; train and val draw different pages.
+//! Deterministic in the seed; train and val draw different pages. Words come from a built-in
+//! list of common English words, or from any list (`--words`): pages of words a model never saw,
+//! in the same fonts, sizes and layout, test whether it reads or recites.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
@@ -23,8 +25,9 @@ const FONTS: [&str; 6] = [
     "Courier-Bold",
 ];
 
-/// Common English words (lowercase letters only, so every standard font draws them alike).
-const WORDS: &str = "the of and to in is you that it he was for on are as with his they at be this have from \
+/// Common English words (lowercase letters only, so every standard font draws them alike): the
+/// training vocabulary unless a list is given.
+pub const WORDS: &str = "the of and to in is you that it he was for on are as with his they at be this have from \
 or one had by word but not what all were we when your can said there use an each which she do how their if \
 will up other about out many then them these so some her would make like him into time has look two more \
 write go see number no way could people my than first water been call who oil its now find long down day did \
@@ -38,9 +41,14 @@ city earth eye light thought head under story saw left few while along might clo
 example begin life always those both paper together got group often run important until children side feet car \
 mile night walk white sea began grow took river four carry state once book hear stop without second later miss";
 
-/// Page geometry and text amount.
+/// Page geometry, text amount and vocabulary.
 #[derive(Debug, Clone)]
 pub struct SynthConfig {
+    /// The words pages are drawn from.
+    pub words: Vec<String>,
+    /// The words validation pages are drawn from, when not `words`: a model is then scored on
+    /// words it never trained on.
+    pub val_words: Option<Vec<String>>,
     pub lines: std::ops::RangeInclusive<usize>,
     pub words_per_line: std::ops::RangeInclusive<usize>,
     /// Font sizes in points, picked per page.
@@ -53,6 +61,8 @@ pub struct SynthConfig {
 impl Default for SynthConfig {
     fn default() -> Self {
         Self {
+            words: WORDS.split_whitespace().map(String::from).collect(),
+            val_words: None,
             lines: 2..=3,
             words_per_line: 2..=3,
             font_sizes: vec![20.0, 24.0, 28.0],
@@ -60,6 +70,34 @@ impl Default for SynthConfig {
             dpi: 96.0,
         }
     }
+}
+
+/// A word list, one word per line (blank lines skipped). Words are set as PDF literal strings in
+/// the standard fonts, so each must be printable ASCII without spaces, parentheses or backslashes.
+pub fn read_words(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the word list {}", path.display()))?;
+    let mut words = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let word = line.trim();
+        if word.is_empty() {
+            continue;
+        }
+        if let Some(c) = word
+            .chars()
+            .find(|&c| !c.is_ascii_graphic() || matches!(c, '(' | ')' | '\\'))
+        {
+            bail!(
+                "{}:{}: {word:?} has {c:?}; words must be printable ASCII without parentheses or backslashes",
+                path.display(),
+                n + 1
+            );
+        }
+        words.push(word.to_string());
+    }
+    if words.is_empty() {
+        bail!("{} has no words", path.display());
+    }
+    Ok(words)
 }
 
 /// A one-page PDF with `lines` in the standard font `font` at `size` points, left-aligned.
@@ -83,11 +121,17 @@ fn page_pdf(lines: &[String], font: &str, size: f32, (w, h): (f32, f32)) -> Vec<
 /// Writes `<out>/train.json`, `<out>/val.json` and `<out>/images/*.png`.
 pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config: &SynthConfig) -> Result<()> {
     let pdfium = crate::pdf::library::bind().map_err(anyhow::Error::msg)?;
-    let words: Vec<&str> = WORDS.split_whitespace().collect();
+    let val_words = config.val_words.as_ref().unwrap_or(&config.words);
+    if config.words.is_empty() || val_words.is_empty() {
+        bail!("no words to draw pages from");
+    }
     let images = out.join("images");
     std::fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
     let scratch = tempfile_path(out);
-    for (split, count, salt) in [("train", num_train, 0u64), ("val", num_val, 1)] {
+    for (split, count, salt, words) in [
+        ("train", num_train, 0u64, &config.words),
+        ("val", num_val, 1, val_words),
+    ] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(2).wrapping_add(salt));
         let mut samples = Vec::with_capacity(count);
         for i in 0..count {
@@ -95,7 +139,7 @@ pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config:
                 .map(|_| {
                     let n = rng.random_range(config.words_per_line.clone());
                     (0..n)
-                        .map(|_| *words.choose(&mut rng).expect("words"))
+                        .map(|_| words.choose(&mut rng).expect("words").as_str())
                         .collect::<Vec<_>>()
                         .join(" ")
                 })
@@ -127,4 +171,48 @@ pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config:
 
 fn tempfile_path(out: &Path) -> std::path::PathBuf {
     out.join(format!(".synth-{}.pdf", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_lists_name_the_file_and_line_of_a_bad_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("words.txt");
+        std::fs::write(&path, "alpha\n\n  beta \n").unwrap();
+        assert_eq!(read_words(&path).unwrap(), ["alpha", "beta"]);
+        std::fs::write(&path, "alpha\nf(x)\n").unwrap();
+        let e = read_words(&path).unwrap_err().to_string();
+        assert!(e.contains("words.txt:2:") && e.contains("f(x)"), "{e}");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_words(&path).unwrap_err().to_string().contains("has no words"));
+    }
+
+    /// Validation pages draw only from their own list: the model is scored on unseen words.
+    #[test]
+    fn validation_pages_draw_from_the_held_out_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SynthConfig {
+            words: vec!["alpha".into(), "beta".into()],
+            val_words: Some(vec!["gamma".into()]),
+            ..Default::default()
+        };
+        generate(dir.path(), 3, 2, 7, &config).unwrap();
+        for (split, allowed) in [("train", &["alpha", "beta"][..]), ("val", &["gamma"][..])] {
+            let samples: Vec<Sample> =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("{split}.json"))).unwrap())
+                    .unwrap();
+            assert!(!samples.is_empty());
+            for s in &samples {
+                assert!(
+                    s.answer.split_whitespace().all(|w| allowed.contains(&w)),
+                    "{split}: {}",
+                    s.answer
+                );
+                assert!(dir.path().join(&s.image).is_file());
+            }
+        }
+    }
 }

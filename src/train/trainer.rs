@@ -14,13 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainerState};
 use super::data::{Cursor, Dataset, Order};
+use super::eval::{self, Images};
 use super::log::{EvalLog, EvalSample, StepLog};
-use super::metrics;
 use super::model::Trainable;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Schedule};
 use super::report::History;
-use crate::engine::sampler::SamplingParams;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::Engine;
 use crate::models::lora::{self, LoraConfig};
 use crate::models::{deepseek_ocr, qwen2_5_vl, qwen2_vl, VisionLanguageModel};
 
@@ -58,6 +57,9 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Stop after this many evaluations without a better validation loss.
     pub patience: Option<usize>,
+    /// Stop after the first step that ends this long after the run began, evaluating and
+    /// saving as at the last step.
+    pub max_time: Option<std::time::Duration>,
     /// Validation images generated through the engine at each evaluation (CER/WER).
     pub eval_generate: usize,
     /// Fraction of steps that train on text alone (Stage 2), from `text_data`.
@@ -92,6 +94,7 @@ impl TrainConfig {
             save_every: 0,
             eval_every: 50,
             patience: None,
+            max_time: None,
             eval_generate: 0,
             text_ratio: 0.0,
             text_data: None,
@@ -339,10 +342,7 @@ impl<M: Trainable> Trainer<M> {
             return Ok(None);
         };
         let samples = self.generate_samples()?;
-        let mean = |f: fn(&EvalSample) -> f64| {
-            (!samples.is_empty()).then(|| samples.iter().map(f).sum::<f64>() / samples.len() as f64)
-        };
-        let (cer, wer) = (mean(|s| s.cer), mean(|s| s.wer));
+        let (cer, wer) = eval::means(&samples);
         if self.state.best_val_loss.is_none_or(|b| val_loss < b) {
             self.state.best_val_loss = Some(val_loss);
             self.state.evals_without_improvement = 0;
@@ -366,44 +366,12 @@ impl<M: Trainable> Trainer<M> {
             return Ok(Vec::new());
         }
         let max_new_tokens = self.config.seq_len.min(1024);
-        let prompts = (0..k)
-            .map(|i| self.serving.prepare(&val.image(i)?, &val.samples[i].instruction()))
-            .collect::<Result<Vec<_>>>()?;
+        let prompts = eval::prompts(self.serving.as_ref(), val, k, Images::Real)?;
         if self.engine.is_none() {
-            // Room for these k sequences at once and no more (the same samples every time): the
-            // cache comes out of the memory training needs.
-            let longest = prompts.iter().map(|p| p.input_ids.len()).max().unwrap_or(0);
-            let mut config = EngineConfig {
-                max_context: longest + max_new_tokens,
-                ..Default::default()
-            };
-            config.scheduler.max_num_seqs = k;
             let model: Arc<dyn VisionLanguageModel> = self.serving.clone();
-            self.engine = Some(Engine::new(model, config)?);
+            self.engine = Some(eval::engine_for(model, &prompts, max_new_tokens)?);
         }
-        let engine = self.engine.as_ref().expect("just made");
-        let params = SamplingParams {
-            max_new_tokens: Some(max_new_tokens),
-            ..Default::default()
-        };
-        // All k at once: they batch in the engine.
-        let handles: Vec<_> = prompts
-            .into_iter()
-            .map(|p| engine.submit_prepared(p, params.clone(), None))
-            .collect();
-        let mut out = Vec::with_capacity(k);
-        for (i, handle) in handles.into_iter().enumerate() {
-            let s = &val.samples[i];
-            let g = handle.wait()?;
-            out.push(EvalSample {
-                image: val.image_path(i),
-                reference: s.answer.clone(),
-                cer: metrics::cer(&g.text, &s.answer),
-                wer: metrics::wer(&g.text, &s.answer),
-                output: g.text,
-            });
-        }
-        Ok(out)
+        eval::generate(self.engine.as_ref().expect("just made"), val, prompts, max_new_tokens)
     }
 
     /// `step_N/` with the optimizer state, for `--resume`.
@@ -499,6 +467,8 @@ pub struct Summary {
     pub final_dir: PathBuf,
     pub best_val_loss: Option<f64>,
     pub stopped_early: bool,
+    /// Stopped by `max_time`.
+    pub out_of_time: bool,
     pub truncated_samples: usize,
     pub evals: Vec<EvalLog>,
 }
@@ -616,14 +586,16 @@ fn run_model<M: Trainable>(
         on_event(Event::Resumed { from });
     }
     let History { mut steps, mut evals } = history;
-    let mut stopped_early = false;
+    let (mut stopped_early, mut out_of_time) = (false, false);
+    let started = std::time::Instant::now();
     while !trainer.done() {
         let entry = trainer.step()?;
         on_event(Event::Step(&entry));
         steps.push(entry);
         let step = trainer.state.step;
         let c = &trainer.config;
-        if c.eval_every > 0 && (step % c.eval_every == 0 || step == c.steps) {
+        out_of_time = c.max_time.is_some_and(|t| started.elapsed() >= t);
+        if c.eval_every > 0 && (step % c.eval_every == 0 || step == c.steps || out_of_time) {
             if let Some(e) = trainer.evaluate()? {
                 on_event(Event::Eval(&e));
                 evals.push(e);
@@ -643,6 +615,9 @@ fn run_model<M: Trainable>(
             stopped_early = true;
             break;
         }
+        if out_of_time {
+            break;
+        }
     }
     let final_dir = trainer.save_final()?;
     on_event(Event::Saved(&final_dir));
@@ -652,6 +627,7 @@ fn run_model<M: Trainable>(
         final_dir,
         best_val_loss: trainer.state.best_val_loss,
         stopped_early,
+        out_of_time,
         truncated_samples: trainer.state.truncated_samples,
         evals,
     })

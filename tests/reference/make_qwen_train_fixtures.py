@@ -10,7 +10,8 @@ full attention, 0 and 2 windowed), read as it is.
 
 A sample {"prompt", "answer", "image"} becomes what olmOCR's trainer (olmocr/train/dataloader.py,
 `Tokenizer`) builds: the chat template's prompt for one user turn (the image first, then the
-prompt text with "<image>" removed and surrounding whitespace stripped), with the generation
+prompt text without the "<image>" marker and the newline joining it, otherwise exact, as the
+engine serves it; olmOCR strips all surrounding whitespace, the same text on these prompts), with the generation
 prompt (the template adds its default system turn), tokenized by the processor; then the answer
 tokenized alone, then <|im_end|>. Labels are -100 on the prompt and the answer's ids on the rest.
 A batch pads on the right (pad id, attention 0, label -100, mm_token_type_ids 0). transformers
@@ -87,10 +88,23 @@ def write_data(out):
         json.dump(entries, open(os.path.join(out, f"{split}.json"), "w"), indent=1)
 
 
+def exact_instruction(prompt):
+    """The prompt without its image marker and the one newline joining it to the text, otherwise
+    exact: the instruction the engine serves a page with. (olmOCR's trainer strips all surrounding
+    whitespace, which drops the newline RolmOCR's prompt ends with; vellum trains on what it serves.)
+    On this script's prompts both give the same text."""
+    before, marker, after = prompt.partition("<image>")
+    if not marker:
+        return prompt
+    before = before[:-1] if before.endswith("\n") else before
+    after = after[1:] if after.startswith("\n") else after
+    return before + after.replace("<image>", "")
+
+
 def encode(processor, data_dir, sample):
     tok = processor.tokenizer
     img = Image.open(os.path.join(data_dir, sample["image"]))
-    instruction = sample["prompt"].replace("<image>", "").strip()
+    instruction = exact_instruction(sample["prompt"])
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=[text], images=[img], return_tensors="pt")

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod eval;
 mod generate;
 mod pdf;
 mod progress;
@@ -84,6 +85,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Write synthetic printed pages (words in the standard PDF fonts) as a training set.
     Synth(train::SynthArgs),
+    /// Score a model's greedy answers on a dataset split (CER, WER), optionally with blank images.
+    Eval(eval::EvalArgs),
     /// olmOCR-mix pages (the hub's parquet + tarballs, or unpacked) → a training set.
     Prepare(train::PrepareArgs),
     /// The GPU machine's checks, from this binary alone: kernels against their CPU twins and the
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::Prepare(args) => train::prepare(args),
         Command::Synth(args) => train::synth(args),
+        Command::Eval(args) => eval::run(args),
         Command::Convert(args) => train::convert(args),
     };
     match result {

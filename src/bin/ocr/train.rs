@@ -1,12 +1,14 @@
 //! `ocr train`, `prepare`, `synth` and `convert`: the trainer's flags onto
 //! [`vellum::train`], its events printed as they come.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::ValueEnum;
+use vellum::train::synth::SynthConfig;
 use vellum::DType;
 
 use crate::args::{fraction, learning_rate, positive, DeviceArgs};
@@ -130,6 +132,10 @@ pub struct TrainArgs {
     /// Stop after K evaluations without a lower validation loss.
     #[arg(long)]
     patience: Option<usize>,
+    /// Stop after the first step that ends M minutes after the start (evaluating and saving
+    /// as at the last step).
+    #[arg(long, value_name = "M")]
+    max_minutes: Option<f64>,
     /// Also generate on K validation images through the engine (live weights) and report CER/WER.
     #[arg(long, default_value_t = 0)]
     eval_generate: usize,
@@ -197,6 +203,9 @@ impl TrainArgs {
             save_every: self.save_every,
             eval_every: self.eval_every,
             patience: self.patience,
+            max_time: self
+                .max_minutes
+                .map(|m| std::time::Duration::from_secs_f64(m.max(0.0) * 60.0)),
             eval_generate: self.eval_generate,
             text_ratio: self.text_ratio,
             text_data: self.text_data.clone(),
@@ -215,6 +224,32 @@ pub struct SynthArgs {
     num_val: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Draw words from this list (one word per line) instead of the built-in training words.
+    #[arg(long, value_name = "FILE")]
+    words: Option<PathBuf>,
+    /// Draw the validation pages' words from this list (held-out words: does the model read
+    /// or recite?); by default the same words as training.
+    #[arg(long, value_name = "FILE")]
+    val_words: Option<PathBuf>,
+    /// Lines per page, as MIN-MAX.
+    #[arg(long, default_value = "2-3", value_parser = range)]
+    lines: RangeInclusive<usize>,
+    /// Words per line, as MIN-MAX.
+    #[arg(long, default_value = "2-3", value_parser = range)]
+    words_per_line: RangeInclusive<usize>,
+    /// Font sizes in points, one picked per page.
+    #[arg(long, default_value = "20,24,28", value_delimiter = ',')]
+    font_sizes: Vec<f32>,
+}
+
+fn range(text: &str) -> Result<RangeInclusive<usize>, String> {
+    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+    let parse = |s: &str| s.trim().parse::<usize>().map_err(|e| format!("{text:?}: {e}"));
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
+    if lo == 0 || lo > hi {
+        return Err(format!("{text:?}: want MIN-MAX with 1 <= MIN <= MAX"));
+    }
+    Ok(lo..=hi)
 }
 
 #[derive(clap::Args)]
@@ -334,6 +369,8 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         summary.steps,
         if summary.stopped_early {
             " (stopped early: no improvement)"
+        } else if summary.out_of_time {
+            " (stopped at --max-minutes)"
         } else {
             ""
         },
@@ -346,7 +383,22 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
 }
 
 pub fn synth(args: SynthArgs) -> Result<ExitCode> {
-    vellum::train::synth::generate(&args.out, args.num_train, args.num_val, args.seed, &Default::default())?;
+    let mut config = SynthConfig {
+        lines: args.lines,
+        words_per_line: args.words_per_line,
+        font_sizes: args.font_sizes,
+        ..Default::default()
+    };
+    if let Some(path) = &args.words {
+        config.words = vellum::train::synth::read_words(path)?;
+    }
+    if let Some(path) = &args.val_words {
+        config.val_words = Some(vellum::train::synth::read_words(path)?);
+    }
+    if config.font_sizes.iter().any(|&s| !(s > 0.0)) {
+        anyhow::bail!("font sizes must be positive points");
+    }
+    vellum::train::synth::generate(&args.out, args.num_train, args.num_val, args.seed, &config)?;
     eprintln!(
         "{} train and {} val pages in {}",
         args.num_train,

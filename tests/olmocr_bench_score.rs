@@ -510,3 +510,53 @@ fn math_verdicts_agree_with_katex_where_documented() {
     assert!(undocumented.is_empty(), "{}", disagreements.join("\n"));
     assert_eq!(disagreements.len(), 2, "{}", disagreements.join("\n"));
 }
+
+/// Differential: the sample's table pages perturbed line by line hundreds of ways (shuffled,
+/// dropped, duplicated lines, rows split by text; tests/reference/make_olmocr_table_fixtures.py),
+/// and every table test's verdict on each equal to olmocr's `TableTest.run`.
+#[test]
+fn table_tests_agree_with_olmocr_on_perturbed_pages() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/olmocr-bench-tables.json");
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let suite = Suite::load(&fixture()).unwrap();
+    let mut compared = 0;
+    let mut differing = Vec::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let page = case["page"].as_str().unwrap();
+        let original = std::fs::read_to_string(fixture().join("olmocr_pipeline").join(page)).unwrap();
+        let lines: Vec<&str> = original.split('\n').collect();
+        let text: Vec<&str> = case["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| match l.as_u64() {
+                Some(i) => lines[i as usize],
+                None => l.as_str().unwrap(),
+            })
+            .collect();
+        let text = text.join("\n");
+        kinds.insert(case["kind"].as_str().unwrap());
+        for (id, want) in case["passed"].as_object().unwrap() {
+            let test = suite.tests.iter().find(|t| &t.id == id).unwrap();
+            assert_eq!(test.kind, "table");
+            compared += 1;
+            if test.run(&text) != want.as_bool().unwrap() {
+                differing.push(format!(
+                    "{page} {} seed {}: {id}: olmocr {want}",
+                    case["kind"], case["seed"]
+                ));
+            }
+        }
+    }
+    assert!(
+        compared >= 3000 && kinds.len() == 5,
+        "{compared} verdicts, kinds {kinds:?}"
+    );
+    assert!(
+        differing.is_empty(),
+        "{} of {compared} differ:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+}

@@ -178,8 +178,9 @@ pub fn build(rows: &[Vec<CellSpec>]) -> Option<Table> {
     Some(table)
 }
 
-/// `parse_markdown_tables`: every run of two or more lines containing `|`; the first row and
-/// the first column are headings.
+/// `parse_markdown_tables`: every run of two or more lines containing `|` (any other line, a
+/// blank one included, ends the run, so rows with text between them are separate tables); the
+/// first row and the first column are headings.
 pub fn parse_markdown(content: &str) -> Vec<Table> {
     let mut tables = Vec::new();
     let mut current: Vec<&str> = Vec::new();
@@ -310,6 +311,45 @@ mod tests {
         assert_eq!(t.right[&(2, 0)], BTreeSet::from([(2, 1)]));
         assert_eq!(t.top_headings((2, 1)), BTreeSet::from([(0, 1)]));
         assert_eq!(t.left_headings((2, 1)), BTreeSet::from([(2, 0)]));
+    }
+
+    fn rows(table: &Table) -> Vec<Vec<String>> {
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for ((r, _), text) in &table.cells {
+            if rows.len() <= *r {
+                rows.resize(r + 1, Vec::new());
+            }
+            rows[*r].push(text.clone());
+        }
+        rows
+    }
+
+    /// Tables as olmocr's `parse_markdown_tables` cuts them (expected values from it): a blank
+    /// line or a paragraph ends a table, a lone row is none, only the first separator-like line
+    /// and lines of nothing but `- :|` are dropped, and empty cells keep their place.
+    #[test]
+    fn markdown_tables_end_where_olmocr_ends_them() {
+        let parsed = |content: &str| parse_markdown(content).iter().map(rows).collect::<Vec<_>>();
+        assert_eq!(
+            parsed("| A | B |\n| 11.8B | x |\nSome text.\n| 3.7B | y |\n| z | w |"),
+            [
+                vec![vec!["A", "B"], vec!["11.8B", "x"]],
+                vec![vec!["3.7B", "y"], vec!["z", "w"]]
+            ]
+        );
+        assert_eq!(parsed("| a | b |\n| 1 | 2 |\n\n| 3 | 4 |\n| 5 | 6 |").len(), 2);
+        assert!(parsed("| a | b |\nparagraph\n| c |\n\n| d |").is_empty());
+        assert_eq!(
+            parsed("|---|---|\n| a | b |\n|:-:|---|\n| 1 | 2 |\n||"),
+            [vec![vec!["a", "b"], vec!["1", "2"]]]
+        );
+        assert_eq!(
+            parsed("| x |  |\n| |y|\n  | - | "),
+            [vec![vec!["x", ""], vec!["", "y"]]]
+        );
+        assert_eq!(parsed("a | b\n c | d"), [vec![vec!["a", "b"], vec!["c", "d"]]]);
+        let t = &parse_markdown("| A | B |\n| 11.8B | x |\nSome text.\n| 3.7B | y |")[0];
+        assert!(t.down[&(1, 0)].is_empty());
     }
 
     #[test]

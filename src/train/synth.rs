@@ -190,6 +190,20 @@ mod tests {
         assert!(read_words(&path).unwrap_err().to_string().contains("has no words"));
     }
 
+    /// scripts/learn's lists: training = the built-in words + letter strings, held-out apart.
+    #[test]
+    fn learn_word_lists_are_disjoint() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/nano-deepseek-ocr/learn");
+        let train = read_words(&dir.join("words-train.txt")).unwrap();
+        let held = read_words(&dir.join("words-heldout.txt")).unwrap();
+        let builtin: Vec<&str> = WORDS.split_whitespace().collect();
+        assert_eq!(&train[..builtin.len()], &builtin[..]);
+        let train: std::collections::HashSet<&String> = train.iter().collect();
+        assert_eq!(train.len(), builtin.len() + 3000, "no repeats");
+        assert!(held.len() >= 200);
+        assert!(held.iter().all(|w| !train.contains(w)));
+    }
+
     /// Validation pages draw only from their own list: the model is scored on unseen words.
     #[test]
     fn validation_pages_draw_from_the_held_out_words() {

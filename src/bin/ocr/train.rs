@@ -45,11 +45,16 @@ enum FreezeArg {
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// The model directory to start from (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, required_unless_present = "init_config")]
+    #[arg(long, required_unless_present_any = ["init_config", "init"])]
     model: Option<PathBuf>,
     /// Start from fresh weights (nanochat's init) for this config.json; tokenizer.json beside it.
     #[arg(long, conflicts_with = "model")]
     init_config: Option<PathBuf>,
+    /// pretrained: the fork's start (SAM, CLIP, nanochat's GPT; `ocr init`), written to <out>/init/.
+    #[arg(long, value_enum, conflicts_with_all = ["model", "init_config"])]
+    init: Option<crate::init::InitKind>,
+    #[command(flatten)]
+    pretrained: crate::init::PretrainedArgs,
     /// A directory with train.json / val.json in the fork's format.
     #[arg(long)]
     data: PathBuf,
@@ -329,13 +334,21 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         }
     }
     let started = Instant::now();
-    let start = match (&args.model, &args.init_config) {
-        (Some(dir), _) => vellum::train::trainer::Start::Model(dir.clone()),
-        (None, Some(config)) => vellum::train::trainer::Start::Fresh {
+    let start = match (&args.model, &args.init_config, args.init) {
+        (Some(dir), _, _) => vellum::train::trainer::Start::Model(dir.clone()),
+        (None, Some(config), _) => vellum::train::trainer::Start::Fresh {
             config: config.clone(),
             seed: args.seed,
         },
-        (None, None) => unreachable!("clap requires one"),
+        (None, None, Some(crate::init::InitKind::Pretrained)) => {
+            let dir = args.out.join("init");
+            // A resumed run keeps the start it wrote (same flags, same seed: the same tensors).
+            if !(args.resume && dir.join("model.safetensors").is_file()) {
+                crate::init::write_pretrained(&dir, args.seed, &args.pretrained)?;
+            }
+            vellum::train::trainer::Start::Model(dir)
+        }
+        (None, None, None) => unreachable!("clap requires one"),
     };
     let summary = vellum::train::trainer::run(&start, &device, args.config(), args.resume, |event| match event {
         Event::Resumed {
@@ -395,7 +408,7 @@ pub fn synth(args: SynthArgs) -> Result<ExitCode> {
     if let Some(path) = &args.val_words {
         config.val_words = Some(vellum::train::synth::read_words(path)?);
     }
-    if config.font_sizes.iter().any(|&s| !(s > 0.0)) {
+    if config.font_sizes.iter().any(|&s| s.is_nan() || s <= 0.0) {
         anyhow::bail!("font sizes must be positive points");
     }
     vellum::train::synth::generate(&args.out, args.num_train, args.num_val, args.seed, &config)?;

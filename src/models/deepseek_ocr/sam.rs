@@ -8,7 +8,7 @@
 //! as the reference does.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::imaging::{linear_resize_matrix, resize_planes_bicubic_tensor};
@@ -207,6 +207,55 @@ impl Module for LayerNorm2d {
     }
 }
 
+/// A convolution without bias, padding k/2, as what it computes: each output position's k×k×C
+/// input window, gathered by shifted slices, times the kernel as a matrix. candle's CPU conv
+/// backward costs several times the rest of SAM's training step; slices and a matmul
+/// differentiate cheaply (and the forward is the same im2col GEMM candle runs).
+struct Conv {
+    /// (out, in, k, k), as PyTorch's `Conv2d.weight`.
+    weight: Tensor,
+    stride: usize,
+}
+
+impl Conv {
+    fn new(in_chans: usize, out_chans: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_chans, in_chans, k, k), "weight")?,
+            stride,
+        })
+    }
+}
+
+impl Module for Conv {
+    /// (B, C, H, W) → (B, out, ⌊(H − 1)/s⌋ + 1, ⌊(W − 1)/s⌋ + 1).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (o, _, k, _) = self.weight.dims4()?;
+        let (s, p) = (self.stride, k / 2);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        // s − 1 more zeros at the end so each tap's slice is a whole number of strides long;
+        // the subsampling below drops them.
+        let x = x.pad_with_zeros(2, p, p + s - 1)?.pad_with_zeros(3, p, p + s - 1)?;
+        let mut taps = Vec::with_capacity(k * k);
+        for dy in 0..k {
+            for dx in 0..k {
+                let tap = x.narrow(2, dy, ho * s)?.narrow(3, dx, wo * s)?;
+                taps.push(if s == 1 {
+                    tap
+                } else {
+                    tap.reshape((b, c, ho, s, wo, s))?.i((.., .., .., 0, .., 0))?
+                });
+            }
+        }
+        // (B, C, k·k, ho, wo): the kernel's (in, ky, kx) order.
+        let cols = Tensor::stack(&taps, 2)?.reshape((b, c * k * k, ho * wo))?;
+        self.weight
+            .reshape((o, c * k * k))?
+            .broadcast_matmul(&cols)?
+            .reshape((b, o, ho, wo))
+    }
+}
+
 /// `patch_embed.proj`: a convolution whose kernel equals its stride, computed as what it is, a
 /// linear map of each flattened patch (candle's conv backward on the CPU costs more than the
 /// rest of SAM's step together; the matmul's is cheap).
@@ -247,23 +296,14 @@ pub struct Sam {
     patch_embed: PatchEmbed,
     pos_embed: Tensor,
     blocks: Vec<Block>,
-    neck: (Conv2d, LayerNorm2d, Conv2d, LayerNorm2d),
-    net_2: Conv2d,
-    net_3: Conv2d,
+    neck: (Conv, LayerNorm2d, Conv, LayerNorm2d),
+    net_2: Conv,
+    net_3: Conv,
 }
 
 impl Sam {
     pub fn new(cfg: &SamConfig, vb: VarBuilder) -> Result<Self> {
         let grid = cfg.img_size / cfg.patch_size;
-        let same3 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let down3 = Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
         let neck = vb.pp("neck");
         Ok(Self {
             patch_embed: PatchEmbed::new(3, cfg.embed_dim, cfg.patch_size, vb.pp("patch_embed.proj"))?,
@@ -272,13 +312,13 @@ impl Sam {
                 .map(|i| Block::new(cfg, cfg.global_attn_indexes.contains(&i), vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
             neck: (
-                conv2d_no_bias(cfg.embed_dim, cfg.out_chans, 1, Default::default(), neck.pp("0"))?,
+                Conv::new(cfg.embed_dim, cfg.out_chans, 1, 1, neck.pp("0"))?,
                 LayerNorm2d::new(cfg.out_chans, neck.pp("1"))?,
-                conv2d_no_bias(cfg.out_chans, cfg.out_chans, 3, same3, neck.pp("2"))?,
+                Conv::new(cfg.out_chans, cfg.out_chans, 3, 1, neck.pp("2"))?,
                 LayerNorm2d::new(cfg.out_chans, neck.pp("3"))?,
             ),
-            net_2: conv2d_no_bias(cfg.out_chans, cfg.net_2_chans, 3, down3, vb.pp("net_2"))?,
-            net_3: conv2d_no_bias(cfg.net_2_chans, cfg.net_3_chans, 3, down3, vb.pp("net_3"))?,
+            net_2: Conv::new(cfg.out_chans, cfg.net_2_chans, 3, 2, vb.pp("net_2"))?,
+            net_3: Conv::new(cfg.net_2_chans, cfg.net_3_chans, 3, 2, vb.pp("net_3"))?,
         })
     }
 
@@ -309,6 +349,33 @@ impl Sam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gathered-window convolution equals candle's conv2d (the reference conv) at both
+    /// strides, odd and even sizes, and 1×1.
+    #[test]
+    fn conv_equals_conv2d() {
+        let dev = candle_core::Device::Cpu;
+        for (k, stride, h, w) in [(3, 1, 8, 6), (3, 2, 8, 8), (3, 2, 7, 9), (1, 1, 5, 4)] {
+            let x = Tensor::randn(0f32, 1., (2, 5, h, w), &dev).unwrap();
+            let weight = Tensor::randn(0f32, 1., (4, 5, k, k), &dev).unwrap();
+            let conv = Conv {
+                weight: weight.clone(),
+                stride,
+            };
+            let want = x.conv2d(&weight, k / 2, stride, 1, 1).unwrap();
+            let got = conv.forward(&x).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-4, "k {k} stride {stride} {h}×{w}: {diff}");
+        }
+    }
 
     #[test]
     fn linear_resize_matches_torch_on_a_ramp() {

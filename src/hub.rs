@@ -226,6 +226,93 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     download(repo_id, revision, caches.first())
 }
 
+/// A checkpoint that is not a model directory (SAM, CLIP or nanochat's GPT for a pretrained
+/// start: no tokenizer.json, or pytorch_model.bin alone): a local directory as it is; else the
+/// snapshot of hub id `spec` in the local HF cache that holds one of `weights`; else a download of
+/// the first of `weights` the repository has, with those of `extra` it has.
+pub fn resolve_checkpoint(spec: &str, weights: &[&str], extra: &[&str]) -> Result<PathBuf> {
+    let local = Path::new(spec);
+    if local.is_dir() {
+        return Ok(local.to_path_buf());
+    }
+    let (repo_id, revision) = split_revision(spec);
+    if !is_repo_id(repo_id) || local.exists() {
+        bail!("{spec:?}: no such directory (and not a hub id of the form org/name[@revision])");
+    }
+    let caches = cache_dirs();
+    for cache in &caches {
+        if let Some(dir) = cached_snapshot(cache, repo_id, revision) {
+            if weights.iter().any(|w| dir.join(w).is_file()) {
+                return Ok(dir);
+            }
+        }
+    }
+    if offline() {
+        let looked: Vec<String> = caches.iter().map(|c| c.display().to_string()).collect();
+        bail!(
+            "{spec:?} is not available offline (HF_HUB_OFFLINE is set): no snapshot of {repo_id}@{revision} \
+             with {} is in the HF cache. Looked in: {}.",
+            weights.join(" or "),
+            looked.join(", ")
+        );
+    }
+    download_checkpoint(repo_id, revision, caches.first(), weights, extra)
+}
+
+#[cfg(not(feature = "download"))]
+fn download_checkpoint(
+    repo_id: &str,
+    revision: &str,
+    _cache: Option<&PathBuf>,
+    _weights: &[&str],
+    _extra: &[&str],
+) -> Result<PathBuf> {
+    download(repo_id, revision, None).map(|files| files.dir)
+}
+
+#[cfg(feature = "download")]
+fn download_checkpoint(
+    repo_id: &str,
+    revision: &str,
+    cache: Option<&PathBuf>,
+    weights: &[&str],
+    extra: &[&str],
+) -> Result<PathBuf> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+
+    let mut builder = ApiBuilder::from_env().with_progress(true);
+    if let Some(cache) = cache {
+        builder = builder.with_cache_dir(cache.clone());
+    }
+    let api = builder.build().context("starting the hf-hub client")?;
+    let repo = api.repo(Repo::with_revision(
+        repo_id.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
+    let info = repo.info().map_err(|e| {
+        anyhow::anyhow!(
+            "looking up {repo_id}@{revision} on the hub (set HF_HUB_OFFLINE=1 to use only the cache): {}",
+            innermost(&e)
+        )
+    })?;
+    let available: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let weight = weights
+        .iter()
+        .find(|w| available.contains(**w))
+        .with_context(|| format!("{repo_id}@{revision} has none of {}", weights.join(", ")))?;
+    let fetch = |name: &str| -> Result<PathBuf> {
+        repo.get(name)
+            .map_err(|e| anyhow::anyhow!("downloading {name} of {repo_id}@{revision}: {}", innermost(&e)))
+    };
+    for name in extra.iter().filter(|n| available.contains(**n)) {
+        fetch(name)?;
+    }
+    let path = fetch(weight)?;
+    Ok(path.parent().context("snapshot path")?.to_path_buf())
+}
+
 #[cfg(not(feature = "download"))]
 fn download(repo_id: &str, revision: &str, _cache: Option<&PathBuf>) -> Result<ModelFiles> {
     bail!(

@@ -18,6 +18,7 @@ mod olmocr_bench_score;
 mod pdf_render_route;
 mod pdf_robustness;
 mod pipeline;
+mod pretrained_init;
 mod qwen2_5_vl_parity;
 mod qwen2_5_vl_processor;
 mod qwen_tokenizer;

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod eval;
 mod generate;
+mod init;
 mod pdf;
 mod progress;
 mod run;
@@ -78,6 +79,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Score OCR outputs on olmOCR-Bench: a table per candidate folder, optionally JSON.
     Score(score::ScoreArgs),
+    /// The nano DeepSeek-OCR model's pretrained start as the fork makes it (SAM, CLIP, nanochat's
+    /// GPT; fresh parts with the fork's init) → a model directory.
+    Init(init::InitArgs),
     /// Turn a nano DeepSeek-OCR trainer checkpoint (step_N.pt) into a model directory.
     Convert(train::ConvertArgs),
     /// Train a model on the fork's sample format: the nano DeepSeek-OCR model (Stage 1 or 2),
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => train::synth(args),
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => train::convert(args),
+        Command::Init(args) => init::init(args),
     };
     match result {
         Ok(code) => code,

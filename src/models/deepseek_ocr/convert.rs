@@ -19,7 +19,7 @@ use super::gpt::GptConfig;
 use super::sam::SamConfig;
 use super::{Config, ARCHITECTURE};
 
-fn count(tensors: &HashMap<String, Tensor>, prefix: &str) -> usize {
+pub(super) fn count(tensors: &HashMap<String, Tensor>, prefix: &str) -> usize {
     (0..)
         .take_while(|i| tensors.keys().any(|k| k.starts_with(&format!("{prefix}.{i}."))))
         .count()

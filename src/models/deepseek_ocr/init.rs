@@ -16,8 +16,18 @@ use tokenizers::Tokenizer;
 use super::{Config, Model};
 use crate::weights::ParamStore;
 
-fn normal(shape: &[usize], std: f64, rng: &mut rand::rngs::StdRng, device: &Device) -> Result<Tensor> {
+pub(crate) fn normal(shape: &[usize], std: f64, rng: &mut rand::rngs::StdRng, device: &Device) -> Result<Tensor> {
     let dist = Normal::new(0.0, std)?;
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| dist.sample(rng) as f32).collect();
+    Ok(Tensor::from_vec(v, shape, device)?)
+}
+
+/// U(−bound, bound): PyTorch's default init of `nn.Linear` and `nn.Conv2d` weights and biases
+/// (`kaiming_uniform_(a=√5)` gives bound = 1/√fan_in), which the fork's pretrained start keeps
+/// for the layers it does not load.
+pub(crate) fn uniform(shape: &[usize], bound: f64, rng: &mut rand::rngs::StdRng, device: &Device) -> Result<Tensor> {
+    let dist = rand_distr::Uniform::new(-bound, bound)?;
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| dist.sample(rng) as f32).collect();
     Ok(Tensor::from_vec(v, shape, device)?)

@@ -14,6 +14,7 @@ pub mod config;
 pub mod convert;
 pub mod gpt;
 pub mod init;
+pub mod pretrained;
 pub mod processor;
 pub mod sam;
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -182,4 +184,61 @@ fn a_qwen_model_trains_lora_from_the_command_line_and_its_adapter_serves() {
     let (ok, err) = train(&fixtures().join("train/data"), &bad, &["--lora", "4"]);
     assert!(!ok && err.contains("--lora"), "{err}");
     assert!(!bad.exists());
+}
+
+/// `ocr eval` scores a model's greedy answers: each sample's CER is the character edit
+/// distance to its reference over the reference's length, the summary their mean, and
+/// `--blank` asks the same pages with white images.
+#[test]
+fn eval_scores_generations_and_blanks_the_images_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("deepseek_ocr/gqa");
+    let data = fixtures().join("train/data");
+    let run = |blank: bool| {
+        let json = tmp.path().join(format!("eval-{blank}.json"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocr"));
+        cmd.args(["eval", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .args(["--limit", "2", "--max-new-tokens", "8", "--json"])
+            .arg(&json);
+        if blank {
+            cmd.arg("--blank");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        (stdout, common::read_json(&json))
+    };
+    let (stdout, real) = run(false);
+    assert!(stdout.contains("2 pages: CER"), "{stdout}");
+    let samples = real["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    let mut sum = 0.0;
+    for s in samples {
+        let (out, reference): (Vec<char>, Vec<char>) = (
+            s["output"].as_str().unwrap().chars().collect(),
+            s["reference"].as_str().unwrap().chars().collect(),
+        );
+        // Levenshtein distance, written out here as the reference for the metric.
+        let mut row: Vec<usize> = (0..=reference.len()).collect();
+        for (i, a) in out.iter().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, b) in reference.iter().enumerate() {
+                let next = (prev + usize::from(a != b)).min(row[j] + 1).min(row[j + 1] + 1);
+                prev = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        let cer = row[reference.len()] as f64 / reference.len() as f64;
+        assert!((s["cer"].as_f64().unwrap() - cer).abs() < 1e-12, "{s}");
+        sum += cer;
+    }
+    assert!((real["cer"].as_f64().unwrap() - sum / 2.0).abs() < 1e-12);
+    let (stdout, blank) = run(true);
+    assert!(stdout.contains("(blank images)"), "{stdout}");
+    assert_eq!(blank["blank"], true);
+    assert_eq!(blank["samples"].as_array().unwrap().len(), 2);
 }

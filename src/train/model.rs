@@ -22,6 +22,9 @@ pub trait Trainable: VisionLanguageModel + Sized + 'static {
     type Example;
 
     fn params(&self) -> &ParamStore;
+    /// Whether a parameter (by checkpoint name) belongs to the vision side: encoder and
+    /// projector, not the language model.
+    fn is_vision(name: &str) -> bool;
     /// The parameters `config` freezes (`--stage 2`, `--freeze vision`), or an error naming the
     /// option this model does not have.
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen>;
@@ -72,6 +75,10 @@ impl Trainable for deepseek_ocr::Model {
 
     fn params(&self) -> &ParamStore {
         deepseek_ocr::Model::params(self)
+    }
+
+    fn is_vision(name: &str) -> bool {
+        !name.starts_with("gpt.")
     }
 
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen> {
@@ -139,6 +146,10 @@ impl Trainable for qwen2_5_vl::Model {
 
     fn params(&self) -> &ParamStore {
         qwen2_5_vl::Model::params(self)
+    }
+
+    fn is_vision(name: &str) -> bool {
+        name.starts_with("visual.") || name.contains(".visual.")
     }
 
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen> {

@@ -41,6 +41,8 @@ pub struct AdamW {
     pub steps: u64,
     /// Update f32 CPU parameters in place (off: the composed form everywhere, for tests).
     in_place: bool,
+    /// Each parameter's learning rate as a fraction of the step's.
+    lr_scales: Vec<f64>,
 }
 
 impl AdamW {
@@ -51,6 +53,7 @@ impl AdamW {
             .collect::<Result<_>>()?;
         Ok(Self {
             config,
+            lr_scales: vec![1.0; params.len()],
             params,
             moments,
             steps: 0,
@@ -62,6 +65,11 @@ impl AdamW {
         &self.params
     }
 
+    /// Scales each parameter's learning rate (and so its weight decay) by `scale(name)`.
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) {
+        self.lr_scales = self.params.iter().map(|(name, _)| scale(name)).collect();
+    }
+
     /// One update at `lr` with `grads` (already clipped), one per parameter in order. A
     /// parameter without a gradient (not reached by the loss) is left alone, as PyTorch skips
     /// parameters whose `.grad` is None.
@@ -71,12 +79,20 @@ impl AdamW {
         let t = self.steps as i32;
         let bias_correction1 = 1.0 - c.beta1.powi(t);
         let bias_correction2 = 1.0 - c.beta2.powi(t);
-        let step_size = lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.sqrt();
-        for (((_, var), moments), grad) in self.params.iter().zip(self.moments.iter_mut()).zip(grads) {
+        let step_lr = lr;
+        for ((((_, var), moments), grad), scale) in self
+            .params
+            .iter()
+            .zip(self.moments.iter_mut())
+            .zip(grads)
+            .zip(&self.lr_scales)
+        {
             let Some(grad) = grad else {
                 continue;
             };
+            let lr = step_lr * scale;
+            let step_size = lr / bias_correction1;
             let grad = grad.to_dtype(DType::F32)?.contiguous()?;
             if self.in_place && var.device().is_cpu() && var.dtype() == DType::F32 && var.is_contiguous() {
                 moments.inplace_op2(&grad, &MomentsUpdate { config: c })?;
@@ -356,6 +372,42 @@ mod tests {
         for ((name, a), (_, b)) in fused.state().iter().zip(composed.state()) {
             assert!(rel(a, &b) < 1e-5, "{name}: {}", rel(a, &b));
         }
+    }
+
+    /// A parameter scaled to 0 stays put; one scaled to ½ moves as at half the rate.
+    #[test]
+    fn lr_scales_apply_per_parameter() {
+        let dev = candle_core::Device::Cpu;
+        let start = Tensor::randn(0f32, 1., (4, 8), &dev).unwrap();
+        let params = || -> Vec<(String, Var)> {
+            ["frozen", "half"]
+                .map(|n| (n.to_string(), Var::from_tensor(&start.copy().unwrap()).unwrap()))
+                .into()
+        };
+        let grad = Tensor::randn(0f32, 1., (4, 8), &dev).unwrap();
+        let mut scaled = AdamW::new(params(), AdamWConfig::default()).unwrap();
+        scaled.set_lr_scales(|n| if n == "frozen" { 0.0 } else { 0.5 });
+        let mut half = AdamW::new(params(), AdamWConfig::default()).unwrap();
+        for _ in 0..3 {
+            scaled.step(&[Some(grad.clone()), Some(grad.clone())], 1e-2).unwrap();
+            half.step(&[Some(grad.clone()), Some(grad.clone())], 5e-3).unwrap();
+        }
+        let same = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(same(scaled.params()[0].1.as_tensor(), &start), 0.0);
+        assert_eq!(
+            same(scaled.params()[1].1.as_tensor(), half.params()[1].1.as_tensor()),
+            0.0
+        );
+        assert!(same(half.params()[1].1.as_tensor(), &start) > 1e-3);
     }
 
     #[test]

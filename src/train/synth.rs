@@ -103,7 +103,9 @@ pub fn read_words(path: &Path) -> Result<Vec<String>> {
 /// A one-page PDF with `lines` in the standard font `font` at `size` points, left-aligned.
 fn page_pdf(lines: &[String], font: &str, size: f32, (w, h): (f32, f32)) -> Vec<u8> {
     let leading = size * 1.3;
-    let mut content = format!("BT /F1 {size} Tf {leading} TL 24 {} Td\n", h - 24.0 - size);
+    // 24 pt on the default 240 pt tall page, in proportion on others.
+    let margin = 24.0 * h / 240.0;
+    let mut content = format!("BT /F1 {size} Tf {leading} TL {margin} {} Td\n", h - margin - size);
     for line in lines {
         content.push_str(&format!("({line}) Tj T*\n"));
     }

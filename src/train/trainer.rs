@@ -44,6 +44,8 @@ pub struct TrainConfig {
     /// Token budget of a micro-batch (sequence tokens + each image's encoder cost).
     pub batch_tokens: Option<usize>,
     pub lr: f64,
+    /// The vision side's learning rate as a fraction of `lr` (the language model's).
+    pub vision_lr_scale: f64,
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
     /// Global gradient-norm limit (≤ 0: none).
@@ -85,6 +87,7 @@ impl TrainConfig {
             grad_accum: 1,
             batch_tokens: None,
             lr: 5e-5,
+            vision_lr_scale: 1.0,
             schedule: Schedule::Cosine { warmup: 10, steps },
             adamw: AdamWConfig::default(),
             grad_clip: 1.0,
@@ -156,6 +159,10 @@ impl<M: Trainable> Trainer<M> {
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let mut opt = AdamW::new(params, config.adamw)?;
+        if config.vision_lr_scale != 1.0 {
+            let scale = config.vision_lr_scale;
+            opt.set_lr_scales(|name| if M::is_vision(name) { scale } else { 1.0 });
+        }
         let mut state = TrainerState {
             step: 0,
             cursor: Cursor::default(),

@@ -10,6 +10,7 @@ mod pdf;
 mod progress;
 mod run;
 mod score;
+mod synth;
 mod train;
 
 use std::process::ExitCode;
@@ -88,7 +89,7 @@ enum Command {
     /// or fine-tune Qwen2.5-VL / Qwen2-VL (RolmOCR, olmOCR) the olmOCR way.
     Train(train::TrainArgs),
     /// Write synthetic printed pages (words in the standard PDF fonts) as a training set.
-    Synth(train::SynthArgs),
+    Synth(synth::SynthArgs),
     /// Score a model's greedy answers on a dataset split (CER, WER), optionally with blank images.
     Eval(eval::EvalArgs),
     /// olmOCR-mix pages (the hub's parquet + tarballs, or unpacked) → a training set.
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
         Command::Selftest(args) => bench::selftest(args),
         Command::Train(args) => train::train(args),
         Command::Prepare(args) => train::prepare(args),
-        Command::Synth(args) => train::synth(args),
+        Command::Synth(args) => synth::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => train::convert(args),
         Command::Init(args) => init::init(args),

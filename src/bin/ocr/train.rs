@@ -1,14 +1,12 @@
-//! `ocr train`, `prepare`, `synth` and `convert`: the trainer's flags onto
+//! `ocr train`, `prepare` and `convert`: the trainer's flags onto
 //! [`vellum::train`], its events printed as they come.
 
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::ValueEnum;
-use vellum::train::synth::SynthConfig;
 use vellum::DType;
 
 use crate::args::{fraction, learning_rate, positive, DeviceArgs};
@@ -101,6 +99,9 @@ pub struct TrainArgs {
     batch_tokens: Option<usize>,
     #[arg(long, default_value_t = 5e-5, value_parser = learning_rate)]
     lr: f64,
+    /// The vision side's (encoders and projector) learning rate as a fraction of --lr.
+    #[arg(long, default_value_t = 1.0, value_parser = fraction)]
+    vision_lr_scale: f64,
     #[arg(long, default_value_t = 10)]
     warmup_steps: usize,
     /// Warmup as a fraction of --steps, rounded up (olmOCR: 0.1); replaces --warmup-steps.
@@ -181,6 +182,7 @@ impl TrainArgs {
             grad_accum: self.grad_accum,
             batch_tokens: self.batch_tokens,
             lr: self.lr,
+            vision_lr_scale: self.vision_lr_scale,
             schedule: match self.schedule {
                 ScheduleArg::Cosine => Schedule::Cosine {
                     warmup,
@@ -217,44 +219,6 @@ impl TrainArgs {
             log_json: self.log_json.clone(),
         }
     }
-}
-
-#[derive(clap::Args)]
-pub struct SynthArgs {
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long, default_value_t = 2000)]
-    num_train: usize,
-    #[arg(long, default_value_t = 100)]
-    num_val: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Draw words from this list (one word per line) instead of the built-in training words.
-    #[arg(long, value_name = "FILE")]
-    words: Option<PathBuf>,
-    /// Draw the validation pages' words from this list (held-out words: does the model read
-    /// or recite?); by default the same words as training.
-    #[arg(long, value_name = "FILE")]
-    val_words: Option<PathBuf>,
-    /// Lines per page, as MIN-MAX.
-    #[arg(long, default_value = "2-3", value_parser = range)]
-    lines: RangeInclusive<usize>,
-    /// Words per line, as MIN-MAX.
-    #[arg(long, default_value = "2-3", value_parser = range)]
-    words_per_line: RangeInclusive<usize>,
-    /// Font sizes in points, one picked per page.
-    #[arg(long, default_value = "20,24,28", value_delimiter = ',')]
-    font_sizes: Vec<f32>,
-}
-
-fn range(text: &str) -> Result<RangeInclusive<usize>, String> {
-    let (lo, hi) = text.split_once('-').unwrap_or((text, text));
-    let parse = |s: &str| s.trim().parse::<usize>().map_err(|e| format!("{text:?}: {e}"));
-    let (lo, hi) = (parse(lo)?, parse(hi)?);
-    if lo == 0 || lo > hi {
-        return Err(format!("{text:?}: want MIN-MAX with 1 <= MIN <= MAX"));
-    }
-    Ok(lo..=hi)
 }
 
 #[derive(clap::Args)]
@@ -391,32 +355,6 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         summary.truncated_samples,
         args.seq_len,
         summary.final_dir.display()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn synth(args: SynthArgs) -> Result<ExitCode> {
-    let mut config = SynthConfig {
-        lines: args.lines,
-        words_per_line: args.words_per_line,
-        font_sizes: args.font_sizes,
-        ..Default::default()
-    };
-    if let Some(path) = &args.words {
-        config.words = vellum::train::synth::read_words(path)?;
-    }
-    if let Some(path) = &args.val_words {
-        config.val_words = Some(vellum::train::synth::read_words(path)?);
-    }
-    if config.font_sizes.iter().any(|&s| s.is_nan() || s <= 0.0) {
-        anyhow::bail!("font sizes must be positive points");
-    }
-    vellum::train::synth::generate(&args.out, args.num_train, args.num_val, args.seed, &config)?;
-    eprintln!(
-        "{} train and {} val pages in {}",
-        args.num_train,
-        args.num_val,
-        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 //! The comparison with HF transformers (`ocr bench --peer transformers`, which runs
 //! tests/reference/bench_vs_transformers.py) as a chart: generated tokens/s of vellum, batched
-//! and one request at a time (f32, and the int8 fast mode when it ran), and of transformers in
-//! each dtype it ran, from the script's JSON.
+//! and one request at a time (f32, and the int8 fast mode when it ran), of transformers in each
+//! dtype it ran and of llama.cpp's server in each GGUF type (when it ran), from the script's JSON.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +17,14 @@ struct Results {
     vellum_int8: Option<Vellum>,
     /// Per transformers dtype, the seconds its one padded batch took.
     transformers_batched_seconds: BTreeMap<String, f64>,
+    /// Per GGUF type (f16, q8_0), llama.cpp's server on the same concurrent requests.
+    #[serde(default)]
+    llama_cpp: BTreeMap<String, LlamaCpp>,
+}
+
+#[derive(Deserialize)]
+struct LlamaCpp {
+    batched_tokens_per_second: f64,
 }
 
 #[derive(Deserialize)]
@@ -54,10 +62,18 @@ pub fn chart(results_json: &str) -> Result<BarChart> {
             .iter()
             .map(|(dtype, seconds)| (format!("transformers {dtype}, one batch"), vec![generated / seconds])),
     );
+    series.extend(r.llama_cpp.iter().map(|(kind, l)| {
+        (
+            format!("llama.cpp {kind}, parallel slots"),
+            vec![l.batched_tokens_per_second],
+        )
+    }));
     Ok(BarChart {
         title: format!(
-            "vellum vs transformers: {} requests, {} new tokens each",
-            r.vellum.ocr.requests, r.vellum.ocr.new_tokens
+            "vellum vs transformers{}: {} requests, {} new tokens each",
+            if r.llama_cpp.is_empty() { "" } else { " and llama.cpp" },
+            r.vellum.ocr.requests,
+            r.vellum.ocr.new_tokens
         ),
         y_label: "generated tokens/s".into(),
         groups: vec!["same model, requests and machine".into()],
@@ -89,5 +105,17 @@ mod tests {
         );
         let values: Vec<f64> = super::chart(&json).unwrap().series.iter().map(|(_, v)| v[0]).collect();
         assert_eq!(values, [21.2, 17.0, 40.0, 30.0, 16.0 * 64.0 / 35.7]);
+
+        let json = json.replacen(
+            r#""transformers_batched_seconds""#,
+            r#""llama_cpp": {"q8_0": {"batched_tokens_per_second": 60.0}, "f16": {"batched_tokens_per_second": 50.0}},
+                "transformers_batched_seconds""#,
+            1,
+        );
+        let chart = super::chart(&json).unwrap();
+        let values: Vec<f64> = chart.series.iter().map(|(_, v)| v[0]).collect();
+        assert_eq!(values, [21.2, 17.0, 40.0, 30.0, 16.0 * 64.0 / 35.7, 50.0, 60.0]);
+        assert!(chart.series[6].0.contains("q8_0"));
+        assert!(chart.title.contains("llama.cpp"));
     }
 }

@@ -22,9 +22,9 @@ pub trait Trainable: VisionLanguageModel + Sized + 'static {
     type Example;
 
     fn params(&self) -> &ParamStore;
-    /// Whether a parameter (by checkpoint name) belongs to the vision side: encoder and
-    /// projector, not the language model.
-    fn is_vision(name: &str) -> bool;
+    /// Whether a parameter (by checkpoint name) belongs to the vision encoder: not the
+    /// projector that adapts its features to the language model, nor the language model.
+    fn is_encoder(name: &str) -> bool;
     /// The parameters `config` freezes (`--stage 2`, `--freeze vision`), or an error naming the
     /// option this model does not have.
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen>;
@@ -77,8 +77,8 @@ impl Trainable for deepseek_ocr::Model {
         deepseek_ocr::Model::params(self)
     }
 
-    fn is_vision(name: &str) -> bool {
-        !name.starts_with("gpt.")
+    fn is_encoder(name: &str) -> bool {
+        name.starts_with("sam_model.") || name.starts_with("vision_model.")
     }
 
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen> {
@@ -148,8 +148,8 @@ impl Trainable for qwen2_5_vl::Model {
         qwen2_5_vl::Model::params(self)
     }
 
-    fn is_vision(name: &str) -> bool {
-        name.starts_with("visual.") || name.contains(".visual.")
+    fn is_encoder(name: &str) -> bool {
+        (name.starts_with("visual.") || name.contains(".visual.")) && !name.contains("visual.merger.")
     }
 
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen> {

@@ -44,7 +44,8 @@ pub struct TrainConfig {
     /// Token budget of a micro-batch (sequence tokens + each image's encoder cost).
     pub batch_tokens: Option<usize>,
     pub lr: f64,
-    /// The vision side's learning rate as a fraction of `lr` (the language model's).
+    /// The vision encoder's learning rate as a fraction of `lr` (the projector's and the
+    /// language model's).
     pub vision_lr_scale: f64,
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
@@ -161,7 +162,7 @@ impl<M: Trainable> Trainer<M> {
         let mut opt = AdamW::new(params, config.adamw)?;
         if config.vision_lr_scale != 1.0 {
             let scale = config.vision_lr_scale;
-            opt.set_lr_scales(|name| if M::is_vision(name) { scale } else { 1.0 });
+            opt.set_lr_scales(|name| if M::is_encoder(name) { scale } else { 1.0 });
         }
         let mut state = TrainerState {
             step: 0,

@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// With --peer: the dtypes transformers runs in; the fastest is the anchor.
     #[arg(long, default_value = "float32,bfloat16")]
     peer_dtypes: String,
+    /// With --peer: also run llama.cpp's server (GGUF f16 and Q8_0, one slot per request) on the
+    /// same requests; DIR is a llama.cpp source tree with a CPU build of build/bin/llama-server.
+    #[arg(long, value_name = "DIR", requires = "peer")]
+    llama_cpp: Option<PathBuf>,
     /// Batch sizes for the decode measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64", value_parser = positive)]
     batches: Vec<usize>,
@@ -175,6 +179,17 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
             "tests/reference/bench_vs_transformers.py not found: run from the repository"
         ))
     })?;
+    if let Some(dir) = &args.llama_cpp {
+        for needed in ["build/bin/llama-server", "convert_hf_to_gguf.py"] {
+            if !dir.join(needed).is_file() {
+                return Err(setup(anyhow::anyhow!(
+                    "{} has no {needed}: want a llama.cpp source tree with llama-server built \
+                     (see tests/reference/bench_vs_transformers.py)",
+                    dir.display()
+                )));
+            }
+        }
+    }
     // The chart goes beside the JSON; it must not be the JSON.
     let chart = args.json.as_ref().map(|json| json.with_extension("png"));
     if let (Some(json), Some(chart)) = (&args.json, &chart) {
@@ -203,6 +218,9 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         ]);
     if let Some(json) = &args.json {
         command.arg("--out").arg(json);
+    }
+    if let Some(dir) = &args.llama_cpp {
+        command.arg("--llama-cpp").arg(dir);
     }
     let status = command
         .status()

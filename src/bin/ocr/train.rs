@@ -99,7 +99,8 @@ pub struct TrainArgs {
     batch_tokens: Option<usize>,
     #[arg(long, default_value_t = 5e-5, value_parser = learning_rate)]
     lr: f64,
-    /// The vision side's (encoders and projector) learning rate as a fraction of --lr.
+    /// The vision encoder's learning rate as a fraction of --lr (the projector and the
+    /// language model take --lr).
     #[arg(long, default_value_t = 1.0, value_parser = fraction)]
     vision_lr_scale: f64,
     #[arg(long, default_value_t = 10)]

@@ -4,7 +4,9 @@
 //!   the data order, token-budget micro-batches;
 //! - [`optim`]: AdamW, gradient clipping and schedules with PyTorch's semantics;
 //! - [`model`]: what the trainer asks of a model (the vision-tokenizer model, Qwen2.5-VL);
+//! - [`config`]: what a run is asked to do;
 //! - [`trainer`]: the loop over the engine's own parameter store;
+//! - [`run`]: a whole run (open the model, train, evaluate, checkpoint, resume);
 //! - [`log`]: the records of steps and evaluations;
 //! - [`eval`]: validation pages generated through the engine and scored (CER, WER);
 //! - `checkpoint`: model directories plus resumable trainer state;
@@ -14,6 +16,7 @@
 //! - [`synth`]: synthetic printed pages for a from-scratch run.
 
 pub(crate) mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod log;
@@ -22,8 +25,10 @@ pub mod model;
 pub mod optim;
 pub mod prepare;
 pub mod report;
+pub mod run;
 pub mod synth;
 pub mod trainer;
 
+pub use config::TrainConfig;
 pub use log::StepLog;
-pub use trainer::{TrainConfig, Trainer};
+pub use trainer::Trainer;

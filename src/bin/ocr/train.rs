@@ -286,7 +286,7 @@ pub fn prepare(args: PrepareArgs) -> Result<ExitCode> {
 }
 
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
-    use vellum::train::trainer::Event;
+    use vellum::train::run::Event;
     let device = vellum::device::parse(&args.place.device)?;
     if args.place.quantization.is_some() {
         anyhow::bail!("--quantization: training runs in f32 (an int8 copy serves, it does not learn)");
@@ -300,8 +300,8 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     }
     let started = Instant::now();
     let start = match (&args.model, &args.init_config, args.init) {
-        (Some(dir), _, _) => vellum::train::trainer::Start::Model(dir.clone()),
-        (None, Some(config), _) => vellum::train::trainer::Start::Fresh {
+        (Some(dir), _, _) => vellum::train::run::Start::Model(dir.clone()),
+        (None, Some(config), _) => vellum::train::run::Start::Fresh {
             config: config.clone(),
             seed: args.seed,
         },
@@ -311,11 +311,11 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             if !(args.resume && dir.join("model.safetensors").is_file()) {
                 crate::init::write_pretrained(&dir, args.seed, &args.pretrained)?;
             }
-            vellum::train::trainer::Start::Model(dir)
+            vellum::train::run::Start::Model(dir)
         }
         (None, None, None) => unreachable!("clap requires one"),
     };
-    let summary = vellum::train::trainer::run(&start, &device, args.config(), args.resume, |event| match event {
+    let summary = vellum::train::run::run(&start, &device, args.config(), args.resume, |event| match event {
         Event::Resumed {
             from: Some((dir, step)),
         } => eprintln!("resuming from {} (step {step})", dir.display()),

@@ -1,6 +1,6 @@
 //! The comparison with HF transformers (`ocr bench --peer transformers`, which runs
 //! tests/reference/bench_vs_transformers.py) as a chart: generated tokens/s of vellum, batched
-//! and one request at a time (f32, and the int8 fast mode when it ran), of transformers in each
+//! and one request at a time (f32, and bf16 and the int8 fast mode when they ran), of transformers in each
 //! dtype it ran and of llama.cpp's server in each GGUF type (when it ran), from the script's JSON.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ use super::chart::BarChart;
 struct Results {
     vellum: Vellum,
     vellum_int8: Option<Vellum>,
+    vellum_bf16: Option<Vellum>,
     /// Per transformers dtype, the seconds its one padded batch took.
     transformers_batched_seconds: BTreeMap<String, f64>,
     /// Per GGUF type (f16, q8_0), llama.cpp's server on the same concurrent requests.
@@ -45,7 +46,11 @@ pub fn chart(results_json: &str) -> Result<BarChart> {
     let r: Results = serde_json::from_str(results_json).context("not bench_vs_transformers.py's results")?;
     let generated = (r.vellum.ocr.requests * r.vellum.ocr.new_tokens) as f64;
     let mut series = Vec::new();
-    for (mode, v) in [("f32", Some(&r.vellum)), ("int8", r.vellum_int8.as_ref())] {
+    for (mode, v) in [
+        ("f32", Some(&r.vellum)),
+        ("bf16", r.vellum_bf16.as_ref()),
+        ("int8", r.vellum_int8.as_ref()),
+    ] {
         if let Some(v) = v {
             series.push((
                 format!("vellum {mode}, continuous batching"),

@@ -244,7 +244,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--out", default=None)
     ap.add_argument("--dtypes", default="float32,bfloat16", help="transformers' dtypes, comma-separated; the fastest is the anchor")
-    ap.add_argument("--quantizations", default="none,int8", help="vellum's modes, comma-separated: none (f32) and/or int8")
+    ap.add_argument("--quantizations", default="none,int8", help="vellum's modes, comma-separated: none (f32), int8, bf16 (--dtype bf16)")
     ap.add_argument("--llama-cpp", default=None, metavar="DIR", help="also run llama.cpp: a source tree with build/bin/llama-server")
     args = ap.parse_args()
     if "none" not in args.quantizations.split(","):
@@ -261,7 +261,7 @@ def main():
     # vellum, first (the same machine, nothing else running).
     vellum = {}
     for mode in args.quantizations.split(","):
-        flags = [] if mode == "none" else ["--quantization", mode]
+        flags = {"none": [], "bf16": ["--dtype", "bf16"]}.get(mode, ["--quantization", mode])
         run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--requests", str(args.requests), "--new-tokens", str(args.new_tokens), *flags],
                              capture_output=True, text=True, check=True)
         print(f"vellum ({'f32' if mode == 'none' else mode}):\n{run.stderr.strip()}")
@@ -332,6 +332,11 @@ def main():
         result["ratios"]["vellum_int8_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / int8["batched_seconds"]
         result["int8_fidelity_vs_f32"] = vellum["int8"]["fidelity"]
         print(f"int8 against f32: {json.dumps(vellum['int8']['fidelity'])}")
+    if "bf16" in vellum:
+        bf16 = vellum["bf16"]["ocr"]
+        result["vellum_bf16"] = vellum["bf16"]
+        result["ratios"]["vellum_bf16_batched_vs_transformers_batched"] = hf_seconds / bf16["batched_seconds"]
+        result["ratios"]["vellum_bf16_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / bf16["batched_seconds"]
     if args.llama_cpp:
         llama = llama_cpp_bench(args.llama_cpp, model_dir, images, args.new_tokens, inputs["input_ids"].shape[1], work)
         result["llama_cpp"] = llama

@@ -18,7 +18,7 @@ pub struct BenchArgs {
     model: Option<String>,
     /// Measure HF transformers beside vellum in one run, on the same model and requests:
     /// runs tests/reference/bench_vs_transformers.py, which writes the benchmark model, runs
-    /// this binary's `bench` on it (f32, then --quantization int8 where the CPU has AVX2), then
+    /// this binary's `bench` on it (f32, bf16, and --quantization int8 where the CPU has AVX2), then
     /// transformers in f32 and bf16, and prints the ratios against the faster of the two.
     #[arg(long, value_enum, conflicts_with = "model")]
     peer: Option<Peer>,
@@ -211,9 +211,9 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .args([
             "--quantizations",
             if vellum::ops::int8::supported() {
-                "none,int8"
+                "none,int8,bf16"
             } else {
-                "none"
+                "none,bf16"
             },
         ]);
     if let Some(json) = &args.json {

@@ -1,5 +1,6 @@
 //! `ocr bench --peer transformers`: it needs a Python with torch and transformers and says so,
-//! and it charts the reference script's results beside their JSON.
+//! it hands a llama.cpp tree to the reference script only when the tree has what the script
+//! runs, and it charts the script's results beside their JSON.
 
 use std::process::Command;
 
@@ -36,7 +37,8 @@ fn bench_peer_charts_the_results_beside_the_json() {
     std::fs::write(
         &python,
         format!(
-            "#!/bin/sh\n[ \"$1\" = -c ] && exit 0\nwhile [ $# -gt 1 ]; do\n  [ \"$1\" = --out ] && cp '{}' \"$2\"\n  shift\ndone\nexit 0\n",
+            "#!/bin/sh\n[ \"$1\" = -c ] && exit 0\necho \"$@\" > '{}'\nwhile [ $# -gt 1 ]; do\n  [ \"$1\" = --out ] && cp '{}' \"$2\"\n  shift\ndone\nexit 0\n",
+            dir.path().join("args").display(),
             canned.display()
         ),
     )
@@ -65,4 +67,33 @@ fn bench_peer_charts_the_results_beside_the_json() {
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(4), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // A llama.cpp tree without a built server is refused before the script runs; a built one is
+    // passed on.
+    let llama = dir.path().join("llama.cpp");
+    std::fs::create_dir_all(llama.join("build/bin")).unwrap();
+    std::fs::write(llama.join("convert_hf_to_gguf.py"), "").unwrap();
+    let with_llama = || {
+        std::fs::remove_file(dir.path().join("args")).ok();
+        Command::new(env!("CARGO_BIN_EXE_ocr"))
+            .args(["bench", "--peer", "transformers", "--python"])
+            .arg(&python)
+            .arg("--llama-cpp")
+            .arg(&llama)
+            .output()
+            .unwrap()
+    };
+    let run = with_llama();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("build/bin/llama-server") && err.contains("llama.cpp"),
+        "{err}"
+    );
+    assert!(!dir.path().join("args").exists(), "the script ran");
+    std::fs::write(llama.join("build/bin/llama-server"), "").unwrap();
+    let run = with_llama();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert!(args.contains(&format!("--llama-cpp {}", llama.display())), "{args}");
 }

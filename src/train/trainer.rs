@@ -75,10 +75,8 @@ impl<M: Trainable> Trainer<M> {
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let mut opt = AdamW::new(params, config.adamw)?;
-        if config.vision_lr_scale != 1.0 {
-            let scale = config.vision_lr_scale;
-            opt.set_lr_scales(|name| if M::is_encoder(name) { scale } else { 1.0 });
-        }
+        let encoder = config.vision_lr_scale;
+        opt.set_lr_scales(|name| if M::is_encoder(name) { encoder } else { 1.0 });
         let mut state = TrainerState {
             step: 0,
             cursor: Cursor::default(),

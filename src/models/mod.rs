@@ -1,6 +1,7 @@
 //! Model architectures, each in the shape of its reference implementation, behind the one
 //! interface the engine drives.
 
+pub(crate) mod checkpoint;
 pub mod deepseek_ocr;
 pub(crate) mod linear;
 pub mod lora;

@@ -71,9 +71,20 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         .transpose(0, 1)? // (heads, tokens, hd)
         .reshape((kv_heads, group * tokens, head_dim))?;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let probs = probabilities(&q.matmul(&k.t()?)?, scale, Some((tokens, kv_len - tokens)), v.dtype())?;
-    probs
-        .matmul(v)? // (kv_heads, group*tokens, hd)
+    let causal = Some((tokens, kv_len - tokens));
+    // Training: the backward pass recomputes scores rather than keeping them.
+    let trains = [&q, k, v].iter().any(|t| t.track_op());
+    let out = if trains && super::blockwise_attention::takes(&q, k, v) {
+        let spec = super::blockwise_attention::Spec {
+            scale,
+            causal,
+            grid: None,
+        };
+        super::blockwise_attention::attention(&q, k, v, spec)?
+    } else {
+        probabilities(&q.matmul(&k.t()?)?, scale, causal, v.dtype())?.matmul(v)?
+    };
+    out // (kv_heads, group*tokens, hd)
         .reshape((heads, tokens, head_dim))?
         .transpose(0, 1)?
         .contiguous()

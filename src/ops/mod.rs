@@ -6,11 +6,14 @@
 //! functions pick the kernel for CUDA tensors that carry no gradient, the twin otherwise; the
 //! twins are public too, as the kernels' references. On the CPU, f32 tensors without gradient
 //! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`, `segment_attention`),
-//! checked against the twins. `int8`, the CPU fast mode's linear layer, has no twin: it is an
-//! approximation, checked against its own arithmetic written out and measured against f32.
+//! checked against the twins; attention over tensors that carry gradients takes
+//! `blockwise_attention`, whose backward pass recomputes scores rather than keeping them.
+//! `int8`, the CPU fast mode's linear layer, has no twin: it is an approximation, checked
+//! against its own arithmetic written out and measured against f32.
 
 pub(crate) mod activation;
 pub mod attention;
+pub mod blockwise_attention;
 pub(crate) mod cpu_fused;
 pub mod int8;
 #[cfg(feature = "cuda")]

@@ -38,6 +38,13 @@ pub trait Trainable: VisionLanguageModel + Sized + 'static {
     fn cost(&self, example: &Self::Example) -> usize;
     fn targets(example: &Self::Example) -> usize;
     fn loss_sum(&self, examples: &[&Self::Example]) -> Result<(Tensor, usize)>;
+    /// [`Trainable::backward`] recomputing layers rather than keeping them.
+    fn backward_checkpointed(
+        &self,
+        examples: &[&Self::Example],
+        scale: f64,
+        sink: impl FnMut(GradStore) -> Result<()>,
+    ) -> Result<f64>;
     /// Backpropagates `scale` × the loss sum, handing each backward pass's gradients to `sink`;
     /// returns the unscaled loss sum. `checkpointed`: recompute layers rather than keep them.
     fn backward(
@@ -48,7 +55,7 @@ pub trait Trainable: VisionLanguageModel + Sized + 'static {
         sink: impl FnMut(GradStore) -> Result<()>,
     ) -> Result<f64> {
         if checkpointed {
-            bail!("gradient checkpointing is built for Qwen2.5-VL models only");
+            return self.backward_checkpointed(examples, scale, sink);
         }
         backward_whole(self, examples, scale, sink)
     }
@@ -132,6 +139,15 @@ impl Trainable for deepseek_ocr::Model {
         deepseek_ocr::Model::loss_sum(self, examples)
     }
 
+    fn backward_checkpointed(
+        &self,
+        examples: &[&Self::Example],
+        scale: f64,
+        sink: impl FnMut(GradStore) -> Result<()>,
+    ) -> Result<f64> {
+        deepseek_ocr::Model::backward_checkpointed(self, examples, scale, sink)
+    }
+
     fn write_model(&self, dir: &Path, _: bool) -> Result<()> {
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&self.config)?)?;
         self.params().save(&dir.join("model.safetensors"))?;
@@ -193,17 +209,13 @@ impl Trainable for qwen2_5_vl::Model {
         qwen2_5_vl::Model::loss_sum(self, examples)
     }
 
-    fn backward(
+    fn backward_checkpointed(
         &self,
         examples: &[&Self::Example],
         scale: f64,
-        checkpointed: bool,
         sink: impl FnMut(GradStore) -> Result<()>,
     ) -> Result<f64> {
-        if checkpointed {
-            return Ok(self.backward_checkpointed(examples, scale, sink)?.0);
-        }
-        backward_whole(self, examples, scale, sink)
+        qwen2_5_vl::Model::backward_checkpointed(self, examples, scale, sink)
     }
 
     fn write_model(&self, dir: &Path, merged: bool) -> Result<()> {

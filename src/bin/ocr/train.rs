@@ -65,8 +65,9 @@ pub struct TrainArgs {
     /// Qwen2.5-VL: `vision` keeps the vision tower and merger fixed (no gradients computed).
     #[arg(long, value_enum)]
     freeze: Option<FreezeArg>,
-    /// Qwen2.5-VL: keep only each decoder layer's input and recompute the layer on the way
-    /// back (activation memory of one layer instead of all).
+    /// Keep only each layer's input (decoder layers; the vision-tokenizer model's SAM blocks
+    /// too) and recompute the layer on the way back (activation memory of one layer instead
+    /// of all).
     #[arg(long)]
     gradient_checkpointing: bool,
     /// Qwen: train LoRA adapters of rank R on --lora-targets and nothing else; step_N/, best/

@@ -143,12 +143,43 @@ impl Gpt {
         cache: &mut dyn AttentionCache,
         logit_rows: &[u32],
     ) -> Result<Tensor> {
-        let (cos, sin) = rotary(positions, self.head_dim, embeds.device())?;
-        let mut x = norm(embeds)?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &cos, &sin, i, cache)?;
+        let (cos, sin) = self.rotary_tables(positions, embeds.device())?;
+        let mut x = self.input(embeds)?;
+        for i in 0..self.blocks.len() {
+            x = self.layer(i, &x, &cos, &sin, cache)?;
         }
-        let rows = x.index_select(&Tensor::new(logit_rows, x.device())?, 0)?;
+        self.logits(&x, logit_rows)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// cos and sin tables for `positions`, as every layer takes them.
+    pub fn rotary_tables(&self, positions: &[i64], device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+        rotary(positions, self.head_dim, device)
+    }
+
+    /// What the first layer takes: the embeddings normalised.
+    pub fn input(&self, embeds: &Tensor) -> Result<Tensor> {
+        norm(embeds)
+    }
+
+    /// Layer `i` alone (a trainer recomputing one layer at a time calls it directly).
+    pub fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut dyn AttentionCache,
+    ) -> Result<Tensor> {
+        self.blocks[i].forward(x, cos, sin, i, cache)
+    }
+
+    /// Soft-capped f32 logits of the rows `rows` of the last layer's output `x`.
+    pub fn logits(&self, x: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        let rows = x.index_select(&Tensor::new(rows, x.device())?, 0)?;
         let logits = self.lm_head.forward(&norm(&rows)?)?.to_dtype(DType::F32)?;
         activation::softcap(&logits, SOFTCAP)
     }

@@ -24,14 +24,17 @@ pub use processor::{num_image_tokens, preprocess, DIAGRAM_INSTRUCTION, DOCUMENT_
 use std::hash::{Hash, Hasher};
 
 use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use image::DynamicImage;
 use tokenizers::Tokenizer;
 
 use crate::hub::ModelFiles;
+use crate::models::checkpoint;
 use crate::models::{embed_rows, ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
-use crate::ops::attention::AttentionCache;
+use crate::ops::attention::{AttentionCache, ContiguousKvCache};
+use crate::ops::loss::cross_entropy_sum;
 use crate::weights::ParamStore;
 
 pub const ARCHITECTURE: &str = "NanoDeepseekOCR";
@@ -139,51 +142,102 @@ impl Model {
         } else {
             Some(self.encode_pixels(&Tensor::stack(&pixels, 0)?)?)
         };
-        let mut total: Option<Tensor> = None;
+        let mut total = Tensor::zeros((), DType::F32, &self.device)?;
         let mut count = 0;
-        let mut next_image = 0;
-        for (i, ex) in examples.iter().enumerate() {
-            let embeds = match (&vision, &ex.pixels) {
-                (Some(vision), Some(_)) => {
-                    let image = vision.get(next_image)?;
-                    next_image += 1;
-                    let id = self.config.image_token_id;
-                    let start = ex.input_ids.iter().position(|&t| t == id).unwrap_or(0);
-                    let span = (start, start + image.dim(0)?);
-                    if ex
-                        .input_ids
-                        .get(span.0..span.1)
-                        .is_none_or(|s| s.iter().any(|&t| t != id))
-                    {
-                        bail!(
-                            "example {i}: the image placeholders are not {} consecutive tokens",
-                            span.1 - span.0
-                        );
-                    }
-                    embed_rows(self, |j| ex.input_ids[j], 0, ex.input_ids.len(), span, Some(&image))?
-                }
-                _ => self.embed_tokens(&ex.input_ids)?,
-            };
+        for (ex, embeds) in examples.iter().zip(self.embed_examples(examples, vision.as_ref())?) {
             let (sum, n) = self.gpt.loss_sum(&embeds, &ex.targets)?;
             count += n;
-            total = Some(match total {
-                Some(t) => (t + sum)?,
-                None => sum,
-            });
+            total = (total + sum)?;
         }
-        let total = match total {
-            Some(t) => t,
-            None => Tensor::zeros((), DType::F32, &self.device)?,
-        };
         Ok((total, count))
     }
 
-    /// DeepEncoder over a batch of padded images (B, 3, S, S): (B, (n+1)·n+1, n_embd) with
-    /// n = S/64, rows in the prompt's order (each map row, its newline; the separator last).
+    /// Backpropagates `scale` × [`Model::loss_sum`] keeping only the input of each SAM block,
+    /// of the rest of the encoder with the embeddings, and of each GPT layer (gradient
+    /// checkpointing, [`checkpoint::Chain`]), the logits [`HEAD_ROWS`] rows at a time. Each
+    /// partial backward's gradients go to `sink`; returns the unscaled loss sum.
+    pub fn backward_checkpointed(
+        &self,
+        examples: &[&Example],
+        scale: f64,
+        sink: impl FnMut(GradStore) -> Result<()>,
+    ) -> Result<f64> {
+        let pixels: Vec<&Tensor> = examples.iter().filter_map(|e| e.pixels.as_ref()).collect();
+        let (input, sam_stages) = if pixels.is_empty() {
+            (Vec::new(), 0)
+        } else {
+            (
+                vec![Tensor::stack(&pixels, 0)?.to_dtype(self.dtype)?],
+                1 + self.sam.depth(),
+            )
+        };
+        let layers = self.gpt.num_layers();
+        let tables = examples
+            .iter()
+            .map(|ex| {
+                let positions: Vec<i64> = (0..ex.input_ids.len() as i64).collect();
+                Ok(self.gpt.rotary_tables(&positions, &self.device)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut parts = Vec::new();
+        for (e, ex) in examples.iter().enumerate() {
+            let (rows, wanted): (Vec<u32>, Vec<u32>) = (0..ex.targets.len())
+                .filter(|&i| ex.targets[i] >= 0)
+                .map(|i| (i as u32, ex.targets[i] as u32))
+                .unzip();
+            for (rows, wanted) in rows.chunks(HEAD_ROWS).zip(wanted.chunks(HEAD_ROWS)) {
+                parts.push((e, rows.to_vec(), wanted.to_vec()));
+            }
+        }
+        let chain = checkpoint::Chain {
+            stages: sam_stages + 1 + layers,
+            stage: |i: usize, xs: &[Tensor]| -> Result<Vec<Tensor>> {
+                if i < sam_stages {
+                    let x = if i == 0 {
+                        self.sam.embed(&xs[0])?
+                    } else {
+                        self.sam.block(i - 1, &xs[0])?
+                    };
+                    return Ok(vec![x]);
+                }
+                if i == sam_stages {
+                    let vision = match xs.first() {
+                        Some(x) => Some(self.image_tokens(&self.sam.neck(x)?)?),
+                        None => None,
+                    };
+                    return self
+                        .embed_examples(examples, vision.as_ref())?
+                        .iter()
+                        .map(|e| Ok(self.gpt.input(e)?))
+                        .collect();
+                }
+                xs.iter()
+                    .zip(&tables)
+                    .map(|(x, (cos, sin))| {
+                        let layer = i - sam_stages - 1;
+                        Ok(self
+                            .gpt
+                            .layer(layer, x, cos, sin, &mut ContiguousKvCache::new(layers))?)
+                    })
+                    .collect()
+            },
+            head_parts: parts.len(),
+            head: |p: usize, xs: &[Tensor]| -> Result<Tensor> {
+                let (e, rows, wanted) = &parts[p];
+                Ok(cross_entropy_sum(&self.gpt.logits(&xs[*e], rows)?, wanted)?)
+            },
+        };
+        chain.backward(&input, scale, sink)
+    }
+
     pub fn encode_pixels(&self, pixels: &Tensor) -> Result<Tensor> {
-        let pixels = pixels.to_dtype(self.dtype)?;
-        let sam = self.sam.forward(&pixels)?; // (B, C, n, n)
-        let clip = self.vision_model.forward(&sam)?; // (B, 1 + n², C')
+        self.image_tokens(&self.sam.forward(&pixels.to_dtype(self.dtype)?)?)
+    }
+
+    /// SAM's features (B, C, n, n) → each image's tokens (B, (n+1)·n+1, n_embd): CLIP over them,
+    /// both projected, a newline after each row and the view separator.
+    fn image_tokens(&self, sam: &Tensor) -> Result<Tensor> {
+        let clip = self.vision_model.forward(sam)?; // (B, 1 + n², C')
         let (b, _, n, _) = sam.dims4()?;
         let clip_patches = clip.narrow(1, 1, n * n)?;
         let sam_flat = sam.flatten_from(2)?.transpose(1, 2)?;
@@ -203,7 +257,42 @@ impl Model {
             .to_dtype(rows.dtype())?;
         Ok(Tensor::cat(&[&rows, &separator], 1)?)
     }
+
+    /// Each example's input embeddings, the tokens of its image (`vision`: the images of the
+    /// examples that have one, in order) in place of its placeholders.
+    fn embed_examples(&self, examples: &[&Example], vision: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        let mut next_image = 0;
+        examples
+            .iter()
+            .enumerate()
+            .map(|(i, ex)| match (vision, &ex.pixels) {
+                (Some(vision), Some(_)) => {
+                    let image = vision.get(next_image)?;
+                    next_image += 1;
+                    let id = self.config.image_token_id;
+                    let start = ex.input_ids.iter().position(|&t| t == id).unwrap_or(0);
+                    let span = (start, start + image.dim(0)?);
+                    if ex
+                        .input_ids
+                        .get(span.0..span.1)
+                        .is_none_or(|s| s.iter().any(|&t| t != id))
+                    {
+                        bail!(
+                            "example {i}: the image placeholders are not {} consecutive tokens",
+                            span.1 - span.0
+                        );
+                    }
+                    embed_rows(self, |j| ex.input_ids[j], 0, ex.input_ids.len(), span, Some(&image))
+                }
+                _ => self.embed_tokens(&ex.input_ids),
+            })
+            .collect()
+    }
 }
+
+/// Target rows whose logits one backward pass holds (512 × a 65,537-token vocabulary: 134 MB
+/// per tensor of the soft-capped cross-entropy).
+const HEAD_ROWS: usize = 512;
 
 impl VisionLanguageModel for Model {
     fn info(&self) -> &ModelInfo {

@@ -12,8 +12,8 @@ use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::imaging::{linear_resize_matrix, resize_planes_bicubic_tensor};
-use crate::ops::activation;
 use crate::ops::norm::LayerNorm;
+use crate::ops::{activation, blockwise_attention};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamConfig {
@@ -108,12 +108,24 @@ impl Attention {
             .matmul(&rw.transpose(1, 2)?.contiguous()?)? // (w, bn·h, kw)
             .reshape((w, bn, h, w))?
             .permute((1, 2, 0, 3))?;
-        let bias = rel_h
-            .unsqueeze(4)?
-            .broadcast_add(&rel_w.unsqueeze(3)?)?
-            .reshape((bn, t, t))?;
-        let scores = ((q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))? + bias)?;
-        let out = activation::softmax_last_dim(&scores)?.matmul(&v)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let out = if blockwise_attention::takes(&q, &k, &v) {
+            // The bias as extra query columns: no (bn, t, t) tensor in either pass.
+            let q_ext = Tensor::cat(&[&q, &rel_h.reshape((bn, t, h))?, &rel_w.reshape((bn, t, w))?], 2)?;
+            let spec = blockwise_attention::Spec {
+                scale,
+                causal: None,
+                grid: Some((h, w)),
+            };
+            blockwise_attention::attention(&q_ext, &k, &v, spec)?
+        } else {
+            let bias = rel_h
+                .unsqueeze(4)?
+                .broadcast_add(&rel_w.unsqueeze(3)?)?
+                .reshape((bn, t, t))?;
+            let scores = ((q.matmul(&k.t()?)? * scale)? + bias)?;
+            activation::softmax_last_dim(&scores)?.matmul(&v)?
+        };
         let out = out
             .reshape((b, nh, h, w, hd))?
             .permute((0, 2, 3, 1, 4))?
@@ -324,6 +336,19 @@ impl Sam {
 
     /// pixels (B, 3, S, S) → features (B, net_3_chans, S/64, S/64).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let mut x = self.embed(pixels)?;
+        for i in 0..self.depth() {
+            x = self.block(i, &x)?;
+        }
+        self.neck(&x)
+    }
+
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// pixels (B, 3, S, S) → patches with positions (B, S/16, S/16, C): the first block's input.
+    pub fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
         let x = self.patch_embed.forward(pixels)?;
         let (_, h, _, _) = x.dims4()?;
         let grid = self.pos_embed.dim(1)?;
@@ -336,10 +361,16 @@ impl Sam {
                 .unsqueeze(0)?
                 .to_dtype(x.dtype())?
         };
-        let mut x = x.broadcast_add(&pos)?;
-        for block in &self.blocks {
-            x = block.forward(&x)?;
-        }
+        x.broadcast_add(&pos)
+    }
+
+    /// Block `i` alone (a trainer recomputing one block at a time calls it directly).
+    pub fn block(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        self.blocks[i].forward(x)
+    }
+
+    /// The last block's output → features (B, net_3_chans, S/64, S/64): neck and compressor.
+    pub fn neck(&self, x: &Tensor) -> Result<Tensor> {
         let (c0, n1, c1, n2) = &self.neck;
         let x = n2.forward(&c1.forward(&n1.forward(&c0.forward(&x.permute((0, 3, 1, 2))?.contiguous()?)?)?)?)?;
         self.net_3.forward(&self.net_2.forward(&x)?)

@@ -7,11 +7,11 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use image::DynamicImage;
 
 use super::{processor, Model};
-use crate::models::{embed_rows, VisionLanguageModel};
+use crate::models::{checkpoint, embed_rows, VisionLanguageModel};
 use crate::ops::attention::ContiguousKvCache;
 use crate::ops::loss::cross_entropy_sum;
 
@@ -150,87 +150,45 @@ impl Model {
     }
 
     /// Backpropagates `scale` × [`Model::loss_sum`] keeping only each decoder layer's input
-    /// (gradient checkpointing): the layers are recomputed one at a time on the way back, so
-    /// activations of one layer are alive at once. Each partial backward's gradients go to
-    /// `sink`, to be accumulated by tensor; returns the unscaled loss sum and target count.
+    /// (gradient checkpointing, [`checkpoint::Chain`]): the tower with the embeddings, then
+    /// each layer, recomputed one at a time on the way back. Each partial backward's gradients
+    /// go to `sink`, to be accumulated by tensor; returns the unscaled loss sum.
     pub fn backward_checkpointed(
         &self,
         examples: &[&Example],
         scale: f64,
-        mut sink: impl FnMut(GradStore) -> Result<()>,
-    ) -> Result<(f64, usize)> {
-        let embeds = self.embed_examples(examples)?;
+        sink: impl FnMut(GradStore) -> Result<()>,
+    ) -> Result<f64> {
         let tables = examples
             .iter()
             .map(|ex| Ok(self.text.rope_tables(&ex.positions, &self.device)?))
             .collect::<Result<Vec<_>>>()?;
         let layers = self.num_layers();
-        let layer = |i: usize, xs: &Tensor, e: usize| -> Result<Tensor> {
-            let (cos, sin) = &tables[e];
-            Ok(self.text.layer(i, xs, cos, sin, &mut ContiguousKvCache::new(layers))?)
+        let targets: Vec<(Vec<u32>, Vec<u32>)> = examples.iter().map(|ex| ex.target_rows()).collect();
+        let chain = checkpoint::Chain {
+            stages: 1 + layers,
+            stage: |i: usize, xs: &[Tensor]| -> Result<Vec<Tensor>> {
+                if i == 0 {
+                    return self.embed_examples(examples);
+                }
+                xs.iter()
+                    .zip(&tables)
+                    .map(|(x, (cos, sin))| {
+                        Ok(self
+                            .text
+                            .layer(i - 1, x, cos, sin, &mut ContiguousKvCache::new(layers))?)
+                    })
+                    .collect()
+            },
+            head_parts: examples.len(),
+            head: |e: usize, xs: &[Tensor]| -> Result<Tensor> {
+                let (rows, wanted) = &targets[e];
+                if rows.is_empty() {
+                    return Ok(Tensor::zeros((), DType::F32, &self.device)?);
+                }
+                Ok(cross_entropy_sum(&self.text.logits(&xs[e], rows)?, wanted)?)
+            },
         };
-        // Forward without graphs, keeping each layer's input.
-        let mut saved: Vec<Vec<Tensor>> = Vec::with_capacity(layers);
-        let mut xs: Vec<Tensor> = embeds.iter().map(Tensor::detach).collect();
-        for i in 0..layers {
-            let next = xs
-                .iter()
-                .enumerate()
-                .map(|(e, x)| Ok(layer(i, x, e)?.detach()))
-                .collect::<Result<Vec<_>>>()?;
-            saved.push(std::mem::replace(&mut xs, next));
-        }
-        // The head, then each layer from the last, passing the gradient of its input down.
-        let vars = xs
-            .iter()
-            .map(Var::from_tensor)
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut loss = Tensor::zeros((), DType::F32, &self.device)?;
-        let mut count = 0;
-        for (ex, var) in examples.iter().zip(&vars) {
-            let (rows, wanted) = ex.target_rows();
-            if !rows.is_empty() {
-                loss = (loss + cross_entropy_sum(&self.text.logits(var.as_tensor(), &rows)?, &wanted)?)?;
-                count += rows.len();
-            }
-        }
-        let loss_sum = loss.to_scalar::<f32>()? as f64;
-        let mut store = (loss * scale)?.backward()?;
-        let mut grads = input_grads(&mut store, &vars)?;
-        sink(store)?;
-        for i in (0..layers).rev() {
-            let vars = saved[i]
-                .iter()
-                .map(Var::from_tensor)
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            let mut surrogate = Tensor::zeros((), DType::F32, &self.device)?;
-            for (e, var) in vars.iter().enumerate() {
-                surrogate = (surrogate + (layer(i, var.as_tensor(), e)? * &grads[e])?.sum_all()?)?;
-            }
-            let mut store = surrogate.backward()?;
-            grads = input_grads(&mut store, &vars)?;
-            sink(store)?;
-        }
-        // Into the embeddings and the tower, when they train.
-        if embeds.iter().any(|e| e.track_op()) {
-            let mut surrogate = Tensor::zeros((), DType::F32, &self.device)?;
-            for (e, g) in embeds.iter().zip(&grads) {
-                surrogate = (surrogate + (e * g)?.sum_all()?)?;
-            }
-            sink(surrogate.backward()?)?;
-        }
-        Ok((loss_sum, count))
+        chain.backward(&[], scale, sink)
     }
-}
-
-/// The gradients of `vars` (zeros where nothing reached one).
-fn input_grads(store: &mut GradStore, vars: &[Var]) -> Result<Vec<Tensor>> {
-    vars.iter()
-        .map(|v| {
-            Ok(match store.remove(v.as_tensor()) {
-                Some(g) => g,
-                None => v.as_tensor().zeros_like()?,
-            })
-        })
-        .collect()
 }

@@ -91,6 +91,11 @@ fn bench(c: &mut Criterion) {
             group.bench_function(format!("f32_gemm/{name}/rows_{m}"), |b| {
                 b.iter(|| x.matmul(&w.t().unwrap()).unwrap())
             });
+            if vellum::ops::gemm_avx512::takes(&x, &w) {
+                group.bench_function(format!("f32_avx512/{name}/rows_{m}"), |b| {
+                    b.iter(|| vellum::ops::gemm_avx512::matmul_t(&x, &w).unwrap())
+                });
+            }
             if vellum::ops::int8::supported() {
                 group.bench_function(format!("int8/{name}/rows_{m}"), |b| b.iter(|| q.forward(&x).unwrap()));
             }

@@ -5,9 +5,9 @@
 //! trainer needs them) and, with the `cuda` feature, a kernel of kernels/*.cu. The public
 //! functions pick the kernel for CUDA tensors that carry no gradient, the twin otherwise; the
 //! twins are public too, as the kernels' references. On the CPU, f32 tensors without gradient
-//! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`, `segment_attention`),
-//! checked against the twins; attention over tensors that carry gradients takes
-//! `blockwise_attention`, whose backward pass recomputes scores rather than keeping them.
+//! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`, `gemm_avx512`,
+//! `segment_attention`), checked against the twins; attention over tensors that carry gradients
+//! takes `blockwise_attention`, whose backward pass recomputes scores rather than keeping them.
 //! `int8`, the CPU fast mode's linear layer, has no twin: it is an approximation, checked
 //! against its own arithmetic written out and measured against f32.
 
@@ -15,6 +15,7 @@ pub(crate) mod activation;
 pub mod attention;
 pub mod blockwise_attention;
 pub(crate) mod cpu_fused;
+pub mod gemm_avx512;
 pub mod int8;
 #[cfg(feature = "cuda")]
 pub mod kernels;

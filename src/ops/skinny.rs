@@ -42,6 +42,16 @@ pub fn linear(linear: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
         && x.dim(0).is_ok_and(|m| m <= SWAP_ROWS)
     {
         w.matmul(&x.t()?)?.t()?.contiguous()?
+    } else if x.rank() >= 2 && x.is_contiguous() {
+        // Many rows: AVX-512 where the CPU has it (leading dimensions folded into rows).
+        let (dims, k) = (x.dims(), x.dim(candle_core::D::Minus1)?);
+        let rows = x.reshape((x.elem_count() / k.max(1), k))?;
+        if !super::gemm_avx512::takes(&rows, w) {
+            return linear.forward(x);
+        }
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank ≥ 2") = w.dim(0)?;
+        super::gemm_avx512::matmul_t(&rows, w)?.reshape(out_dims)?
     } else {
         return linear.forward(x);
     };

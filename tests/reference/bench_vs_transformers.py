@@ -30,7 +30,10 @@ OpenAI-compatible /v1/chat/completions (the page as a PNG data URL, temperature 
 with EOS ignored, no prompt cache), then the first two pages each alone. The JSON gets
 "llama_cpp" (seconds, tokens/s and the prompt tokens llama.cpp counted per request), the ratios
 vellum f32 against llama.cpp f16 and vellum int8 against llama.cpp Q8_0, and each side's
-prompt tokens per request ("prompt_tokens": the image resize and chat template decide them).
+prompt tokens per request ("prompt_tokens": the image resize and chat template decide them). A
+GGUF type whose server fails to start is tried again with `--no-repack` (Q8_0 crashes in
+llama.cpp's AMX buffers on an Intel Xeon; "server_flags" says which ran); if that fails too, it
+is reported in "llama_cpp_failed" with the end of its log, and the run goes on.
 """
 
 import argparse
@@ -139,7 +142,7 @@ def post(url, body):
 
 
 @contextlib.contextmanager
-def llama_server(binary, model, mmproj, slots, ctx, log_path):
+def llama_server(binary, model, mmproj, slots, ctx, log_path, extra=()):
     """A llama-server on a free loopback port, yielding its URL once /health answers; killed on exit."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,7 +154,7 @@ def llama_server(binary, model, mmproj, slots, ctx, log_path):
                # The chat template transformers and vellum use (it adds the system turn).
                "--jinja", "--chat-template-file", TEMPLATE_FILE,
                # No host-memory prompt cache: every page is new, as in vellum's and transformers' runs.
-               "--cache-ram", "0", "--no-webui"]
+               "--cache-ram", "0", "--no-webui", *extra]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -159,7 +162,9 @@ def llama_server(binary, model, mmproj, slots, ctx, log_path):
             deadline = time.time() + 600
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"llama-server exited with {proc.returncode}: see {log_path}")
+                    log.flush()
+                    tail = open(log_path, errors="replace").read().splitlines()[-15:]
+                    raise RuntimeError(f"llama-server exited with {proc.returncode}; its log ends:\n" + "\n".join(tail))
                 try:
                     with LOCAL.open(url + "/health", timeout=5) as r:
                         if r.status == 200:
@@ -211,30 +216,44 @@ def llama_cpp_bench(llama_dir, model_dir, images, new_tokens, prompt_len, work):
     # Each slot holds one request: its prompt and new tokens, rounded up to 256 for the margin
     # llama.cpp's own image resize might need.
     slot = -(-(prompt_len + new_tokens) // 256) * 256
-    out = {}
+    out, failed = {}, {}
     for quant in ("f16", "q8_0"):
         text = os.path.join(work, f"text-{quant}.gguf")
         to_gguf(llama_dir, model_dir, text, "--outtype", quant)
         binary = os.path.join(llama_dir, "build", "bin", "llama-server")
-        with llama_server(binary, text, mmproj, len(pngs), slot * len(pngs), os.path.join(work, f"llama-server-{quant}.log")) as url:
-            start = time.time()
-            with ThreadPoolExecutor(len(pngs)) as pool:
-                prompt_tokens = list(pool.map(lambda png: llama_cpp_chat(url, png, new_tokens), pngs))
-            seconds = time.time() - start
-            singles = []
-            for png in pngs[:2]:
-                start = time.time()
-                llama_cpp_chat(url, png, new_tokens)
-                singles.append(time.time() - start)
+        # On an Intel Xeon with AMX, llama-server 0c1e570 crashes loading Q8_0 weights into its
+        # repacked (AMX) buffers; without repacking it runs, so that is the second try.
+        for extra in ((), ("--no-repack",)):
+            log_path = os.path.join(work, f"llama-server-{quant}{''.join(extra)}.log")
+            try:
+                with llama_server(binary, text, mmproj, len(pngs), slot * len(pngs), log_path, extra) as url:
+                    start = time.time()
+                    with ThreadPoolExecutor(len(pngs)) as pool:
+                        prompt_tokens = list(pool.map(lambda png: llama_cpp_chat(url, png, new_tokens), pngs))
+                    seconds = time.time() - start
+                    singles = []
+                    for png in pngs[:2]:
+                        start = time.time()
+                        llama_cpp_chat(url, png, new_tokens)
+                        singles.append(time.time() - start)
+                failed.pop(quant, None)
+                break
+            except RuntimeError as e:
+                # One GGUF type failing leaves the other's numbers.
+                print(f"llama.cpp ({quant}, flags {list(extra)}) failed: {e}", file=sys.stderr)
+                failed[quant] = str(e)
+        if quant in failed:
+            continue
         out[quant] = {
             "batched_seconds": seconds,
             "batched_tokens_per_second": len(pngs) * new_tokens / seconds,
             "one_request_seconds": sum(singles) / len(singles),
             "prompt_tokens": prompt_tokens,
+            "server_flags": list(extra),
         }
         print(f"llama.cpp ({quant}), {len(pngs)} concurrent requests: {seconds:.1f}s, {len(pngs) * new_tokens / seconds:.1f} tokens/s; "
               f"one request alone: {out[quant]['one_request_seconds']:.2f}s; prompt tokens {sorted(set(prompt_tokens))}")
-    return out
+    return out, failed
 
 
 def main():
@@ -338,12 +357,15 @@ def main():
         result["ratios"]["vellum_bf16_batched_vs_transformers_batched"] = hf_seconds / bf16["batched_seconds"]
         result["ratios"]["vellum_bf16_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / bf16["batched_seconds"]
     if args.llama_cpp:
-        llama = llama_cpp_bench(args.llama_cpp, model_dir, images, args.new_tokens, inputs["input_ids"].shape[1], work)
+        llama, failed = llama_cpp_bench(args.llama_cpp, model_dir, images, args.new_tokens, inputs["input_ids"].shape[1], work)
         result["llama_cpp"] = llama
-        result["prompt_tokens"]["llama_cpp"] = sum(llama["f16"]["prompt_tokens"]) / len(images)
-        result["ratios"]["vellum_f32_vs_llama_cpp_f16"] = llama["f16"]["batched_seconds"] / ocr["batched_seconds"]
-        result["ratios"]["vellum_one_request_vs_llama_cpp_f16_one_request"] = llama["f16"]["one_request_seconds"] / (ocr["sequential_seconds"] / ocr["requests"])
-        if "int8" in vellum:
+        if failed:
+            result["llama_cpp_failed"] = failed
+        if "f16" in llama:
+            result["prompt_tokens"]["llama_cpp"] = sum(llama["f16"]["prompt_tokens"]) / len(images)
+            result["ratios"]["vellum_f32_vs_llama_cpp_f16"] = llama["f16"]["batched_seconds"] / ocr["batched_seconds"]
+            result["ratios"]["vellum_one_request_vs_llama_cpp_f16_one_request"] = llama["f16"]["one_request_seconds"] / (ocr["sequential_seconds"] / ocr["requests"])
+        if "int8" in vellum and "q8_0" in llama:
             result["ratios"]["vellum_int8_batched_vs_llama_cpp_q8_0"] = llama["q8_0"]["batched_seconds"] / int8["batched_seconds"]
             result["ratios"]["vellum_int8_one_request_vs_llama_cpp_q8_0_one_request"] = llama["q8_0"]["one_request_seconds"] / (int8["sequential_seconds"] / int8["requests"])
     print(json.dumps(result["ratios"], indent=1))

@@ -4,10 +4,11 @@
 //! The checkpoint's own `patch_embedding` and `position_ids` are unused.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::imaging::resize_planes_bicubic_tensor;
+use crate::models::linear::{linear_b, Linear};
 use crate::ops::activation;
 use crate::ops::norm::LayerNorm;
 
@@ -37,10 +38,10 @@ impl Layer {
         Ok(Self {
             layer_norm1: LayerNorm::new(h, 1e-5, vb.pp("layer_norm1"))?,
             layer_norm2: LayerNorm::new(h, 1e-5, vb.pp("layer_norm2"))?,
-            qkv_proj: linear(h, 3 * h, vb.pp("self_attn.qkv_proj"))?,
-            out_proj: linear(h, h, vb.pp("self_attn.out_proj"))?,
-            fc1: linear(h, cfg.ffn_hidden_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(cfg.ffn_hidden_size, h, vb.pp("mlp.fc2"))?,
+            qkv_proj: linear_b(h, 3 * h, true, vb.pp("self_attn.qkv_proj"), Default::default())?,
+            out_proj: linear_b(h, h, true, vb.pp("self_attn.out_proj"), Default::default())?,
+            fc1: linear_b(h, cfg.ffn_hidden_size, true, vb.pp("mlp.fc1"), Default::default())?,
+            fc2: linear_b(cfg.ffn_hidden_size, h, true, vb.pp("mlp.fc2"), Default::default())?,
             num_heads: cfg.num_heads,
         })
     }

@@ -7,9 +7,10 @@
 //! - relu² MLP, untied head, logits soft-capped at 15.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::models::linear::{linear_b, Linear};
 use crate::ops::attention::{AttentionCache, ContiguousKvCache};
 use crate::ops::rotary::{self, Rotation};
 use crate::ops::{activation, norm};
@@ -77,12 +78,12 @@ impl Block {
         let (e, hd) = (cfg.n_embd, cfg.head_dim());
         let attn = vb.pp("attn");
         Ok(Self {
-            c_q: linear_no_bias(e, cfg.n_head * hd, attn.pp("c_q"))?,
-            c_k: linear_no_bias(e, cfg.n_kv_head * hd, attn.pp("c_k"))?,
-            c_v: linear_no_bias(e, cfg.n_kv_head * hd, attn.pp("c_v"))?,
-            attn_proj: linear_no_bias(e, e, attn.pp("c_proj"))?,
-            c_fc: linear_no_bias(e, 4 * e, vb.pp("mlp.c_fc"))?,
-            mlp_proj: linear_no_bias(4 * e, e, vb.pp("mlp.c_proj"))?,
+            c_q: linear_b(e, cfg.n_head * hd, false, attn.pp("c_q"), Default::default())?,
+            c_k: linear_b(e, cfg.n_kv_head * hd, false, attn.pp("c_k"), Default::default())?,
+            c_v: linear_b(e, cfg.n_kv_head * hd, false, attn.pp("c_v"), Default::default())?,
+            attn_proj: linear_b(e, e, false, attn.pp("c_proj"), Default::default())?,
+            c_fc: linear_b(e, 4 * e, false, vb.pp("mlp.c_fc"), Default::default())?,
+            mlp_proj: linear_b(4 * e, e, false, vb.pp("mlp.c_proj"), Default::default())?,
             n_head: cfg.n_head,
             n_kv_head: cfg.n_kv_head,
         })
@@ -125,7 +126,7 @@ impl Gpt {
             blocks: (0..cfg.n_layer)
                 .map(|i| Block::new(cfg, vb.pp(format!("transformer.h.{i}"))))
                 .collect::<Result<_>>()?,
-            lm_head: linear_no_bias(cfg.n_embd, cfg.vocab_size, vb.pp("lm_head"))?,
+            lm_head: linear_b(cfg.n_embd, cfg.vocab_size, false, vb.pp("lm_head"), Default::default())?,
             head_dim: cfg.head_dim(),
         })
     }

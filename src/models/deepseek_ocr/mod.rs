@@ -26,12 +26,13 @@ use std::hash::{Hash, Hasher};
 use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use image::DynamicImage;
 use tokenizers::Tokenizer;
 
 use crate::hub::ModelFiles;
 use crate::models::checkpoint;
+use crate::models::linear::{linear_b, Linear};
 use crate::models::{embed_rows, ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::{AttentionCache, ContiguousKvCache};
 use crate::ops::loss::cross_entropy_sum;
@@ -120,7 +121,7 @@ impl Model {
         Ok(Self {
             sam: sam::Sam::new(&config.sam, vb.pp("sam_model"))?,
             vision_model: clip::Clip::new(&config.clip, vb.pp("vision_model"))?,
-            projector: linear(features, n_embd, vb.pp("projector.layers"))?,
+            projector: linear_b(features, n_embd, true, vb.pp("projector.layers"), Default::default())?,
             image_newline: vb.get(n_embd, "image_newline")?,
             view_separator: vb.get(n_embd, "view_separator")?,
             gpt: gpt::Gpt::new(&config.gpt, vb.pp("gpt"))?,

@@ -8,10 +8,11 @@
 //! as the reference does.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::imaging::{linear_resize_matrix, resize_planes_bicubic_tensor};
+use crate::models::linear::{linear_b, Linear};
 use crate::ops::norm::LayerNorm;
 use crate::ops::{activation, blockwise_attention};
 
@@ -68,8 +69,8 @@ impl Attention {
     fn new(dim: usize, num_heads: usize, rel_size: usize, vb: VarBuilder) -> Result<Self> {
         let head_dim = dim / num_heads;
         Ok(Self {
-            qkv: linear(dim, dim * 3, vb.pp("qkv"))?,
-            proj: linear(dim, dim, vb.pp("proj"))?,
+            qkv: linear_b(dim, dim * 3, true, vb.pp("qkv"), Default::default())?,
+            proj: linear_b(dim, dim, true, vb.pp("proj"), Default::default())?,
             rel_pos_h: vb.get((2 * rel_size - 1, head_dim), "rel_pos_h")?,
             rel_pos_w: vb.get((2 * rel_size - 1, head_dim), "rel_pos_w")?,
             num_heads,
@@ -156,8 +157,8 @@ impl Block {
             norm1: LayerNorm::new(d, 1e-6, vb.pp("norm1"))?,
             norm2: LayerNorm::new(d, 1e-6, vb.pp("norm2"))?,
             attn: Attention::new(d, cfg.num_heads, rel_size, vb.pp("attn"))?,
-            lin1: linear(d, d * 4, vb.pp("mlp.lin1"))?,
-            lin2: linear(d * 4, d, vb.pp("mlp.lin2"))?,
+            lin1: linear_b(d, d * 4, true, vb.pp("mlp.lin1"), Default::default())?,
+            lin2: linear_b(d * 4, d, true, vb.pp("mlp.lin2"), Default::default())?,
             window,
         })
     }

@@ -4,7 +4,7 @@
 //! exact). Plain ops keep (heads, rows, keys) scores, their softmax and, for SAM, the
 //! relative-position bias alive until the backward pass: at full size (SAM-B's global blocks
 //! over 4,096 patches, nanochat d20 over 4,096 tokens) that is 0.8–1 GB per tensor per layer.
-//! Here a block holds at most [`BLOCK_BYTES`] of scores, in both passes.
+//! Here a block holds at most 32 MB of scores, in both passes.
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 

@@ -155,8 +155,8 @@ impl Model {
 
     /// Backpropagates `scale` × [`Model::loss_sum`] keeping only the input of each SAM block,
     /// of the rest of the encoder with the embeddings, and of each GPT layer (gradient
-    /// checkpointing, [`checkpoint::Chain`]), the logits [`HEAD_ROWS`] rows at a time. Each
-    /// partial backward's gradients go to `sink`; returns the unscaled loss sum.
+    /// checkpointing), the logits 512 answer rows at a time. Each partial backward's gradients
+    /// go to `sink`; returns the unscaled loss sum.
     pub fn backward_checkpointed(
         &self,
         examples: &[&Example],

@@ -150,9 +150,9 @@ impl Model {
     }
 
     /// Backpropagates `scale` × [`Model::loss_sum`] keeping only each decoder layer's input
-    /// (gradient checkpointing, [`checkpoint::Chain`]): the tower with the embeddings, then
-    /// each layer, recomputed one at a time on the way back. Each partial backward's gradients
-    /// go to `sink`, to be accumulated by tensor; returns the unscaled loss sum.
+    /// (gradient checkpointing): the tower with the embeddings, then each layer, recomputed one
+    /// at a time on the way back. Each partial backward's gradients go to `sink`, to be
+    /// accumulated by tensor; returns the unscaled loss sum.
     pub fn backward_checkpointed(
         &self,
         examples: &[&Example],

@@ -46,8 +46,8 @@ fn bad_setups_fail_before_the_first_step() {
     assert!(!out.exists(), "nothing is written for a bad setup");
 
     let good = fixtures().join("train/data");
-    let (ok, err) = train(&good, &out, &["--dtype", "bf16"]);
-    assert!(!ok && err.contains("f32"), "{err}");
+    let (ok, err) = train(&good, &out, &["--dtype", "f16"]);
+    assert!(!ok && err.contains("bf16 autocast"), "{err}");
     let (ok, err) = train(&good, &out, &["--text-ratio", "0.1"]);
     assert!(!ok && err.contains("--text-data"), "{err}");
     let (ok, err) = train(&good, &out, &["--stage", "3"]);

@@ -298,3 +298,62 @@ fn stage1_base512_matches_the_fork() {
 fn stage2_base512_matches_the_fork_with_sam_frozen() {
     check_case("stage2_b512");
 }
+
+/// `--dtype bf16` (f32 master weights, the linear layers computing in bf16) against the fork's
+/// model under `torch.autocast("cpu", dtype=torch.bfloat16)`: step 0's loss and gradient norm.
+/// PyTorch also runs the attention's matmuls and the convolutions in bf16, vellum keeps them in
+/// f32, so the two agree to bf16 noise rather than bit for bit.
+#[test]
+fn bf16_autocast_matches_torch_autocast() {
+    for name in ["stage1_b512", "stage2_b512"] {
+        let dir = fixtures().join("train").join(name);
+        let case = read_json(dir.join("case.json"));
+        let tmp = tempfile::tempdir().unwrap();
+        let files = ModelFiles::from_dir(&model_dir(&case, tmp.path())).unwrap();
+        let model = Arc::new(Model::load(&files, DType::F32, &Device::Cpu).unwrap());
+        let config = train_config(&case, &tmp.path().join("out"));
+        let data = Dataset::open(&config.data, "train").unwrap();
+        let encoder = Encoder::new(&model).unwrap();
+        let first: Vec<_> = case["batches"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                encoder
+                    .example(&data, i.as_u64().unwrap() as usize, config.seq_len)
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        let view = Trainable::training_view(model.as_ref(), model.frozen(&config).unwrap()).unwrap();
+        let step0 = |dtype: Option<DType>| {
+            vellum::ops::autocast::scope(dtype, || {
+                let (sum, count) = view.loss_sum(&first.iter().collect::<Vec<_>>()).unwrap();
+                let loss = (sum / count as f64).unwrap();
+                let grads = loss.backward().unwrap();
+                let mut sq = 0f64;
+                for (_, var) in model.params().vars() {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        sq += g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+                    }
+                }
+                (loss.to_scalar::<f32>().unwrap() as f64, sq.sqrt())
+            })
+        };
+        let (loss, norm) = step0(Some(DType::BF16));
+        let (loss_f32, norm_f32) = step0(None);
+        let want = &case["autocast_bf16_step0"];
+        let (want_loss, want_norm) = (want["loss"].as_f64().unwrap(), want["grad_norm"].as_f64().unwrap());
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+        eprintln!(
+            "{name}: bf16 autocast loss {loss:.6} vs torch {want_loss:.6} (rel {:.1e}; f32 {loss_f32:.6}), \
+             grad norm {norm:.5} vs {want_norm:.5} (rel {:.1e}; f32 {norm_f32:.5})",
+            rel(loss, want_loss),
+            rel(norm, want_norm)
+        );
+        assert!(rel(loss, want_loss) < 1e-2, "{name}: loss {loss} vs {want_loss}");
+        assert!(rel(norm, want_norm) < 2e-2, "{name}: grad norm {norm} vs {want_norm}");
+        // The scope took effect: bf16 rounding moved the loss off the f32 one.
+        assert!(loss != loss_f32, "{name}: autocast changed nothing");
+    }
+}

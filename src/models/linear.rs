@@ -1,6 +1,7 @@
 //! The models' linear layers: the weights in the model's dtype or, in the CPU fast mode,
 //! quantised to int8 ([`crate::ops::int8`]); an unmerged LoRA adapter on top when the store has
-//! one ([`super::lora`]).
+//! one ([`super::lora`]). Inside an [`crate::ops::autocast`] scope a dense layer computes in
+//! the scope's dtype.
 
 use std::sync::Arc;
 
@@ -45,9 +46,14 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let out = match &self.base {
-            Base::Dense(linear) => crate::ops::skinny::linear(linear, xs)?,
-            Base::Int8(linear) => linear.forward(xs)?,
+        let out = match (&self.base, crate::ops::autocast::dtype()) {
+            (Base::Dense(linear), Some(dtype)) if dtype != xs.dtype() => {
+                let cast = |t: &Tensor| t.to_dtype(dtype);
+                let rounded = candle_nn::Linear::new(cast(linear.weight())?, linear.bias().map(cast).transpose()?);
+                rounded.forward(&cast(xs)?)?.to_dtype(xs.dtype())?
+            }
+            (Base::Dense(linear), _) => crate::ops::skinny::linear(linear, xs)?,
+            (Base::Int8(linear), _) => linear.forward(xs)?,
         };
         match &self.adapter {
             Some((a, b, scale)) => out + (xs.matmul(&a.t()?)?.matmul(&b.t()?)? * *scale)?,

@@ -13,6 +13,7 @@
 
 pub(crate) mod activation;
 pub mod attention;
+pub mod autocast;
 pub mod blockwise_attention;
 pub(crate) mod cpu_fused;
 pub mod gemm_avx512;

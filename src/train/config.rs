@@ -17,6 +17,9 @@ pub struct TrainConfig {
     pub freeze_vision: bool,
     /// Keep only each decoder layer's input and recompute the layer in the backward pass.
     pub gradient_checkpointing: bool,
+    /// f32 master weights with the linear layers computing in bf16 (`torch.autocast`).
+    #[serde(default)]
+    pub autocast_bf16: bool,
     /// Train fresh LoRA adapters of this shape (and nothing else) on a Qwen model.
     pub lora: Option<LoraConfig>,
     /// `final/` holds the model with the adapters merged, not the adapter directory.
@@ -65,6 +68,7 @@ impl TrainConfig {
             stage: 1,
             freeze_vision: false,
             gradient_checkpointing: false,
+            autocast_bf16: false,
             lora: None,
             merge_lora: false,
             steps,

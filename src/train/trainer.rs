@@ -21,6 +21,7 @@ use super::model::Trainable;
 use super::optim::{clip_grad_norm, AdamW};
 use crate::engine::Engine;
 use crate::models::VisionLanguageModel;
+use crate::ops::autocast;
 
 pub struct Trainer<M: Trainable> {
     pub config: TrainConfig,
@@ -197,22 +198,24 @@ impl<M: Trainable> Trainer<M> {
             let _span = tracing::debug_span!("forward_backward", samples = batch.len()).entered();
             let params = self.opt.params();
             // Each micro-batch's share of the step's mean: its sum over the step's token count.
-            let sum = self.model.backward(
-                &batch,
-                1.0 / tokens as f64,
-                self.config.gradient_checkpointing,
-                |mut store| {
-                    for ((_, var), acc) in params.iter().zip(grads.iter_mut()) {
-                        if let Some(g) = store.remove(var.as_tensor()) {
-                            *acc = Some(match acc.take() {
-                                Some(old) => (old + g)?,
-                                None => g,
-                            });
+            let sum = autocast::scope(self.autocast(), || {
+                self.model.backward(
+                    &batch,
+                    1.0 / tokens as f64,
+                    self.config.gradient_checkpointing,
+                    |mut store| {
+                        for ((_, var), acc) in params.iter().zip(grads.iter_mut()) {
+                            if let Some(g) = store.remove(var.as_tensor()) {
+                                *acc = Some(match acc.take() {
+                                    Some(old) => (old + g)?,
+                                    None => g,
+                                });
+                            }
                         }
-                    }
-                    Ok(())
-                },
-            )?;
+                        Ok(())
+                    },
+                )
+            })?;
             loss += sum / tokens as f64;
         }
         let grad_norm = clip_grad_norm(&mut grads, self.config.grad_clip)?;
@@ -249,7 +252,9 @@ impl<M: Trainable> Trainer<M> {
                 .iter()
                 .map(|&i| Ok(self.example(val, i)?.0))
                 .collect::<Result<Vec<_>>>()?;
-            let (s, n) = self.serving.loss_sum(&examples.iter().collect::<Vec<_>>())?;
+            let (s, n) = autocast::scope(self.autocast(), || {
+                self.serving.loss_sum(&examples.iter().collect::<Vec<_>>())
+            })?;
             sum += s.to_scalar::<f32>()? as f64;
             count += n;
         }
@@ -258,6 +263,11 @@ impl<M: Trainable> Trainer<M> {
 
     /// Validation loss, and with `eval_generate` > 0 generations through the engine on the live
     /// weights; keeps `best/` and counts evaluations without improvement.
+    /// The dtype the linear layers compute in during forward and backward passes.
+    fn autocast(&self) -> Option<DType> {
+        self.config.autocast_bf16.then_some(DType::BF16)
+    }
+
     pub fn evaluate(&mut self) -> Result<Option<EvalLog>> {
         let Some(val_loss) = self.val_loss()? else {
             return Ok(None);

@@ -9,6 +9,7 @@ given by --nanochat, never copied here. Re-run with:
     git -C /tmp/nanochat checkout fb2ed7b
     python3 -m venv /tmp/venv
     /tmp/venv/bin/pip install torch==2.4.1 torchvision==0.19.1   # the fork's locked versions
+    # (the committed fixtures were last written with torch 2.15, transformers 5.25)
     /tmp/venv/bin/pip install tiktoken tokenizers transformers easydict safetensors pillow numpy dashscope
     /tmp/venv/bin/python tests/reference/make_train_fixtures.py --nanochat /tmp/nanochat
 
@@ -47,7 +48,9 @@ loss = model(input_ids, targets, pixel_values), backward(), clip_grad_norm_(para
 Stage 1: params = model.parameters(). Stage 2: every sam_model.* parameter (net_2/net_3
 included) gets requires_grad=False and params = the others; no text-only steps (text_ratio 0).
 CPU, f32, no autocast; the scripts' evaluation passes (eval mode, no_grad) do not change the
-weights and are left out.
+weights and are left out. Besides, "autocast_bf16_step0": step 0's loss and total gradient norm
+under torch.autocast("cpu", dtype=torch.bfloat16) on a copy of the initial model (the fork's GPU
+recipe, torch.amp.autocast(dtype=bfloat16), with f32 master weights).
 
 case.json: the hyper-parameters; "batches" (sample indices per step); "inputs"/"targets" per
 step, per row, the row's unpadded length n = min(len(ids) - 1, max_len) (the rest of the row is
@@ -299,6 +302,18 @@ def main():
                     logits64.view(-1, logits64.size(-1)), targets.view(-1), ignore_index=-1).item()
                 del m64, seen, logits64
 
+            if step == 0:
+                # The fork's GPU recipe, torch.amp.autocast(dtype=bfloat16) over f32 master weights,
+                # on the CPU: step 0's loss and gradient norm (vellum's `--dtype bf16`).
+                m_bf = copy.deepcopy(model)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss_bf = loss_on(m_bf, batch)
+                loss_bf.backward()
+                bf_params = [p for p in m_bf.parameters() if p.requires_grad and p.grad is not None]
+                autocast = {"loss": loss_bf.item(),
+                            "grad_norm": float(torch.norm(torch.stack([p.grad.norm() for p in bf_params])))}
+                del m_bf, loss_bf, bf_params
+
             current_lr = get_lr(c, step)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
@@ -339,12 +354,14 @@ def main():
         case.update({
             "model": os.path.relpath(MODEL_DIR, out), "data": "data", "image_token_id": image_id, "end_token_id": end_id,
             "num_vision_tokens": ds.inner.n_img_tokens, "batches": batches, "inputs": inputs_log, "targets": targets_log,
-            "log": log, "loss_f64_step0": loss_f64, "val_loss_before": val_before, "val_loss_after": val_after,
+            "log": log, "loss_f64_step0": loss_f64, "autocast_bf16_step0": autocast,
+            "val_loss_before": val_before, "val_loss_after": val_after,
             "trainable": trainable, "no_grad": no_grad, "full_limit": FULL_LIMIT, "samples": SAMPLES,
         })
         with open(os.path.join(d, "case.json"), "w") as f:
             json.dump(case, f)
-        print(f"{name}: f32 loss {log[0]['loss']:.8f} vs f64 {loss_f64:.8f}; clipped {clipped}/{c['steps']};"
+        print(f"{name}: f32 loss {log[0]['loss']:.8f} vs f64 {loss_f64:.8f} vs bf16 autocast {autocast['loss']:.6f};"
+              f" clipped {clipped}/{c['steps']};"
               f" no grad: {no_grad}; val {val_before:.4f} -> {val_after:.4f}")
 
 

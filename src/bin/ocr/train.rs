@@ -172,6 +172,8 @@ impl TrainArgs {
             stage: self.stage,
             freeze_vision: self.freeze == Some(FreezeArg::Vision),
             gradient_checkpointing: self.gradient_checkpointing,
+            // The fork's recipe: f32 master weights, linear layers computing in bf16.
+            autocast_bf16: self.place.dtype.map(DType::from) == Some(DType::BF16),
             lora: self.lora.map(|r| vellum::models::lora::LoraConfig {
                 r,
                 lora_alpha: self.lora_alpha.unwrap_or(r as f64),
@@ -293,10 +295,8 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         anyhow::bail!("--quantization: training runs in f32 (an int8 copy serves, it does not learn)");
     }
     if let Some(dtype) = args.place.dtype.map(DType::from) {
-        if dtype != DType::F32 {
-            anyhow::bail!(
-                "--dtype {dtype:?}: training runs in f32 for now (bf16 with f32 master weights is not built)"
-            );
+        if !matches!(dtype, DType::F32 | DType::BF16) {
+            anyhow::bail!("--dtype {dtype:?}: training runs in f32, or in f32 with bf16 autocast (--dtype bf16)");
         }
     }
     let started = Instant::now();

@@ -332,7 +332,7 @@ fn bf16_autocast_matches_torch_autocast() {
                 let loss = (sum / count as f64).unwrap();
                 let grads = loss.backward().unwrap();
                 let mut sq = 0f64;
-                for (_, var) in model.params().vars() {
+                for var in model.params().vars().values() {
                     if let Some(g) = grads.get(var.as_tensor()) {
                         sq += g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
                     }

@@ -128,17 +128,8 @@ fn gradients(
     let tokens = batch.iter().map(|e| Model::targets(e)).sum::<usize>() as f64;
     let view = Trainable::training_view(model, model.frozen(config).unwrap()).unwrap();
     let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-    view.backward(&batch, 1.0 / tokens, checkpointed, |mut store| {
-        for (name, var) in model.params().vars() {
-            if let Some(g) = store.remove(var.as_tensor()) {
-                let sum = match grads.remove(name) {
-                    Some(old) => (old + g)?,
-                    None => g,
-                };
-                grads.insert(name.clone(), sum);
-            }
-        }
-        Ok(())
+    view.backward(&batch, 1.0 / tokens, checkpointed, |store| {
+        Ok(common::add_grads(&mut grads, model.params(), store)?)
     })
     .unwrap();
     grads

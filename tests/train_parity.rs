@@ -148,17 +148,8 @@ fn check_case(name: &str) {
     // And with gradient checkpointing: SAM blocks and GPT layers recomputed one at a time.
     let mut checkpointed: BTreeMap<String, Tensor> = BTreeMap::new();
     let batch: Vec<_> = first.iter().collect();
-    view.backward(&batch, 1.0 / count as f64, true, |mut store| {
-        for (pname, var) in model.params().vars() {
-            if let Some(g) = store.remove(var.as_tensor()) {
-                let sum = match checkpointed.remove(pname) {
-                    Some(old) => (old + g)?,
-                    None => g,
-                };
-                checkpointed.insert(pname.clone(), sum);
-            }
-        }
-        Ok(())
+    view.backward(&batch, 1.0 / count as f64, true, |store| {
+        Ok(common::add_grads(&mut checkpointed, model.params(), store)?)
     })
     .unwrap();
     for (how, got) in [("whole graph", None), ("checkpointed", Some(&checkpointed))] {

@@ -22,14 +22,11 @@ const ROW_BLOCK_BYTES: usize = 512 << 10;
 /// Whether [`matmul_t`] takes `x` (rows, K) and `w` (N, K): f32 CPU tensors, contiguous, no
 /// gradient, at least [`MIN_ROWS`] rows, on a CPU with AVX-512.
 pub fn takes(x: &Tensor, w: &Tensor) -> bool {
-    let plain = |t: &Tensor| {
-        t.device().is_cpu()
-            && t.dtype() == candle_core::DType::F32
-            && !t.track_op()
-            && t.is_contiguous()
-            && t.rank() == 2
-    };
-    available() && plain(x) && plain(w) && x.dim(1).ok() == w.dim(1).ok() && x.dim(0).is_ok_and(|m| m >= MIN_ROWS)
+    available()
+        && super::plain_matrix(x)
+        && super::plain_matrix(w)
+        && x.dim(1).ok() == w.dim(1).ok()
+        && x.dim(0).is_ok_and(|m| m >= MIN_ROWS)
 }
 
 fn available() -> bool {

@@ -50,6 +50,11 @@ pub fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> anyhow::Resul
     Ok(if den == 0.0 { f64::INFINITY } else { (num / den).sqrt() })
 }
 
+/// An f32 CPU matrix, contiguous, without gradient: what the one-pass matmuls take.
+fn plain_matrix(t: &candle_core::Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op() && t.is_contiguous() && t.rank() == 2
+}
+
 /// The values of a contiguous f32 CPU tensor, for the one-pass CPU ops (`what` names the op in
 /// the error).
 fn f32_slice<'a>(

@@ -14,14 +14,10 @@ pub const MAX_ROWS: usize = 16;
 /// Whether [`matmul_t`] takes `x` (rows, K) and `w` (N, K): f32 CPU tensors, contiguous, no
 /// gradient, 1 to [`MAX_ROWS`] rows.
 pub fn takes(x: &Tensor, w: &Tensor) -> bool {
-    let plain = |t: &Tensor| {
-        t.device().is_cpu()
-            && t.dtype() == candle_core::DType::F32
-            && !t.track_op()
-            && t.is_contiguous()
-            && t.rank() == 2
-    };
-    plain(x) && plain(w) && x.dim(0).is_ok_and(|m| (1..=MAX_ROWS).contains(&m)) && x.dim(1).ok() == w.dim(1).ok()
+    super::plain_matrix(x)
+        && super::plain_matrix(w)
+        && x.dim(0).is_ok_and(|m| (1..=MAX_ROWS).contains(&m))
+        && x.dim(1).ok() == w.dim(1).ok()
 }
 
 /// Rows of `x` up to which `x · wᵀ` is computed as `(w · xᵀ)ᵀ`: the GEMM then packs the few

@@ -54,3 +54,22 @@ pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
 }
+
+/// Adds one backward pass's gradients of `params` to `sums`, by parameter name (a checkpointed
+/// backward hands over several stores).
+pub fn add_grads(
+    sums: &mut std::collections::BTreeMap<String, Tensor>,
+    params: &vellum::weights::ParamStore,
+    mut store: candle_core::backprop::GradStore,
+) -> candle_core::Result<()> {
+    for (name, var) in params.vars() {
+        if let Some(g) = store.remove(var.as_tensor()) {
+            let sum = match sums.remove(name) {
+                Some(old) => (old + g)?,
+                None => g,
+            };
+            sums.insert(name.clone(), sum);
+        }
+    }
+    Ok(())
+}

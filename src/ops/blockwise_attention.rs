@@ -40,7 +40,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: Spec) -> Result<Tenso
     let (n, rows, dq) = q.dims3()?;
     let (_, keys, d) = k.dims3()?;
     let expected = d + spec.grid.map_or(0, |(h, w)| h + w);
-    if dq != expected || spec.grid.is_some_and(|(h, w)| h * w != keys) || v.dim(1)? != keys || v.dim(0)? != n {
+    let shapes_fit = dq == expected && k.dim(0)? == n && v.dim(0)? == n && v.dim(1)? == keys;
+    if !shapes_fit || spec.grid.is_some_and(|(h, w)| h * w != keys) {
         candle_core::bail!(
             "blockwise attention: q {:?}, k {:?}, v {:?} do not fit {spec:?}",
             q.dims(),

@@ -98,21 +98,29 @@ fn compare(expected: &BTreeMap<String, Tensor>, kind: &str, name: &str, got: &Te
     rel_l2(&picked, &sample.flatten_all().unwrap())
 }
 
-fn check_case(name: &str) {
-    let dir = fixtures().join("train").join(name);
-    let case = read_json(dir.join("case.json"));
-    let expected: BTreeMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let files = ModelFiles::from_dir(&model_dir(&case, tmp.path())).unwrap();
+/// A fixture case: its case.json, the model at its base size (in `tmp`), its training config
+/// and the train split.
+fn open_case(name: &str, tmp: &Path) -> (serde_json::Value, Arc<Model>, TrainConfig, Dataset) {
+    let case = read_json(fixtures().join("train").join(name).join("case.json"));
+    let files = ModelFiles::from_dir(&model_dir(&case, tmp)).unwrap();
     let model = Arc::new(Model::load(&files, DType::F32, &Device::Cpu).unwrap());
-    let config = train_config(&case, &tmp.path().join("out"));
+    let config = train_config(&case, &tmp.join("out"));
+    let data = Dataset::open(&config.data, "train").unwrap();
+    (case, model, config, data)
+}
+
+fn check_case(name: &str) {
+    let expected: BTreeMap<String, Tensor> = candle_core::safetensors::load(
+        fixtures().join("train").join(name).join("expected.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .into_iter()
+    .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let (case, model, config, data) = open_case(name, tmp.path());
 
     // The same batches, token for token.
-    let data = Dataset::open(&config.data, "train").unwrap();
     let encoder = Encoder::new(&model).unwrap();
     let batches = case["batches"].as_array().unwrap();
     let mut first = Vec::new();
@@ -297,13 +305,8 @@ fn stage2_base512_matches_the_fork_with_sam_frozen() {
 #[test]
 fn bf16_autocast_matches_torch_autocast() {
     for name in ["stage1_b512", "stage2_b512"] {
-        let dir = fixtures().join("train").join(name);
-        let case = read_json(dir.join("case.json"));
         let tmp = tempfile::tempdir().unwrap();
-        let files = ModelFiles::from_dir(&model_dir(&case, tmp.path())).unwrap();
-        let model = Arc::new(Model::load(&files, DType::F32, &Device::Cpu).unwrap());
-        let config = train_config(&case, &tmp.path().join("out"));
-        let data = Dataset::open(&config.data, "train").unwrap();
+        let (case, model, config, data) = open_case(name, tmp.path());
         let encoder = Encoder::new(&model).unwrap();
         let first: Vec<_> = case["batches"][0]
             .as_array()

@@ -260,41 +260,17 @@ mod tests {
 
     #[test]
     fn matches_plain_ops_forward_and_backward() {
-        let scale = 0.25;
+        let spec = |causal, grid| Spec {
+            scale: 0.25,
+            causal,
+            grid,
+        };
         // Several blocks per matrix: 4 × 20,000 keys leaves 104 rows a block.
-        check(
-            Spec {
-                scale,
-                causal: None,
-                grid: None,
-            },
-            [4, 300, 16, 20_000, 8],
-        );
+        check(spec(None, None), [4, 300, 16, 20_000, 8]);
         // Causal over a cache offset, grouped-query rows (3 groups of 70 tokens).
-        check(
-            Spec {
-                scale,
-                causal: Some((70, 5)),
-                grid: None,
-            },
-            [2, 210, 16, 75, 12],
-        );
-        check(
-            Spec {
-                scale,
-                causal: Some((400, 0)),
-                grid: None,
-            },
-            [3, 400, 16, 400, 16],
-        );
+        check(spec(Some((70, 5)), None), [2, 210, 16, 75, 12]);
+        check(spec(Some((400, 0)), None), [3, 400, 16, 400, 16]);
         // A 12 × 10 key grid with SAM's bias columns.
-        check(
-            Spec {
-                scale,
-                causal: None,
-                grid: Some((12, 10)),
-            },
-            [3, 120, 16 + 22, 120, 16],
-        );
+        check(spec(None, Some((12, 10))), [3, 120, 16 + 22, 120, 16]);
     }
 }

@@ -189,15 +189,20 @@ impl Gpt {
     /// the cross-entropies of the rows whose `targets` entry is not −1, and how many there are.
     pub fn loss_sum(&self, embeds: &Tensor, targets: &[i64]) -> Result<(Tensor, usize)> {
         let positions: Vec<i64> = (0..embeds.dim(0)? as i64).collect();
-        let rows: Vec<u32> = (0..targets.len() as u32)
-            .filter(|&i| targets[i as usize] >= 0)
-            .collect();
+        let (rows, wanted) = target_rows(targets);
         if rows.is_empty() {
             return Ok((Tensor::zeros((), DType::F32, embeds.device())?, 0));
         }
-        let wanted: Vec<u32> = rows.iter().map(|&i| targets[i as usize] as u32).collect();
         let mut cache = ContiguousKvCache::new(self.blocks.len());
         let logits = self.forward(embeds, &positions, &mut cache, &rows)?;
         Ok((crate::ops::loss::cross_entropy_sum(&logits, &wanted)?, rows.len()))
     }
+}
+
+/// The rows whose `targets` entry is not −1, and those entries: what the loss reads.
+pub fn target_rows(targets: &[i64]) -> (Vec<u32>, Vec<u32>) {
+    (0..targets.len())
+        .filter(|&i| targets[i] >= 0)
+        .map(|i| (i as u32, targets[i] as u32))
+        .unzip()
 }

@@ -182,10 +182,7 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let mut parts = Vec::new();
         for (e, ex) in examples.iter().enumerate() {
-            let (rows, wanted): (Vec<u32>, Vec<u32>) = (0..ex.targets.len())
-                .filter(|&i| ex.targets[i] >= 0)
-                .map(|i| (i as u32, ex.targets[i] as u32))
-                .unzip();
+            let (rows, wanted) = gpt::target_rows(&ex.targets);
             for (rows, wanted) in rows.chunks(HEAD_ROWS).zip(wanted.chunks(HEAD_ROWS)) {
                 parts.push((e, rows.to_vec(), wanted.to_vec()));
             }

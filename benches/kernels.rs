@@ -80,11 +80,13 @@ fn bench(c: &mut Criterion) {
     // (16 × 426 prompt tokens), and the LM head at decode.
     for (name, (n, k), rows) in [
         ("tower_up_1708x640", (1708, 640), &[1444][..]),
-        ("down_proj_640x1792", (640, 1792), &[6816, 16][..]),
+        ("down_proj_640x1792", (640, 1792), &[6816, 16, 32, 64][..]),
         ("lm_head_32768x640", (32768, 640), &[1, 16, 64][..]),
     ] {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
         let q = vellum::ops::int8::Int8Linear::new(&w, None).unwrap();
+        let h =
+            vellum::ops::bf16_linear::supported().then(|| vellum::ops::bf16_linear::Bf16Linear::new(&w, None).unwrap());
         for &m in rows {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
             group.throughput(Throughput::Elements((2 * m * n * k) as u64));
@@ -98,6 +100,9 @@ fn bench(c: &mut Criterion) {
             }
             if vellum::ops::int8::supported() {
                 group.bench_function(format!("int8/{name}/rows_{m}"), |b| b.iter(|| q.forward(&x).unwrap()));
+            }
+            if let Some(h) = &h {
+                group.bench_function(format!("bf16/{name}/rows_{m}"), |b| b.iter(|| h.forward(&x).unwrap()));
             }
         }
     }

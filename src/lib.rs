@@ -46,12 +46,12 @@
 //! - [`models`]: the [`models::VisionLanguageModel`] interface and the two families, each as
 //!   `config` / processor / towers / decoder in the reference's names: `qwen2_5_vl`
 //!   (RolmOCR), `deepseek_ocr` (SAM, CLIP, nanochat GPT, `.pt` conversion, fresh init);
-//!   `linear` (dense or int8 linear layers), `lora` (adapters), `checkpoint` (gradient
+//!   `linear` (dense, int8 or bf16 linear layers), `lora` (adapters), `checkpoint` (gradient
 //!   checkpointing over a model's chain of layers).
 //! - [`hub`] (model directories, HF cache, download), [`chat_template`].
 //! - [`ops`] (attention, paged attention, rotary, norms, activations: CPU twins with backward
-//!   passes, CUDA kernels; `blockwise_attention` for training, `gemm_avx512`, `int8`, the CPU
-//!   fast mode's linear layer, `autocast`), [`imaging`] (reference-exact resampling, Python
+//!   passes, CUDA kernels; `blockwise_attention` for training, `gemm_avx512`, `int8` and
+//!   `bf16_linear`, the CPU fast modes' linear layers, `autocast`), [`imaging`] (reference-exact resampling, Python
 //!   rounding), [`weights`] (mmap loading; the shared parameter store), [`device`].
 
 #[cfg(feature = "bench")]

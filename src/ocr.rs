@@ -30,14 +30,7 @@ use crate::pipeline::document::{ocr_documents, ocr_image, DocumentResult, OcrOpt
 use crate::pipeline::run::{document_record, RunObserver, RunOptions, RunStats};
 use crate::pipeline::sources::{self, Source};
 
-/// Faster, less exact arithmetic for the linear layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Quantization {
-    /// 7-bit weights and activations with integer products (CPU only: AVX2, AVX-512 VNNI or
-    /// AMX); Qwen-VL models. The README's Performance section gives its accuracy.
-    Int8,
-}
+pub use crate::models::linear::Quantization;
 
 /// How to open a model: see [`Ocr::builder`].
 #[derive(Debug, Clone)]
@@ -171,13 +164,12 @@ impl OcrBuilder {
                 )));
             }
         }
-        let int8 = self.quantization == Some(Quantization::Int8);
-        if int8 {
+        if let Some(q) = self.quantization {
             let dtype = self.dtype.unwrap_or_else(|| crate::device::default_dtype(&self.device));
-            crate::models::check_int8(&self.model, &self.device, dtype)
+            crate::models::check_quantization(q, &self.model, &self.device, dtype)
                 .map_err(|e| Error::Unsupported(format!("{e:#}")))?;
         }
-        let engine = self.load(int8).and_then(|model| {
+        let engine = self.load().and_then(|model| {
             let engine =
                 Engine::new(model, self.engine.clone()).map_err(|e| Error::InvalidOptions(format!("{e:#}")))?;
             // Fewer tokens than one full-context sequence: long pages would fail one by one.
@@ -221,7 +213,7 @@ impl OcrBuilder {
         })
     }
 
-    fn load(&self, int8: bool) -> Result<Arc<dyn VisionLanguageModel>> {
+    fn load(&self) -> Result<Arc<dyn VisionLanguageModel>> {
         let spec = &self.model;
         let adapter = crate::models::lora::adapter_dir(Path::new(spec)).is_some();
         if !adapter {
@@ -232,7 +224,7 @@ impl OcrBuilder {
         }
         let options = crate::models::OpenOptions {
             dtype: self.dtype,
-            int8,
+            quantization: self.quantization,
             finepdfs_bounds: self.finepdfs_bounds,
         };
         crate::models::open(spec, &self.device, options).map_err(|e| Error::ModelLoad {

@@ -133,7 +133,7 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let deepseek = common::fixtures().join("../deepseek_ocr/gqa");
-    let cases: [(&str, &[PathBuf], &[&str], &str); 9] = [
+    let cases: [(&str, &[PathBuf], &[&str], &str); 10] = [
         ("vellum-test/not-in-any-cache", &inputs, &[], "not available offline"),
         (
             deepseek.to_str().unwrap(),
@@ -147,6 +147,12 @@ fn a_bad_setup_stops_before_any_document_with_exit_status_4() {
             model,
             &inputs,
             &["--quantization", "int8", "--dtype", "bf16"],
+            "leave the dtype at f32",
+        ),
+        (
+            model,
+            &inputs,
+            &["--quantization", "bf16", "--dtype", "bf16"],
             "leave the dtype at f32",
         ),
         (model, &inputs, &["--kv-cache-gib", "0.001"], "--kv-cache-gib"),

@@ -1,6 +1,6 @@
 //! The comparison with HF transformers (`ocr bench --peer transformers`, which runs
 //! tests/reference/bench_vs_transformers.py) as a chart: generated tokens/s of vellum, batched
-//! and one request at a time (f32, and bf16 and the int8 fast mode when they ran), of transformers in each
+//! and one request at a time (f32, and bf16 and the int8 and bf16 fast modes when they ran), of transformers in each
 //! dtype it ran and of llama.cpp's server in each GGUF type (when it ran), from the script's JSON.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,8 @@ struct Results {
     vellum: Vellum,
     vellum_int8: Option<Vellum>,
     vellum_bf16: Option<Vellum>,
+    /// `--quantization bf16` (`vellum_bf16` is `--dtype bf16`).
+    vellum_bf16_linear: Option<Vellum>,
     /// Per transformers dtype, the seconds its one padded batch took.
     transformers_batched_seconds: BTreeMap<String, f64>,
     /// Per GGUF type (f16, q8_0), llama.cpp's server on the same concurrent requests.
@@ -50,6 +52,7 @@ pub fn chart(results_json: &str) -> Result<BarChart> {
         ("f32", Some(&r.vellum)),
         ("bf16", r.vellum_bf16.as_ref()),
         ("int8", r.vellum_int8.as_ref()),
+        ("bf16 linear", r.vellum_bf16_linear.as_ref()),
     ] {
         if let Some(v) = v {
             series.push((

@@ -126,8 +126,8 @@ impl PreparedPrompt {
 pub struct OpenOptions {
     /// The device's default when None (f32 on the CPU, bf16 on a GPU).
     pub dtype: Option<DType>,
-    /// Quantise a Qwen-VL model's linear layers to int8 ([`crate::ops::int8`]: f32 on AVX2 CPUs).
-    pub int8: bool,
+    /// Convert a Qwen-VL model's linear layers for a CPU fast mode (f32 models on the CPU).
+    pub quantization: Option<linear::Quantization>,
     /// Bound a Qwen-VL model's images as FinePDFs ran RolmOCR (at most 2048 merged tokens a page).
     pub finepdfs_bounds: bool,
 }
@@ -137,19 +137,19 @@ pub struct OpenOptions {
 pub fn open(spec: &str, device: &Device, options: OpenOptions) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
     let OpenOptions {
         dtype,
-        int8,
+        quantization,
         finepdfs_bounds,
     } = options;
     let dtype = dtype.unwrap_or_else(|| crate::device::default_dtype(device));
-    if int8 {
-        check_int8(spec, device, dtype)?;
+    if let Some(q) = quantization {
+        check_quantization(q, spec, device, dtype)?;
     }
     let qwen = |mut model: qwen2_5_vl::Model| -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
         if finepdfs_bounds {
             model = model.with_finepdfs_bounds();
         }
-        if int8 {
-            model = model.quantized()?;
+        if let Some(q) = quantization {
+            model = model.quantized(q)?;
         }
         Ok(std::sync::Arc::new(model))
     };
@@ -157,10 +157,14 @@ pub fn open(spec: &str, device: &Device, options: OpenOptions) -> Result<std::sy
         return qwen(load_adapter(&dir, dtype, device)?);
     }
     let files = crate::hub::resolve(spec)?;
-    // Found before loading, not by the OOM killer halfway through it (int8: the f32 weights and
-    // their quantised copies, until the f32 ones go).
+    // Found before loading, not by the OOM killer halfway through it (quantised: the f32
+    // weights and their converted copies, until the f32 ones go).
     let needed = files.weights()?.bytes_as(dtype);
-    let needed = if int8 { needed + needed / 4 } else { needed };
+    let needed = match quantization {
+        Some(linear::Quantization::Int8) => needed + needed / 4,
+        Some(linear::Quantization::Bf16) => needed + needed / 2,
+        None => needed,
+    };
     let available = crate::device::available_memory(device);
     if needed > available {
         let gb = |b: u64| b as f64 / 1e9;
@@ -172,7 +176,7 @@ pub fn open(spec: &str, device: &Device, options: OpenOptions) -> Result<std::sy
             if dtype == DType::F32 { "; bf16 halves them" } else { "" }
         );
     }
-    if !finepdfs_bounds && !int8 {
+    if !finepdfs_bounds && quantization.is_none() {
         return load(&files, dtype, device);
     }
     let root = files
@@ -181,20 +185,22 @@ pub fn open(spec: &str, device: &Device, options: OpenOptions) -> Result<std::sy
     qwen(load_qwen(&files, root, dtype, device)?)
 }
 
-/// The int8 layers' conditions, checked by [`open`] before anything loads (and by a caller that
-/// must tell a bad setup from a missing model): the CPU, f32, AVX2, and a Qwen-VL model where
-/// `spec` resolves (one that does not is left to the load to report).
-pub fn check_int8(spec: &str, device: &Device, dtype: DType) -> Result<()> {
+/// A fast mode's conditions, checked by [`open`] before anything loads (and by a caller that
+/// must tell a bad setup from a missing model): the CPU, f32, the CPU's instructions, and a
+/// Qwen-VL model where `spec` resolves (one that does not is left to the load to report).
+pub fn check_quantization(q: linear::Quantization, spec: &str, device: &Device, dtype: DType) -> Result<()> {
+    let name = q.name();
     if !device.is_cpu() {
-        anyhow::bail!("int8 quantization runs on the CPU; on a GPU, bf16 is the fast mode");
+        anyhow::bail!("{name} quantization runs on the CPU; on a GPU, --dtype bf16 is the fast mode");
     }
     if dtype != DType::F32 {
-        anyhow::bail!(
-            "int8 quantization computes around its integer products in f32: leave the dtype at f32, not {dtype:?}"
-        );
+        anyhow::bail!("{name} quantization computes around its products in f32: leave the dtype at f32, not {dtype:?}");
     }
-    if !crate::ops::int8::supported() {
-        anyhow::bail!("int8 quantization needs a CPU with AVX2 and FMA, which this one lacks");
+    if !q.supported() {
+        anyhow::bail!(
+            "{name} quantization needs a CPU with {}, which this one lacks",
+            q.needs()
+        );
     }
     if lora::adapter_dir(std::path::Path::new(spec)).is_some() {
         return Ok(()); // adapters are served over Qwen-VL models only
@@ -205,7 +211,7 @@ pub fn check_int8(spec: &str, device: &Device, dtype: DType) -> Result<()> {
     if let Some(config) = files.read_json("config.json")? {
         let arch = architecture(&config);
         if arch != qwen2_vl::ARCHITECTURE && arch != qwen2_5_vl::config::ARCHITECTURE {
-            anyhow::bail!("int8 quantization applies to Qwen2-VL and Qwen2.5-VL models; {spec} holds a {arch} model");
+            anyhow::bail!("{name} quantization applies to Qwen2-VL and Qwen2.5-VL models; {spec} holds a {arch} model");
         }
     }
     Ok(())

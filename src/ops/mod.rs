@@ -8,12 +8,14 @@
 //! take one-pass versions instead (`cpu_fused`, `softmax`, `skinny`, `gemm_avx512`,
 //! `segment_attention`), checked against the twins; attention over tensors that carry gradients
 //! takes `blockwise_attention`, whose backward pass recomputes scores rather than keeping them.
-//! `int8`, the CPU fast mode's linear layer, has no twin: it is an approximation, checked
-//! against its own arithmetic written out and measured against f32.
+//! `int8` and `bf16_linear`, the CPU fast modes' linear layers, have no twin: they are
+//! approximations, checked against their own arithmetic written out (int8) or candle's matmul of
+//! the rounded values (bf16), and measured against f32.
 
 pub(crate) mod activation;
 pub mod attention;
 pub mod autocast;
+pub mod bf16_linear;
 pub mod blockwise_attention;
 pub(crate) mod cpu_fused;
 pub mod gemm_avx512;

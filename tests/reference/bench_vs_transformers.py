@@ -263,7 +263,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--out", default=None)
     ap.add_argument("--dtypes", default="float32,bfloat16", help="transformers' dtypes, comma-separated; the fastest is the anchor")
-    ap.add_argument("--quantizations", default="none,int8", help="vellum's modes, comma-separated: none (f32), int8, bf16 (--dtype bf16)")
+    ap.add_argument("--quantizations", default="none,int8", help="vellum's modes, comma-separated: none (f32), int8 (--quantization int8), bf16-linear (--quantization bf16), bf16 (--dtype bf16)")
     ap.add_argument("--llama-cpp", default=None, metavar="DIR", help="also run llama.cpp: a source tree with build/bin/llama-server")
     args = ap.parse_args()
     if "none" not in args.quantizations.split(","):
@@ -280,7 +280,7 @@ def main():
     # vellum, first (the same machine, nothing else running).
     vellum = {}
     for mode in args.quantizations.split(","):
-        flags = {"none": [], "bf16": ["--dtype", "bf16"]}.get(mode, ["--quantization", mode])
+        flags = {"none": [], "bf16": ["--dtype", "bf16"], "bf16-linear": ["--quantization", "bf16"]}.get(mode, ["--quantization", mode])
         run = subprocess.run([args.ocr, "bench", "--model", model_dir, "--requests", str(args.requests), "--new-tokens", str(args.new_tokens), *flags],
                              capture_output=True, text=True, check=True)
         print(f"vellum ({'f32' if mode == 'none' else mode}):\n{run.stderr.strip()}")
@@ -351,6 +351,14 @@ def main():
         result["ratios"]["vellum_int8_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / int8["batched_seconds"]
         result["int8_fidelity_vs_f32"] = vellum["int8"]["fidelity"]
         print(f"int8 against f32: {json.dumps(vellum['int8']['fidelity'])}")
+    if "bf16-linear" in vellum:
+        linear = vellum["bf16-linear"]["ocr"]
+        result["vellum_bf16_linear"] = vellum["bf16-linear"]
+        result["ratios"]["vellum_bf16_linear_batched_vs_transformers_batched"] = hf_seconds / linear["batched_seconds"]
+        result["ratios"]["vellum_bf16_linear_one_request_vs_transformers_one_request"] = hf_single / (linear["sequential_seconds"] / linear["requests"])
+        result["ratios"]["vellum_bf16_linear_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / linear["batched_seconds"]
+        result["bf16_linear_fidelity_vs_f32"] = vellum["bf16-linear"]["fidelity"]
+        print(f"bf16 linear layers against f32: {json.dumps(vellum['bf16-linear']['fidelity'])}")
     if "bf16" in vellum:
         bf16 = vellum["bf16"]["ocr"]
         result["vellum_bf16"] = vellum["bf16"]

@@ -59,6 +59,16 @@ impl From<DTypeArg> for DType {
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 pub enum Quantization {
     Int8,
+    Bf16,
+}
+
+impl From<Quantization> for vellum::Quantization {
+    fn from(q: Quantization) -> Self {
+        match q {
+            Quantization::Int8 => vellum::Quantization::Int8,
+            Quantization::Bf16 => vellum::Quantization::Bf16,
+        }
+    }
 }
 
 /// Where a model runs.
@@ -70,9 +80,10 @@ pub struct DeviceArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// The CPU fast mode: linear layers in int8 (7-bit weights and activations; AVX2, AVX-512
-    /// VNNI or AMX), 2–4.5× f32 end to end; the README's Performance section gives its
-    /// accuracy. Qwen-VL models.
+    /// A CPU fast mode for the linear layers of Qwen-VL models: int8 (7-bit weights and
+    /// activations; AVX2, AVX-512 VNNI or AMX), 2–4.5× f32 end to end; or bf16 (weights and
+    /// layer inputs rounded to bf16, summed in f32; AVX-512 BF16), closer to f32. The README's
+    /// Performance section gives their speed and accuracy.
     #[arg(long, value_enum)]
     pub quantization: Option<Quantization>,
 }
@@ -88,8 +99,8 @@ impl DeviceArgs {
         if let Some(dtype) = self.dtype {
             b = b.dtype(dtype.into());
         }
-        if self.quantization == Some(Quantization::Int8) {
-            b = b.quantization(vellum::Quantization::Int8);
+        if let Some(q) = self.quantization {
+            b = b.quantization(q.into());
         }
         Ok(b)
     }
@@ -98,7 +109,7 @@ impl DeviceArgs {
     pub fn open_model(&self, spec: &str) -> Result<std::sync::Arc<dyn vellum::models::VisionLanguageModel>> {
         let options = vellum::models::OpenOptions {
             dtype: self.dtype.map(DType::from),
-            int8: self.quantization == Some(Quantization::Int8),
+            quantization: self.quantization.map(Into::into),
             finepdfs_bounds: false,
         };
         vellum::models::open(spec, &self.device()?, options)
@@ -138,7 +149,7 @@ pub fn with_flags(e: vellum::Error) -> anyhow::Error {
         }
         vellum::Error::InvalidOptions(m) if m.contains("max_new_tokens") => " (--max-new-tokens, --max-context)",
         vellum::Error::Unsupported(m) if m.contains("model card") => " (--card NAME)",
-        vellum::Error::Unsupported(m) if m.contains("int8") => " (--quantization int8, --dtype, --device)",
+        vellum::Error::Unsupported(m) if m.contains("quantization") => " (--quantization, --dtype, --device)",
         _ => "",
     };
     let setup = e.is_setup();

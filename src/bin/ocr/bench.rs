@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::args::{positive, DeviceArgs, Quantization};
+use crate::args::{positive, DeviceArgs};
 use crate::setup;
 
 #[derive(clap::Args)]
@@ -18,7 +18,8 @@ pub struct BenchArgs {
     model: Option<String>,
     /// Measure HF transformers beside vellum in one run, on the same model and requests:
     /// runs tests/reference/bench_vs_transformers.py, which writes the benchmark model, runs
-    /// this binary's `bench` on it (f32, bf16, and --quantization int8 where the CPU has AVX2), then
+    /// this binary's `bench` on it (f32, --dtype bf16, and --quantization int8 / bf16 where the CPU
+    /// runs them), then
     /// transformers in f32 and bf16, and prints the ratios against the faster of the two.
     #[arg(long, value_enum, conflicts_with = "model")]
     peer: Option<Peer>,
@@ -141,7 +142,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         ..args.place.clone()
     };
     let open_f32 = || f32_place.open_model(&model_name);
-    let reference = (args.place.quantization == Some(Quantization::Int8)).then_some(("int8", &open_f32 as _));
+    let reference = args
+        .place
+        .quantization
+        .map(|q| (vellum::Quantization::from(q).name(), &open_f32 as _));
     let results = vellum::bench::throughput::measure(&model, reference, &settings, |line| eprintln!("{line}"))?;
     let results = serde_json::to_value(results)?;
     println!("{results}");
@@ -210,11 +214,15 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .args(["--dtypes", &args.peer_dtypes])
         .args([
             "--quantizations",
-            if vellum::ops::int8::supported() {
-                "none,int8,bf16"
-            } else {
-                "none,bf16"
-            },
+            &["none", "int8", "bf16-linear", "bf16"]
+                .into_iter()
+                .filter(|mode| match *mode {
+                    "int8" => vellum::Quantization::Int8.supported(),
+                    "bf16-linear" => vellum::Quantization::Bf16.supported(),
+                    _ => true,
+                })
+                .collect::<Vec<_>>()
+                .join(","),
         ]);
     if let Some(json) = &args.json {
         command.arg("--out").arg(json);

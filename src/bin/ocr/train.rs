@@ -292,7 +292,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     use vellum::train::run::Event;
     let device = vellum::device::parse(&args.place.device)?;
     if args.place.quantization.is_some() {
-        anyhow::bail!("--quantization: training runs in f32 (an int8 copy serves, it does not learn)");
+        anyhow::bail!("--quantization: training runs in f32 (a quantised copy serves, it does not learn)");
     }
     if let Some(dtype) = args.place.dtype.map(DType::from) {
         if !matches!(dtype, DType::F32 | DType::BF16) {

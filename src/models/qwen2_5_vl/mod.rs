@@ -25,6 +25,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat_template::ChatTemplate;
 use crate::hub::ModelFiles;
+use crate::models::linear::Quantization;
 use crate::models::lora::{self, LoraConfig};
 use crate::models::{ModelInfo, Positions, PreparedImage, PreparedPrompt, VisionLanguageModel};
 use crate::ops::attention::AttentionCache;
@@ -337,25 +338,30 @@ impl Model {
         self
     }
 
-    /// The same model with its linear layers (decoder, LM head, tower, merger) quantised to
-    /// int8 for serving on the CPU ([`crate::ops::int8`]); embeddings, norms and attention stay
-    /// in f32. It keeps no parameter store: dropping `self` frees the f32 linear weights.
-    pub fn quantized(&self) -> Result<Self> {
+    /// The same model with its linear layers (decoder, LM head, tower, merger) converted for a
+    /// CPU fast mode ([`crate::ops::int8`], [`crate::ops::bf16_linear`]); embeddings, norms and
+    /// attention stay in f32. It keeps no parameter store: dropping `self` frees the f32 linear
+    /// weights.
+    pub fn quantized(&self, quantization: Quantization) -> Result<Self> {
         self.dense("quantizing")?;
         let mut parts = self.parts();
-        (parts.config.text.linear.int8, parts.config.vision.linear.int8) = (true, true);
+        parts.config.text.linear.quantization = Some(quantization);
+        parts.config.vision.linear.quantization = Some(quantization);
         let vb = view(&self.params, self.params.serving(self.dtype, &self.device));
         let mut model = Self::from_parts(parts, self.params.clone(), vb)?;
         // The layers hold what they still read (norms, embeddings, the patch embedding, the
-        // int8 copies); with an empty store the f32 weights go with the model they came from.
+        // converted copies); with an empty store the f32 weights go with the model they came from.
         model.params = ParamStore::from_tensors(BTreeMap::new())?;
         Ok(model)
     }
 
     /// What needs the parameter store (training, adapters, writing) needs the f32 model.
     fn dense(&self, what: &str) -> Result<()> {
-        if self.config.text.linear.int8 {
-            bail!("{what}: an int8 model holds its quantised layers only; use the f32 model it came from");
+        if let Some(q) = self.config.text.linear.quantization {
+            bail!(
+                "{what}: a {} model holds its converted layers only; use the f32 model it came from",
+                q.name()
+            );
         }
         Ok(())
     }

@@ -202,7 +202,7 @@ impl TextModel {
         } else {
             linear_no_bias(cfg.hidden_size, cfg.vocab_size, vb.pp("lm_head"))?
         };
-        let lm_head = linear::Linear::new(lm_head, cfg.linear.int8)?;
+        let lm_head = linear::Linear::new(lm_head, cfg.linear.quantization)?;
         Ok(Self {
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))

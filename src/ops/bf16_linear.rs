@@ -16,6 +16,8 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use half::bf16;
 use rayon::prelude::*;
 
+use super::SendPtr;
+
 /// Outputs per panel: two vectors of 16 f32 sums.
 const NR: usize = 32;
 /// Rows per register block.
@@ -323,18 +325,6 @@ unsafe fn store<const R: usize>(
     for (r, acc) in acc.iter().enumerate() {
         _mm512_mask_storeu_ps(c.add(r * ldc), m0, _mm512_add_ps(acc[0], bias0));
         _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, _mm512_add_ps(acc[1], bias1));
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: shared only for disjoint writes (see `matmul`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -19,6 +19,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::SendPtr;
+
 /// Output rows per weight panel: two 8-lane i32 accumulators.
 const NR: usize = 16;
 /// Input values per kernel step: two 4-byte groups, one `vpmaddubsw` each.
@@ -405,18 +407,6 @@ struct Panel<'a> {
     scale: &'a [f32],
     offset: &'a [f32],
     bias: &'a [f32],
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: shared only for disjoint writes (see `matmul`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// A row's 7-bit codes (x ≈ min + step · code) and its (step, min).

@@ -52,6 +52,19 @@ pub fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> anyhow::Resul
     Ok(if den == 0.0 { f64::INFINITY } else { (num / den).sqrt() })
 }
 
+/// An output buffer that parallel tasks write in disjoint parts (the linear kernels' tiles).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: shared only for disjoint writes, which each user's SAFETY comment shows.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// An f32 CPU matrix, contiguous, without gradient: what the one-pass matmuls take.
 fn plain_matrix(t: &candle_core::Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op() && t.is_contiguous() && t.rank() == 2

@@ -343,22 +343,17 @@ def main():
         # Image + prompt tokens of one request, each side's count (transformers': the padded batch's).
         "prompt_tokens": {"vellum": ocr["prompt_tokens_mean"], "transformers": inputs["input_ids"].shape[1]},
     }
-    if "int8" in vellum:
-        int8 = vellum["int8"]["ocr"]
-        result["vellum_int8"] = vellum["int8"]
-        result["ratios"]["vellum_int8_batched_vs_transformers_batched"] = hf_seconds / int8["batched_seconds"]
-        result["ratios"]["vellum_int8_one_request_vs_transformers_one_request"] = hf_single / (int8["sequential_seconds"] / int8["requests"])
-        result["ratios"]["vellum_int8_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / int8["batched_seconds"]
-        result["int8_fidelity_vs_f32"] = vellum["int8"]["fidelity"]
-        print(f"int8 against f32: {json.dumps(vellum['int8']['fidelity'])}")
-    if "bf16-linear" in vellum:
-        linear = vellum["bf16-linear"]["ocr"]
-        result["vellum_bf16_linear"] = vellum["bf16-linear"]
-        result["ratios"]["vellum_bf16_linear_batched_vs_transformers_batched"] = hf_seconds / linear["batched_seconds"]
-        result["ratios"]["vellum_bf16_linear_one_request_vs_transformers_one_request"] = hf_single / (linear["sequential_seconds"] / linear["requests"])
-        result["ratios"]["vellum_bf16_linear_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / linear["batched_seconds"]
-        result["bf16_linear_fidelity_vs_f32"] = vellum["bf16-linear"]["fidelity"]
-        print(f"bf16 linear layers against f32: {json.dumps(vellum['bf16-linear']['fidelity'])}")
+    # The fast modes against transformers and vellum f32 (int8 against llama.cpp's Q8_0 below).
+    for mode in ("int8", "bf16-linear"):
+        if mode not in vellum:
+            continue
+        key, fast = mode.replace("-", "_"), vellum[mode]["ocr"]
+        result[f"vellum_{key}"] = vellum[mode]
+        result["ratios"][f"vellum_{key}_batched_vs_transformers_batched"] = hf_seconds / fast["batched_seconds"]
+        result["ratios"][f"vellum_{key}_one_request_vs_transformers_one_request"] = hf_single / (fast["sequential_seconds"] / fast["requests"])
+        result["ratios"][f"vellum_{key}_batched_vs_vellum_f32_batched"] = ocr["batched_seconds"] / fast["batched_seconds"]
+        result[f"{key}_fidelity_vs_f32"] = vellum[mode]["fidelity"]
+        print(f"{mode} against f32: {json.dumps(vellum[mode]['fidelity'])}")
     if "bf16" in vellum:
         bf16 = vellum["bf16"]["ocr"]
         result["vellum_bf16"] = vellum["bf16"]
@@ -374,6 +369,7 @@ def main():
             result["ratios"]["vellum_f32_vs_llama_cpp_f16"] = llama["f16"]["batched_seconds"] / ocr["batched_seconds"]
             result["ratios"]["vellum_one_request_vs_llama_cpp_f16_one_request"] = llama["f16"]["one_request_seconds"] / (ocr["sequential_seconds"] / ocr["requests"])
         if "int8" in vellum and "q8_0" in llama:
+            int8 = vellum["int8"]["ocr"]
             result["ratios"]["vellum_int8_batched_vs_llama_cpp_q8_0"] = llama["q8_0"]["batched_seconds"] / int8["batched_seconds"]
             result["ratios"]["vellum_int8_one_request_vs_llama_cpp_q8_0_one_request"] = llama["q8_0"]["one_request_seconds"] / (int8["sequential_seconds"] / int8["requests"])
     print(json.dumps(result["ratios"], indent=1))

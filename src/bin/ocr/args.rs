@@ -141,6 +141,17 @@ impl EngineArgs {
     }
 }
 
+/// The flags that change what a facade warning names.
+pub fn warning_flags(warning: &str) -> &'static str {
+    if warning.contains("model card") {
+        " (--card NAME)"
+    } else if warning.contains("quantization") {
+        " (--dtype f32, or --quantization bf16)"
+    } else {
+        ""
+    }
+}
+
 /// The facade's errors with the flags that set what they name.
 pub fn with_flags(e: vellum::Error) -> anyhow::Error {
     let hint = match &e {

@@ -9,7 +9,7 @@ use vellum::pdf::RenderMode;
 use vellum::pipeline::run::{Outcome, RunOptions};
 use vellum::pipeline::shard::Shard;
 
-use crate::args::{fraction, positive, temperature, with_flags, DeviceArgs, EngineArgs};
+use crate::args::{fraction, positive, temperature, warning_flags, with_flags, DeviceArgs, EngineArgs};
 use crate::progress::Progress;
 use crate::{exit_code, setup, EXIT_INTERRUPTED};
 
@@ -130,7 +130,7 @@ pub fn run(args: RunArgs, quiet: bool) -> Result<ExitCode> {
         eprintln!("warning: {reason}; --allow-no-model: pages that need OCR wait for a model");
     }
     for w in ocr.warnings() {
-        eprintln!("warning: {w} (--card NAME)");
+        eprintln!("warning: {w}{}", warning_flags(w));
     }
     // SIGINT/SIGTERM cancel the run: nothing new starts, pages in the engine are cancelled,
     // finished documents are committed, exit 3. A second one exits at once, which the chunk

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use vellum::bench::olmocr;
 
-use crate::args::{with_flags, DeviceArgs, EngineArgs};
+use crate::args::{warning_flags, with_flags, DeviceArgs, EngineArgs};
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
@@ -150,7 +150,7 @@ pub fn bench_olmocr(args: BenchOlmocrArgs) -> Result<ExitCode> {
         }
         let ocr = builder.open().map_err(with_flags)?;
         for w in ocr.warnings() {
-            eprintln!("warning: {w} (--card NAME)");
+            eprintln!("warning: {w}{}", warning_flags(w));
         }
         let card = ocr.card();
         let out = args.out.join(format!("vellum_{}", card.name));

@@ -75,38 +75,24 @@ impl Bf16Linear {
         if !supported() {
             candle_core::bail!("bf16 linear layers need a CPU with AVX-512 BF16");
         }
-        let (n, k) = weight.dims2()?;
-        if n == 0 || k == 0 {
-            candle_core::bail!("bf16 linear: an empty ({n}, {k}) weight");
-        }
-        let weight = weight.to_dtype(candle_core::DType::F32)?.contiguous()?;
-        let (storage, layout) = weight.storage_and_layout();
-        let candle_core::Storage::Cpu(storage) = &*storage else {
-            candle_core::bail!("bf16 linear: CPU weights only");
-        };
-        let w = super::f32_slice(storage, layout, "bf16 linear")?;
-        let pairs = k.div_ceil(2);
-        let mut panels = vec![0u32; n.div_ceil(NR) * NR * pairs];
-        panels
-            .par_chunks_mut(NR * pairs)
-            .zip(w.par_chunks(NR * k))
-            .for_each(|(panel, rows)| {
-                let mut packed = vec![0u32; pairs];
-                for (j, row) in rows.chunks_exact(k).enumerate() {
-                    pack_row(row, &mut packed);
-                    for (p, &v) in packed.iter().enumerate() {
-                        panel[p * NR + j] = v;
+        let (n, k, pairs, panels) = super::convert_linear_weight(weight, "bf16 linear", |w, n, k| {
+            let pairs = k.div_ceil(2);
+            let mut panels = vec![0u32; n.div_ceil(NR) * NR * pairs];
+            panels
+                .par_chunks_mut(NR * pairs)
+                .zip(w.par_chunks(NR * k))
+                .for_each(|(panel, rows)| {
+                    let mut packed = vec![0u32; pairs];
+                    for (j, row) in rows.chunks_exact(k).enumerate() {
+                        pack_row(row, &mut packed);
+                        for (p, &v) in packed.iter().enumerate() {
+                            panel[p * NR + j] = v;
+                        }
                     }
-                }
-            });
-        let mut b = vec![0f32; panels.len() / pairs];
-        if let Some(bias) = bias {
-            let values: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-            if values.len() != n {
-                candle_core::bail!("bf16 linear: {} bias values for {n} outputs", values.len());
-            }
-            b[..n].copy_from_slice(&values);
-        }
+                });
+            (n, k, pairs, panels)
+        })?;
+        let b = super::padded_bias(bias, n, panels.len() / pairs, "bf16 linear")?;
         Ok(Self {
             n,
             k,
@@ -334,14 +320,9 @@ impl CustomOp1 for Bf16Linear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = super::f32_slice(storage, layout, "bf16 linear")?;
-        let mut dims = layout.shape().dims().to_vec();
-        if dims.last() != Some(&self.k) {
-            candle_core::bail!("bf16 linear: input {:?} for {} inputs", dims, self.k);
-        }
-        let m = x.len() / self.k;
-        *dims.last_mut().expect("checked above") = self.n;
-        Ok((CpuStorage::F32(self.matmul(x, m)), Shape::from(dims)))
+        super::linear_forward(storage, layout, (self.k, self.n), "bf16 linear", |x, m| {
+            self.matmul(x, m)
+        })
     }
 }
 

@@ -102,49 +102,38 @@ impl Int8Linear {
         if !supported() {
             candle_core::bail!("int8 linear layers need a CPU with AVX2 and FMA");
         }
-        let (n, k) = weight.dims2()?;
-        if n == 0 || k == 0 {
-            candle_core::bail!("int8 linear: an empty ({n}, {k}) weight");
-        }
-        // Read in place (a 7B model's LM head is 2 GB in f32), a panel of rows per task.
-        let weight = weight.to_dtype(candle_core::DType::F32)?.contiguous()?;
-        let (storage, layout) = weight.storage_and_layout();
-        let candle_core::Storage::Cpu(storage) = &*storage else {
-            candle_core::bail!("int8 linear: CPU weights only");
-        };
-        let w = super::f32_slice(storage, layout, "int8 linear")?;
-        let kp = k.div_ceil(KTILE) * KTILE;
-        let np = n.div_ceil(NR) * NR;
-        let mut panels = vec![0i8; np * kp];
-        let (mut scale, mut offset) = (vec![0f32; np], vec![0f32; np]);
-        panels
-            .par_chunks_mut(NR * kp)
-            .zip(scale.par_chunks_mut(NR).zip(offset.par_chunks_mut(NR)))
-            .zip(w.par_chunks(NR * k))
-            .for_each(|((panel, (scale, offset)), rows)| {
-                for (lane, values) in rows.chunks_exact(k).enumerate() {
-                    let amax = values.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    let sw = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
-                    let mut sum = 0i32;
-                    for (i, v) in values.iter().enumerate() {
-                        let q = (v / sw).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
-                        sum += q as i32;
-                        let at =
-                            i / KSTEP * NR * KSTEP + (i % KSTEP) / 4 * NR * 4 + lane / 8 * 32 + lane % 8 * 4 + i % 4;
-                        panel[at] = q;
+        // A panel of rows per task.
+        let (n, k, kp, panels, scale, offset) = super::convert_linear_weight(weight, "int8 linear", |w, n, k| {
+            let kp = k.div_ceil(KTILE) * KTILE;
+            let np = n.div_ceil(NR) * NR;
+            let mut panels = vec![0i8; np * kp];
+            let (mut scale, mut offset) = (vec![0f32; np], vec![0f32; np]);
+            panels
+                .par_chunks_mut(NR * kp)
+                .zip(scale.par_chunks_mut(NR).zip(offset.par_chunks_mut(NR)))
+                .zip(w.par_chunks(NR * k))
+                .for_each(|((panel, (scale, offset)), rows)| {
+                    for (lane, values) in rows.chunks_exact(k).enumerate() {
+                        let amax = values.iter().fold(0f32, |a, v| a.max(v.abs()));
+                        let sw = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
+                        let mut sum = 0i32;
+                        for (i, v) in values.iter().enumerate() {
+                            let q = (v / sw).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
+                            sum += q as i32;
+                            let at = i / KSTEP * NR * KSTEP
+                                + (i % KSTEP) / 4 * NR * 4
+                                + lane / 8 * 32
+                                + lane % 8 * 4
+                                + i % 4;
+                            panel[at] = q;
+                        }
+                        scale[lane] = sw;
+                        offset[lane] = sw * sum as f32;
                     }
-                    scale[lane] = sw;
-                    offset[lane] = sw * sum as f32;
-                }
-            });
-        let mut b = vec![0f32; np];
-        if let Some(bias) = bias {
-            let values: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-            if values.len() != n {
-                candle_core::bail!("int8 linear: {} bias values for {n} outputs", values.len());
-            }
-            b[..n].copy_from_slice(&values);
-        }
+                });
+            (n, k, kp, panels, scale, offset)
+        })?;
+        let b = super::padded_bias(bias, n, scale.len(), "int8 linear")?;
         Ok(Self {
             n,
             k,
@@ -622,14 +611,9 @@ impl CustomOp1 for Int8Linear {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = super::f32_slice(storage, layout, "int8 linear")?;
-        let mut dims = layout.shape().dims().to_vec();
-        if dims.last() != Some(&self.k) {
-            candle_core::bail!("int8 linear: input {:?} for {} inputs", dims, self.k);
-        }
-        let m = x.len() / self.k;
-        *dims.last_mut().expect("checked above") = self.n;
-        Ok((CpuStorage::F32(self.matmul(x, m)), Shape::from(dims)))
+        super::linear_forward(storage, layout, (self.k, self.n), "int8 linear", |x, m| {
+            self.matmul(x, m)
+        })
     }
 }
 

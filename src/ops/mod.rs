@@ -65,6 +65,65 @@ impl SendPtr {
     }
 }
 
+/// A converted linear layer's weights (N, K), read in place as f32 (a 7B model's LM head is
+/// 2 GB in f32): `convert` gets the values, N and K. `what` names the layer in errors.
+fn convert_linear_weight<R>(
+    weight: &candle_core::Tensor,
+    what: &str,
+    convert: impl FnOnce(&[f32], usize, usize) -> R,
+) -> candle_core::Result<R> {
+    let (n, k) = weight.dims2()?;
+    if n == 0 || k == 0 {
+        candle_core::bail!("{what}: an empty ({n}, {k}) weight");
+    }
+    let weight = weight.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let (storage, layout) = weight.storage_and_layout();
+    let candle_core::Storage::Cpu(storage) = &*storage else {
+        candle_core::bail!("{what}: CPU weights only");
+    };
+    Ok(convert(f32_slice(storage, layout, what)?, n, k))
+}
+
+/// A converted linear layer's bias for `n` outputs in f32, zero-padded to `padded` (zeros without
+/// a bias).
+fn padded_bias(
+    bias: Option<&candle_core::Tensor>,
+    n: usize,
+    padded: usize,
+    what: &str,
+) -> candle_core::Result<Vec<f32>> {
+    let mut b = vec![0f32; padded];
+    if let Some(bias) = bias {
+        let values: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        if values.len() != n {
+            candle_core::bail!("{what}: {} bias values for {n} outputs", values.len());
+        }
+        b[..n].copy_from_slice(&values);
+    }
+    Ok(b)
+}
+
+/// A converted linear layer's forward pass over `x` (..., K) as a custom op: the rows to
+/// `matmul` (values, M), the result shaped (..., N).
+fn linear_forward(
+    storage: &candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    (k, n): (usize, usize),
+    what: &str,
+    matmul: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    let x = f32_slice(storage, layout, what)?;
+    let mut dims = layout.shape().dims().to_vec();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("{what}: input {dims:?} for {k} inputs");
+    }
+    *dims.last_mut().expect("checked above") = n;
+    Ok((
+        candle_core::CpuStorage::F32(matmul(x, x.len() / k)),
+        candle_core::Shape::from(dims),
+    ))
+}
+
 /// An f32 CPU matrix, contiguous, without gradient: what the one-pass matmuls take.
 fn plain_matrix(t: &candle_core::Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op() && t.is_contiguous() && t.rank() == 2

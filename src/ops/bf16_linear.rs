@@ -359,10 +359,13 @@ mod tests {
             let want = round(&x)?.matmul(&round(&w)?.t()?)?.broadcast_add(&b)?;
             let err = rel_l2(&got, &want).map_err(candle_core::Error::wrap)?;
             assert!(err < 1e-6, "({m}, {k}) · ({n}, {k})ᵀ: rel L2 {err:.2e}");
-            // And what the rounding costs against f32, for scale: bf16's 8 bits of mantissa.
-            let exact = x.matmul(&w.t()?)?.broadcast_add(&b)?;
-            let rounding = rel_l2(&got, &exact).map_err(candle_core::Error::wrap)?;
-            assert!(rounding < 1e-2, "({m}, {k}) · ({n}, {k})ᵀ: {rounding:.2e} from f32");
+            // And what the rounding costs against f32, for scale: bf16's 8 bits of mantissa
+            // (over long sums; a single product plus a bias may cancel to anything).
+            if k >= 64 {
+                let exact = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+                let rounding = rel_l2(&got, &exact).map_err(candle_core::Error::wrap)?;
+                assert!(rounding < 1e-2, "({m}, {k}) · ({n}, {k})ᵀ: {rounding:.2e} from f32");
+            }
         }
         Ok(())
     }

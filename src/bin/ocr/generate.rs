@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use vellum::engine::sampler::SamplingParams;
 use vellum::pdf::RenderMode;
 
-use crate::args::{positive, temperature, with_flags, DeviceArgs, EngineArgs};
+use crate::args::{positive, temperature, warning_flags, with_flags, DeviceArgs, EngineArgs};
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -78,6 +78,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         .finepdfs_bounds(args.finepdfs)
         .open()
         .map_err(with_flags)?;
+    // Raw generation applies no card, so a guessed card is nothing to warn about here.
+    for w in ocr.warnings().iter().filter(|w| !w.contains("model card")) {
+        eprintln!("warning: {w}{}", warning_flags(w));
+    }
     let loaded = started.elapsed();
     let params = SamplingParams {
         max_new_tokens: args.max_new_tokens,

@@ -138,15 +138,9 @@ impl Bf16Linear {
             });
         let mut y = Vec::<f32>::with_capacity(m * n);
         let panels = self.panels.len() / (NR * pairs);
-        let row_blocks = m.div_ceil(ROW_BLOCK);
-        // Enough tasks for the threads when there are few rows (decode): split the panels.
-        let splits = (4 * rayon::current_num_threads()).div_ceil(row_blocks).clamp(1, panels);
-        let per_split = panels.div_ceil(splits);
         let out = SendPtr(y.as_mut_ptr());
-        (0..row_blocks * splits).into_par_iter().for_each(|task| {
-            let (block, split) = (task / splits, task % splits);
-            let rows = block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(m);
-            for panel in split * per_split..((split + 1) * per_split).min(panels) {
+        super::tile_tasks(m, ROW_BLOCK, panels, |rows, panel_range| {
+            for panel in panel_range {
                 let weights = &self.panels[panel * NR * pairs..][..NR * pairs];
                 let bias = &self.bias[panel * NR..][..NR];
                 let cols = (n - panel * NR).min(NR);

@@ -174,15 +174,8 @@ impl Int8Linear {
         // Not zero-filled: the tiles write every value (a memset of the output was 4% of a run).
         let mut y = Vec::<f32>::with_capacity(m * n);
         let panels = self.panels.len() / (NR * kp);
-        let row_blocks = m.div_ceil(ROW_BLOCK);
-        // Enough tasks for the threads when there are few rows (decode): split the panels.
-        let splits = (4 * rayon::current_num_threads()).div_ceil(row_blocks).clamp(1, panels);
-        let per_split = panels.div_ceil(splits);
         let out = SendPtr(y.as_mut_ptr());
-        (0..row_blocks * splits).into_par_iter().for_each(|task| {
-            let (block, split) = (task / splits, task % splits);
-            let row_range = block * ROW_BLOCK..((block + 1) * ROW_BLOCK).min(m);
-            let panel_range = split * per_split..((split + 1) * per_split).min(panels);
+        super::tile_tasks(m, ROW_BLOCK, panels, |row_range, panel_range| {
             #[cfg(target_arch = "x86_64")]
             if amx {
                 // SAFETY: `new` chose AMX only where `amx::available()`; codes hold whole tiles

@@ -52,6 +52,27 @@ pub fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> anyhow::Resul
     Ok(if den == 0.0 { f64::INFINITY } else { (num / den).sqrt() })
 }
 
+/// Runs `task(rows, panels)` in parallel over M rows in blocks of `row_block` × the weight
+/// panels, the panels split so that every thread has tasks when the rows are few (decode).
+fn tile_tasks(
+    m: usize,
+    row_block: usize,
+    panels: usize,
+    task: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let row_blocks = m.div_ceil(row_block);
+    let splits = (4 * rayon::current_num_threads()).div_ceil(row_blocks).clamp(1, panels);
+    let per_split = panels.div_ceil(splits);
+    (0..row_blocks * splits).into_par_iter().for_each(|t| {
+        let (block, split) = (t / splits, t % splits);
+        task(
+            block * row_block..((block + 1) * row_block).min(m),
+            split * per_split..((split + 1) * per_split).min(panels),
+        )
+    });
+}
+
 /// An output buffer that parallel tasks write in disjoint parts (the linear kernels' tiles).
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);

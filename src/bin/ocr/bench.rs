@@ -204,6 +204,15 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
             )));
         }
     }
+    // vellum's modes: f32, the fast modes this CPU runs, and the bf16 dtype.
+    let mut modes = vec!["none"];
+    if vellum::Quantization::Int8.supported() {
+        modes.push("int8");
+    }
+    if vellum::Quantization::Bf16.supported() {
+        modes.push("bf16-linear");
+    }
+    modes.push("bf16");
     let mut command = std::process::Command::new(&python);
     command
         .arg(&script)
@@ -212,18 +221,7 @@ fn run_bench_peer(args: &BenchArgs) -> Result<()> {
         .args(["--requests", &args.requests.to_string()])
         .args(["--new-tokens", &args.new_tokens.to_string()])
         .args(["--dtypes", &args.peer_dtypes])
-        .args([
-            "--quantizations",
-            &["none", "int8", "bf16-linear", "bf16"]
-                .into_iter()
-                .filter(|mode| match *mode {
-                    "int8" => vellum::Quantization::Int8.supported(),
-                    "bf16-linear" => vellum::Quantization::Bf16.supported(),
-                    _ => true,
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-        ]);
+        .args(["--quantizations", &modes.join(",")]);
     if let Some(json) = &args.json {
         command.arg("--out").arg(json);
     }

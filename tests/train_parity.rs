@@ -41,6 +41,7 @@ fn train_config(case: &serde_json::Value, out: &Path) -> TrainConfig {
     let f = |k: &str| case[k].as_f64().unwrap();
     TrainConfig {
         stage: u("stage") as u8,
+        freeze_vision: case["freeze"] == "vision",
         batch_size: u("batch_size"),
         lr: f("lr"),
         schedule: match case["schedule"].as_str().unwrap() {
@@ -296,6 +297,11 @@ fn stage1_base512_matches_the_fork() {
 #[test]
 fn stage2_base512_matches_the_fork_with_sam_frozen() {
     check_case("stage2_b512");
+}
+
+#[test]
+fn frozen_vision_matches_the_fork_with_sam_clip_and_projector_frozen() {
+    check_case("frozen_vision_b512");
 }
 
 /// `--dtype bf16` (f32 master weights, the linear layers computing in bf16) against the fork's

@@ -13,7 +13,8 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// The vision-tokenizer model's stage: 1 trains everything, 2 freezes SAM.
     pub stage: u8,
-    /// Qwen2.5-VL: the vision tower and merger take no gradient.
+    /// The image path takes no gradient: Qwen2.5-VL's tower and merger, the vision-tokenizer
+    /// model's SAM, CLIP and projector.
     pub freeze_vision: bool,
     /// Keep only each decoder layer's input and recompute the layer in the backward pass.
     pub gradient_checkpointing: bool,

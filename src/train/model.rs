@@ -89,14 +89,14 @@ impl Trainable for deepseek_ocr::Model {
     }
 
     fn frozen(&self, config: &TrainConfig) -> Result<Frozen> {
-        if config.freeze_vision {
-            bail!("--freeze vision is for Qwen2.5-VL models; the vision-tokenizer model freezes SAM with --stage 2");
-        }
         if config.lora.is_some() || config.merge_lora {
             bail!("--lora is for Qwen2-VL / Qwen2.5-VL models");
         }
-        let stage = config.stage;
-        Ok(Arc::new(move |name: &str| stage == 2 && name.starts_with("sam_model.")))
+        let (stage, vision) = (config.stage, config.freeze_vision);
+        Ok(Arc::new(move |name: &str| {
+            (stage == 2 || vision) && name.starts_with("sam_model.")
+                || vision && (name.starts_with("vision_model.") || name.starts_with("projector."))
+        }))
     }
 
     fn training_view(&self, frozen: Frozen) -> Result<Self> {

@@ -47,6 +47,8 @@ loss = model(input_ids, targets, pixel_values), backward(), clip_grad_norm_(para
 (its return value, the total norm before clipping, is logged as grad_norm), optimizer.step().
 Stage 1: params = model.parameters(). Stage 2: every sam_model.* parameter (net_2/net_3
 included) gets requires_grad=False and params = the others; no text-only steps (text_ratio 0).
+freeze="vision" (vellum's --freeze vision) also sets requires_grad=False on vision_model.* (CLIP)
+and projector.*.
 CPU, f32, no autocast; the scripts' evaluation passes (eval mode, no_grad) do not change the
 weights and are left out. Besides, "autocast_bf16_step0": step 0's loss and total gradient norm
 under torch.autocast("cpu", dtype=torch.bfloat16) on a copy of the initial model (the fork's GPU
@@ -121,6 +123,10 @@ CASES = {
     "stage1_b512": dict(COMMON, stage=1, base_size=512, schedule="cosine", weight_decay=0.1, grad_clip=12.0, seq_len=116),
     "stage2_b512": dict(COMMON, stage=2, base_size=512, schedule="step", lr_decay_step=2, lr_decay_gamma=0.5,
                         weight_decay=0.0, grad_clip=12.0, seq_len=116),
+    # `--freeze vision`: SAM, CLIP and the projector all fixed; only the language model (and the
+    # image newline / separator embeddings) train.
+    "frozen_vision_b512": dict(COMMON, stage=2, freeze="vision", base_size=512, schedule="step", lr_decay_step=2,
+                               lr_decay_gamma=0.5, weight_decay=0.0, grad_clip=10.5, seq_len=116),
 }
 
 
@@ -241,8 +247,9 @@ def main():
     for name, c in CASES.items():
         print(f"== {name}")
         model = build(c["base_size"])
-        if c["stage"] == 2:
-            for p in model.sam_model.parameters():
+        frozen = [model.sam_model] * (c["stage"] == 2) + [model.vision_model, model.projector] * (c.get("freeze") == "vision")
+        for part in frozen:
+            for p in part.parameters():
                 p.requires_grad = False
         params = list(model.parameters()) if c["stage"] == 1 else [p for p in model.parameters() if p.requires_grad]
         names = {id(p): n for n, p in model.named_parameters()}
@@ -349,7 +356,7 @@ def main():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
         save_file(tensors, os.path.join(d, "expected.safetensors"))
-        case = {k: c.get(k) for k in ("stage", "base_size", "steps", "batch_size", "lr", "warmup_steps", "schedule",
+        case = {k: c.get(k) for k in ("stage", "freeze", "base_size", "steps", "batch_size", "lr", "warmup_steps", "schedule",
                                       "lr_decay_step", "lr_decay_gamma", "weight_decay", "grad_clip", "seq_len")}
         case.update({
             "model": os.path.relpath(MODEL_DIR, out), "data": "data", "image_token_id": image_id, "end_token_id": end_id,

@@ -62,7 +62,9 @@ pub struct TrainArgs {
     /// The vision-tokenizer model: 1: everything trains; 2: SAM (net_2/net_3 included) frozen.
     #[arg(long, default_value_t = 1)]
     stage: u8,
-    /// Qwen2.5-VL: `vision` keeps the vision tower and merger fixed (no gradients computed).
+    /// `vision` keeps the image path fixed (no gradients computed): Qwen2.5-VL's tower and
+    /// merger; the vision-tokenizer model's SAM, CLIP and projector, so that a language model
+    /// learning from fresh weights reads the encoder's features before they can drift.
     #[arg(long, value_enum)]
     freeze: Option<FreezeArg>,
     /// Keep only each layer's input (decoder layers; the vision-tokenizer model's SAM blocks

@@ -54,7 +54,8 @@ pub fn describe(e: &PdfiumError) -> String {
     }
 }
 
-/// Binds pdfium, or says where it looked and how to install it.
+/// Binds pdfium, or says where it looked and how to install it. pdfium-render binds once per
+/// process; a later call reuses those bindings.
 pub fn bind() -> Result<Pdfium, String> {
     let mut tried = Vec::new();
     for path in candidates() {
@@ -64,11 +65,14 @@ pub fn bind() -> Result<Pdfium, String> {
         }
         match Pdfium::bind_to_library(&path) {
             Ok(bindings) => return Ok(Pdfium::new(bindings)),
+            // `default` hands out a handle on the bindings already made.
+            Err(PdfiumError::PdfiumLibraryBindingsAlreadyInitialized) => return Ok(Pdfium::default()),
             Err(e) => tried.push(format!("{} ({})", path.display(), describe(&e))),
         }
     }
     match Pdfium::bind_to_system_library() {
         Ok(bindings) => Ok(Pdfium::new(bindings)),
+        Err(PdfiumError::PdfiumLibraryBindingsAlreadyInitialized) => Ok(Pdfium::default()),
         Err(e) => {
             tried.push(format!("the system library path ({})", describe(&e)));
             Err(format!(

@@ -16,7 +16,8 @@ use crate::models::deepseek_ocr::DOCUMENT_INSTRUCTION;
 use crate::pdf::document::Input;
 use crate::pdf::RenderMode;
 
-const FONTS: [&str; 6] = [
+/// The standard fonts pages are set in by default.
+pub const FONTS: [&str; 6] = [
     "Helvetica",
     "Helvetica-Bold",
     "Times-Roman",
@@ -53,6 +54,14 @@ pub struct SynthConfig {
     pub words_per_line: std::ops::RangeInclusive<usize>,
     /// Font sizes in points, picked per page.
     pub font_sizes: Vec<f32>,
+    /// Standard fonts, picked per page (a subset of [`FONTS`]).
+    pub fonts: Vec<String>,
+    /// The text block's left and top margin in points (default: 24 pt on a 240 pt tall page,
+    /// in proportion on others).
+    pub margin: Option<f32>,
+    /// The text block moves by up to this many points each way, right/left and up/down, per
+    /// page (0: every page starts at the margin).
+    pub jitter: f32,
     /// Page size in points.
     pub page: (f32, f32),
     pub dpi: f32,
@@ -66,6 +75,9 @@ impl Default for SynthConfig {
             lines: 2..=3,
             words_per_line: 2..=3,
             font_sizes: vec![20.0, 24.0, 28.0],
+            fonts: FONTS.iter().map(|f| f.to_string()).collect(),
+            margin: None,
+            jitter: 0.0,
             page: (360.0, 240.0),
             dpi: 96.0,
         }
@@ -100,12 +112,15 @@ pub fn read_words(path: &Path) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// A one-page PDF with `lines` in the standard font `font` at `size` points, left-aligned.
-fn page_pdf(lines: &[String], font: &str, size: f32, (w, h): (f32, f32)) -> Vec<u8> {
+/// A one-page PDF with `lines` in the standard font `font` at `size` points, left-aligned at
+/// `margin`, the block moved by `(dx, dy)` points.
+fn page_pdf(lines: &[String], font: &str, size: f32, (w, h): (f32, f32), margin: f32, (dx, dy): (f32, f32)) -> Vec<u8> {
     let leading = size * 1.3;
-    // 24 pt on the default 240 pt tall page, in proportion on others.
-    let margin = 24.0 * h / 240.0;
-    let mut content = format!("BT /F1 {size} Tf {leading} TL {margin} {} Td\n", h - margin - size);
+    let mut content = format!(
+        "BT /F1 {size} Tf {leading} TL {} {} Td\n",
+        margin + dx,
+        h - margin - size + dy
+    );
     for line in lines {
         content.push_str(&format!("({line}) Tj T*\n"));
     }
@@ -122,11 +137,23 @@ fn page_pdf(lines: &[String], font: &str, size: f32, (w, h): (f32, f32)) -> Vec<
 
 /// Writes `<out>/train.json`, `<out>/val.json` and `<out>/images/*.png`.
 pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config: &SynthConfig) -> Result<()> {
-    let pdfium = crate::pdf::library::bind().map_err(anyhow::Error::msg)?;
     let val_words = config.val_words.as_ref().unwrap_or(&config.words);
     if config.words.is_empty() || val_words.is_empty() {
         bail!("no words to draw pages from");
     }
+    if let Some(font) = config.fonts.iter().find(|f| !FONTS.contains(&f.as_str())) {
+        bail!("{font:?} is not one of the standard fonts {FONTS:?}");
+    }
+    if config.fonts.is_empty() {
+        bail!("no fonts to set pages in");
+    }
+    if !(config.jitter >= 0.0 && config.jitter.is_finite()) {
+        bail!("the jitter must be a finite number of points, at least 0");
+    }
+    if config.margin.is_some_and(|m| !(m >= 0.0 && m.is_finite())) {
+        bail!("the margin must be a finite number of points, at least 0");
+    }
+    let pdfium = crate::pdf::library::bind().map_err(anyhow::Error::msg)?;
     let images = out.join("images");
     std::fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
     let scratch = tempfile_path(out);
@@ -146,9 +173,17 @@ pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config:
                         .join(" ")
                 })
                 .collect();
-            let font = FONTS.choose(&mut rng).expect("fonts");
+            let font = config.fonts.choose(&mut rng).expect("at least one font");
             let size = *config.font_sizes.choose(&mut rng).expect("at least one font size");
-            std::fs::write(&scratch, page_pdf(&lines, font, size, config.page))?;
+            let shift = match config.jitter > 0.0 {
+                true => (
+                    rng.random_range(-config.jitter..=config.jitter),
+                    rng.random_range(-config.jitter..=config.jitter),
+                ),
+                false => (0.0, 0.0),
+            };
+            let margin = config.margin.unwrap_or(24.0 * config.page.1 / 240.0);
+            std::fs::write(&scratch, page_pdf(&lines, font, size, config.page, margin, shift))?;
             let doc = Input::open(&pdfium, &scratch, None)?;
             let image = doc.render("synthetic page", 1, RenderMode::Dpi { dpi: config.dpi })?;
             let id = format!("{split}_{i:05}");
@@ -230,5 +265,42 @@ mod tests {
                 assert!(dir.path().join(&s.image).is_file());
             }
         }
+    }
+
+    /// One font and no jitter: every page of the same word is the same image; with jitter the
+    /// ink moves. A font outside the standard set is refused by name.
+    #[test]
+    fn fonts_and_jitter_shape_the_layout() {
+        let pages = |jitter: f32| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = SynthConfig {
+                words: vec!["ao".into()],
+                lines: 1..=1,
+                words_per_line: 1..=1,
+                font_sizes: vec![40.0],
+                fonts: vec!["Times-Roman".into()],
+                jitter,
+                ..Default::default()
+            };
+            generate(dir.path(), 4, 1, 3, &config).unwrap();
+            (0..4)
+                .map(|i| {
+                    image::open(dir.path().join(format!("images/train_{i:05}.png")))
+                        .unwrap()
+                        .to_luma8()
+                })
+                .collect::<Vec<_>>()
+        };
+        let fixed = pages(0.0);
+        assert!(fixed.iter().all(|p| p == &fixed[0]));
+        let moved = pages(20.0);
+        assert!(moved.iter().skip(1).any(|p| p != &moved[0]));
+        let dir = tempfile::tempdir().unwrap();
+        let config = SynthConfig {
+            fonts: vec!["Comic-Sans".into()],
+            ..Default::default()
+        };
+        let e = generate(dir.path(), 1, 1, 0, &config).unwrap_err().to_string();
+        assert!(e.contains("Comic-Sans") && e.contains("standard fonts"), "{e}");
     }
 }

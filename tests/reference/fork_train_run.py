@@ -5,8 +5,17 @@ a recipe that does not learn, and to time a step beside vellum's.
 Builds the fork's NanoDeepseekOCR at a config.json's sizes the way make_train_fixtures.py does
 (build_sam_vit_b / build_clip_l patched), trains Stage 2 (SAM frozen) on an `ocr synth` directory
 of one-word answers with the fork's VisionDataset + collate_fn (+ <|assistant_end|> appended,
-vellum's deviation), AdamW, linear warmup then constant, clip 1.0, f32. Every --eval-every steps:
-the validation loss and the greedy first answer token of each validation page.
+vellum's deviation), AdamW, linear warmup then constant, clip 1.0, f32; with --freeze vision,
+CLIP and the projector are frozen too. Every --eval-every steps: the validation loss, the greedy
+first answer token of each validation page, and how much the image reaches the answer: the page
+spread of the projected image tokens (RMS deviation from their mean over pages / their RMS), their
+norm, and the largest page-to-page spread of the first answer token's logits.
+
+One letter, one font, one place (the image path frozen learns it; trained from step 0 it collapses):
+
+    ocr synth --out /tmp/ao1 --words ao.txt --val-words ao.txt --lines 1-1 --words-per-line 1-1 \
+        --page 192x192 --font-sizes 140 --fonts Helvetica --num-train 2000 --num-val 32 --seed 1
+    python tests/reference/fork_train_run.py --nanochat /tmp/nanochat --data /tmp/ao1 --steps 200 --eval-every 25 [--freeze vision]
 
     ocr synth --out /tmp/ao --words ao.txt --val-words ao.txt --lines 1-1 --words-per-line 1-1 \
         --page 60x60 --font-sizes 40,46,52 --num-train 8000 --num-val 32 --seed 1   # ao.txt: a, o
@@ -53,6 +62,7 @@ ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--init", default="fork", help="fork (constructor + model.init_weights()) or a safetensors path (vellum's init)")
 ap.add_argument("--no-end", action="store_true", help="do not append <|assistant_end|>")
 ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--freeze", choices=["vision"], help="vision: CLIP and the projector frozen too (vellum's --freeze vision)")
 args = ap.parse_args()
 sys.path.insert(0, args.nanochat)
 
@@ -120,8 +130,9 @@ else:
     init_desc = f"loaded {args.init} (missing: {res.missing_keys})"
 print("init:", init_desc)
 
-for p in model.sam_model.parameters():
-    p.requires_grad = False
+for part in [model.sam_model] + [model.vision_model, model.projector] * (args.freeze == "vision"):
+    for p in part.parameters():
+        p.requires_grad = False
 params = [p for p in model.parameters() if p.requires_grad]
 print(f"params: {sum(p.numel() for p in params):,} trainable / {sum(p.numel() for p in model.parameters()):,} total")
 optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)  # betas (0.9, 0.999), eps 1e-8
@@ -156,11 +167,22 @@ def lr_at(step):
     return args.lr * (step + 1) / args.warmup if step < args.warmup else args.lr
 
 
+def image_dependence(pv):
+    """How much the projected image tokens differ between validation pages (RMS over pages of
+    each token's deviation from its mean, over the tokens' RMS), and their mean norm."""
+    sam = model.sam_model(pv)
+    clip = model.vision_model(pv, sam)[:, 1:]
+    proj = model.projector(torch.cat([clip, sam.flatten(2).permute(0, 2, 1)], -1))
+    spread = (proj - proj.mean(0, keepdim=True)).pow(2).mean().sqrt() / proj.pow(2).mean().sqrt()
+    return spread.item(), proj.norm(dim=-1).mean().item()
+
+
 def evaluate():
     model.eval()
-    tot, ntok, preds = 0.0, 0, []
+    tot, ntok, preds, firsts = 0.0, 0, [], []
     with torch.no_grad():
         row = 0
+        spread, norm = image_dependence(val_batches[0][2])
         for inputs, targets, pv in val_batches:
             loss = model(input_ids=inputs, targets=targets, pixel_values=pv, loss_reduction="sum")
             tot += loss.item()
@@ -168,19 +190,23 @@ def evaluate():
             logits = model(input_ids=inputs, pixel_values=pv)
             for r in range(inputs.shape[0]):
                 pl = val_prompt_lens[row]
+                firsts.append(logits[r, pl - 1])
                 tok = logits[r, pl - 1].argmax().item()  # greedy first answer token
                 preds.append(letter_ids.get(tok, f"<{tok}>"))
                 row += 1
     model.train()
     acc = sum(p == a for p, a in zip(preds, val_answers)) / len(val_answers)
     counts = {k: preds.count(k) for k in sorted(set(map(str, preds)))}
-    return tot / ntok, acc, counts
+    # The first answer token's logits from page to page: 0 when the image does not reach them.
+    firsts = torch.stack(firsts)
+    logit_spread = (firsts - firsts.mean(0, keepdim=True)).abs().max().item()
+    return tot / ntok, acc, counts, f"image tokens: norm {norm:.1f}, page spread {spread:.4f}; answer logits' page spread {logit_spread:.2e}"
 
 
 print(f"train {len(train_ds)}, val {len(val_ds)} (majority share {majority:.3f}); batch {args.batch_size}, "
       f"seq_len {args.seq_len}, lr {args.lr} warmup {args.warmup} then constant, clip {args.clip}, steps {args.steps}")
-vl, acc, counts = evaluate()
-print(f"eval step 0 | val loss {vl:.4f} | acc {acc:.3f} | preds {counts}", flush=True)
+vl, acc, counts, dep = evaluate()
+print(f"eval step 0 | val loss {vl:.4f} | acc {acc:.3f} | preds {counts} | {dep}", flush=True)
 
 model.train()
 it = iter(train_loader)
@@ -207,6 +233,6 @@ for step in range(args.steps):
               f"lr {lr:.2e} | gnorm {gn:.3f} | {el / (step + 1):.2f}s/step", flush=True)
         window = []
     if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-        vl, acc, counts = evaluate()
-        print(f"eval step {step + 1} | val loss {vl:.4f} | acc {acc:.3f} | preds {counts}", flush=True)
+        vl, acc, counts, dep = evaluate()
+        print(f"eval step {step + 1} | val loss {vl:.4f} | acc {acc:.3f} | preds {counts} | {dep}", flush=True)
 print(f"done: {args.steps} steps in {time.time() - t_start:.0f}s")

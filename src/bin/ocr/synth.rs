@@ -37,6 +37,17 @@ pub struct SynthArgs {
     /// Font sizes in points, one picked per page.
     #[arg(long, default_value = "20,24,28", value_delimiter = ',')]
     font_sizes: Vec<f32>,
+    /// Standard fonts, one picked per page (default: Helvetica, Times and Courier, plain and
+    /// bold).
+    #[arg(long, value_delimiter = ',')]
+    fonts: Option<Vec<String>>,
+    /// The text's left and top margin in points [default: 24 pt on a 240 pt tall page, in
+    /// proportion on others].
+    #[arg(long)]
+    margin: Option<f32>,
+    /// Move each page's text by up to this many points each way, right/left and up/down.
+    #[arg(long, default_value_t = 0.0)]
+    jitter: f32,
 }
 
 fn page(text: &str) -> Result<(f32, f32), String> {
@@ -65,8 +76,13 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
         words_per_line: args.words_per_line,
         font_sizes: args.font_sizes,
         page: args.page,
+        jitter: args.jitter,
+        margin: args.margin,
         ..Default::default()
     };
+    if let Some(fonts) = args.fonts {
+        config.fonts = fonts;
+    }
     if let Some(path) = &args.words {
         config.words = vellum::train::synth::read_words(path)?;
     }

@@ -53,6 +53,30 @@ fn bad_setups_fail_before_the_first_step() {
     let (ok, err) = train(&good, &out, &["--stage", "3"]);
     assert!(!ok && err.contains("--stage"), "{err}");
     assert!(!out.exists(), "nothing is written for a bad setup");
+
+    // A model vellum does not run is refused by its architecture's name.
+    let llama = tmp.path().join("llama");
+    std::fs::create_dir_all(&llama).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("deepseek_ocr/gqa").join(f), llama.join(f)).unwrap();
+    }
+    std::fs::write(llama.join("config.json"), r#"{"architectures": ["LlamaForCausalLM"]}"#).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ocr"))
+        .args(["train", "--model"])
+        .arg(&llama)
+        .arg("--data")
+        .arg(&good)
+        .arg("--out")
+        .arg(&out)
+        .args(["--steps", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("LlamaForCausalLM") && err.contains("vellum runs"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written for a bad setup");
 }
 
 #[test]

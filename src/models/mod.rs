@@ -228,18 +228,51 @@ pub fn architecture(config: &serde_json::Value) -> String {
     .to_string()
 }
 
+/// A loaded model as its own type, for callers that need more than serving (the trainer).
+pub enum Loaded {
+    /// The nano DeepSeek-OCR vision-tokenizer model.
+    VisionTokenizer(Box<deepseek_ocr::Model>),
+    /// Qwen2-VL or Qwen2.5-VL (one model type).
+    Qwen(Box<qwen2_5_vl::Model>),
+}
+
+impl Loaded {
+    pub fn into_dyn(self) -> std::sync::Arc<dyn VisionLanguageModel> {
+        match self {
+            Loaded::VisionTokenizer(m) => std::sync::Arc::new(*m),
+            Loaded::Qwen(m) => std::sync::Arc::new(*m),
+        }
+    }
+}
+
 /// Opens the model a directory holds, by the architecture its config.json names.
 pub fn load(
     files: &crate::hub::ModelFiles,
     dtype: candle_core::DType,
     device: &candle_core::Device,
 ) -> Result<std::sync::Arc<dyn VisionLanguageModel>> {
+    Ok(load_typed(files, dtype, device)?.into_dyn())
+}
+
+/// [`load`], keeping the model's type; an architecture vellum does not run is refused by name.
+pub fn load_typed(files: &crate::hub::ModelFiles, dtype: DType, device: &Device) -> Result<Loaded> {
     let path = files.path("config.json");
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
         .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
     Ok(match architecture(&config).as_str() {
-        deepseek_ocr::ARCHITECTURE => std::sync::Arc::new(deepseek_ocr::Model::load(files, dtype, device)?),
-        _ => std::sync::Arc::new(load_qwen(files, config, dtype, device)?),
+        deepseek_ocr::ARCHITECTURE => {
+            Loaded::VisionTokenizer(Box::new(deepseek_ocr::Model::load(files, dtype, device)?))
+        }
+        qwen2_vl::ARCHITECTURE | qwen2_5_vl::config::ARCHITECTURE => {
+            Loaded::Qwen(Box::new(load_qwen(files, config, dtype, device)?))
+        }
+        other => anyhow::bail!(
+            "{} holds a {other} model; vellum runs {}, {} and {} models",
+            files.dir.display(),
+            deepseek_ocr::ARCHITECTURE,
+            qwen2_5_vl::config::ARCHITECTURE,
+            qwen2_vl::ARCHITECTURE,
+        ),
     })
 }
 

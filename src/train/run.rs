@@ -16,7 +16,7 @@ use super::model::Trainable;
 use super::report::History;
 use super::trainer::Trainer;
 use crate::models::lora::{self, LoraConfig};
-use crate::models::{deepseek_ocr, qwen2_5_vl, qwen2_vl};
+use crate::models::{deepseek_ocr, qwen2_5_vl, Loaded};
 
 /// What a run starts from.
 pub enum Start {
@@ -100,27 +100,14 @@ pub fn run(
             dir.display()
         );
     }
-    match crate::models::architecture(&root).as_str() {
-        deepseek_ocr::ARCHITECTURE => {
-            let model = deepseek_ocr::Model::load(&files, DType::F32, device)?;
-            run_model(model, config, checkpoint, resume, on_event)
-        }
-        qwen2_5_vl::config::ARCHITECTURE | qwen2_vl::ARCHITECTURE => {
-            let model = crate::models::load_qwen(&files, root, DType::F32, device)?;
-            run_model(
-                with_fresh_adapters(model, &config, dir)?,
-                config,
-                checkpoint,
-                resume,
-                on_event,
-            )
-        }
-        other => bail!(
-            "{}: the trainer takes {}, {} and {} models, not {other}",
-            dir.display(),
-            deepseek_ocr::ARCHITECTURE,
-            qwen2_5_vl::config::ARCHITECTURE,
-            qwen2_vl::ARCHITECTURE,
+    match crate::models::load_typed(&files, DType::F32, device)? {
+        Loaded::VisionTokenizer(model) => run_model(*model, config, checkpoint, resume, on_event),
+        Loaded::Qwen(model) => run_model(
+            with_fresh_adapters(*model, &config, dir)?,
+            config,
+            checkpoint,
+            resume,
+            on_event,
         ),
     }
 }

@@ -141,11 +141,14 @@ pub fn generate(out: &Path, num_train: usize, num_val: usize, seed: u64, config:
     if config.words.is_empty() || val_words.is_empty() {
         bail!("no words to draw pages from");
     }
+    if config.fonts.is_empty() {
+        bail!("no fonts to set pages in");
+    }
     if let Some(font) = config.fonts.iter().find(|f| !FONTS.contains(&f.as_str())) {
         bail!("{font:?} is not one of the standard fonts {FONTS:?}");
     }
-    if config.fonts.is_empty() {
-        bail!("no fonts to set pages in");
+    if config.font_sizes.is_empty() || config.font_sizes.iter().any(|&s| s.is_nan() || s <= 0.0) {
+        bail!("font sizes must be positive points");
     }
     if !(config.jitter >= 0.0 && config.jitter.is_finite()) {
         bail!("the jitter must be a finite number of points, at least 0");
@@ -302,5 +305,11 @@ mod tests {
         };
         let e = generate(dir.path(), 1, 1, 0, &config).unwrap_err().to_string();
         assert!(e.contains("Comic-Sans") && e.contains("standard fonts"), "{e}");
+        let config = SynthConfig {
+            font_sizes: vec![],
+            ..Default::default()
+        };
+        let e = generate(dir.path(), 1, 1, 0, &config).unwrap_err().to_string();
+        assert!(e.contains("font sizes"), "{e}");
     }
 }

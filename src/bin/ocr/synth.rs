@@ -89,9 +89,6 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
     if let Some(path) = &args.val_words {
         config.val_words = Some(vellum::train::synth::read_words(path)?);
     }
-    if config.font_sizes.iter().any(|&s| s.is_nan() || s <= 0.0) {
-        anyhow::bail!("font sizes must be positive points");
-    }
     vellum::train::synth::generate(&args.out, args.num_train, args.num_val, args.seed, &config)?;
     eprintln!(
         "{} train and {} val pages in {}",

@@ -1,11 +1,14 @@
-//! `x · wᵀ` in f32 on AVX-512 for many rows of `x` (prefill, vision towers). candle's GEMM (the
-//! `gemm` crate) runs its AVX2 kernels on stable Rust, half the width the CPU has. Here the
-//! weights are packed into panels of 32 outputs (each k's 32 weights one after another) and a
-//! 12 × 32 block of the output stays in 24 registers while k runs, each step two panel loads and
-//! twelve broadcasts for 24 FMAs. Rows are taken in blocks sized to keep them in the L2 cache
-//! across all panels. Packing reads every weight once a call, so it pays from [`MIN_ROWS`] rows.
+//! `a · b` in f32 on AVX-512 for many rows of `a`: prefill and the vision towers when serving,
+//! and the linear layers of training, forward and backward. candle's GEMM (the `gemm` crate)
+//! runs its AVX2 kernels on stable Rust, half the width the CPU has. Here `b` is packed into
+//! panels of 32 columns (each k's 32 values one after another) and a 12 × 32 block of the output
+//! stays in 24 registers while k runs, each step two panel loads and twelve broadcasts for 24
+//! FMAs. `a` is read where it lies, through its strides: a row-major input broadcasts along its
+//! rows, a transposed one (the weight gradient's `gradᵀ`) reads twelve neighbours per step.
+//! Rows are taken in blocks sized to keep them in the L2 cache across all panels. Packing reads
+//! every value of `b` once a call, so for serving it pays from [`MIN_ROWS`] rows.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Output columns per panel: two vectors of 16.
@@ -19,14 +22,12 @@ pub const MIN_ROWS: usize = 128;
 /// Bytes of `x` a row block keeps in the L2 cache.
 const ROW_BLOCK_BYTES: usize = 512 << 10;
 
-/// Whether [`matmul_t`] takes `x` (rows, K) and `w` (N, K): f32 CPU tensors, contiguous, no
-/// gradient, at least [`MIN_ROWS`] rows, on a CPU with AVX-512.
+/// Whether [`matmul_t`] takes `x` (rows, K) and `w` (N, K): f32 CPU matrices of any strides,
+/// at least [`MIN_ROWS`] rows, on a CPU with AVX-512; gradients or not (the linear layers of
+/// training take it too).
 pub fn takes(x: &Tensor, w: &Tensor) -> bool {
-    available()
-        && super::plain_matrix(x)
-        && super::plain_matrix(w)
-        && x.dim(1).ok() == w.dim(1).ok()
-        && x.dim(0).is_ok_and(|m| m >= MIN_ROWS)
+    let matrix = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 2;
+    available() && matrix(x) && matrix(w) && x.dim(1).ok() == w.dim(1).ok() && x.dim(0).is_ok_and(|m| m >= MIN_ROWS)
 }
 
 fn available() -> bool {
@@ -40,115 +41,171 @@ fn available() -> bool {
     }
 }
 
-/// `x · wᵀ` (see [`takes`]).
+/// `x · wᵀ` for `x` (rows, K) and `w` (N, K) (see [`takes`]).
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.apply_op2_no_bwd(w, &Avx512Matmul)
+    matmul(x, &w.t()?)
+}
+
+/// `a · b` for f32 CPU matrices `a` (M, K) and `b` (K, N) of any strides, on a CPU with
+/// AVX-512; the gradients flow back through the same kernel (`grad · bᵀ` and `aᵀ · grad`).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.apply_op2(b, Avx512Matmul)
 }
 
 struct Avx512Matmul;
+
+/// A matrix as its storage, first element and strides (row, column).
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    start: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Strided<'a> {
+    fn new(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<(Self, usize, usize)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{what}: f32 only");
+        };
+        let (rows, cols) = layout.shape().dims2()?;
+        let (rs, cs) = (layout.stride()[0], layout.stride()[1]);
+        let start = layout.start_offset();
+        let last = start + rows.saturating_sub(1) * rs + cols.saturating_sub(1) * cs;
+        if rows > 0 && cols > 0 && last >= data.len() {
+            candle_core::bail!("{what}: layout reaches past its storage");
+        }
+        Ok((Self { data, start, rs, cs }, rows, cols))
+    }
+}
 
 impl CustomOp2 for Avx512Matmul {
     fn name(&self) -> &'static str {
         "vellum-avx512-matmul"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = xl.shape().dims2()?;
-        let (n, _) = wl.shape().dims2()?;
-        let x = super::f32_slice(xs, xl, "avx512 matmul")?;
-        let w = super::f32_slice(ws, wl, "avx512 matmul")?;
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, m, k) = Strided::new(s1, l1, "avx512 matmul")?;
+        let (b, k2, n) = Strided::new(s2, l2, "avx512 matmul")?;
+        if k != k2 {
+            candle_core::bail!("avx512 matmul: ({m}, {k}) · ({k2}, {n})");
+        }
         if !available() {
             candle_core::bail!("avx512 matmul: this CPU has no AVX-512");
         }
         if m == 0 || n == 0 || k == 0 {
             return Ok((CpuStorage::F32(vec![0f32; m * n]), Shape::from((m, n))));
         }
-        Ok((CpuStorage::F32(product(x, w, k)), Shape::from((m, n))))
+        Ok((CpuStorage::F32(product(a, b, m, k, n)), Shape::from((m, n))))
+    }
+
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let da = a.track_op().then(|| grad.apply_op2_no_bwd(&b.t()?, self)).transpose()?;
+        let db = b.track_op().then(|| a.t()?.apply_op2_no_bwd(grad, self)).transpose()?;
+        Ok((da, db))
     }
 }
 
-/// `a · bᵀ` for `a` (rows, K) and `b` (cols, K), as (rows, cols): `b` packed, `a` streamed.
-fn product(a: &[f32], b: &[f32], k: usize) -> Vec<f32> {
-    let (m, n) = (a.len() / k, b.len() / k);
+/// `a · b` as (M, N), row-major: `b` packed, `a` read through its strides.
+fn product(a: Strided, b: Strided, m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
-    let packed = pack(b, n, k);
+    let packed = pack(b, k, n);
     let threads = rayon::current_num_threads().max(1);
     let cache_rows = (ROW_BLOCK_BYTES / (4 * k)).max(MR);
     let rows = cache_rows.min(m.div_ceil(threads)).div_ceil(MR) * MR;
     out.par_chunks_mut(rows * n).enumerate().for_each(|(i, out)| {
-        let a = &a[i * rows * k..][..out.len() / n * k];
-        // SAFETY: `takes` checked that the CPU has AVX-512.
+        let first = Strided {
+            start: a.start + i * rows * a.rs,
+            ..a
+        };
+        // SAFETY: `cpu_fwd` checked that the CPU has AVX-512 and that `a`'s layout stays inside
+        // its storage for all m rows, of which this block takes rows i·rows.. (out.len() / n).
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            block(a, &packed, k, n, out)
+            block(first, out.len() / n, &packed, k, n, out)
         };
     });
     out
 }
 
-/// The weights (N, K) as panels of [`NR`] output columns: `panel[kk·NR + j] = w[p·NR + j][kk]`,
-/// zero past N.
-fn pack(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+/// `b` (K, N) as panels of [`NR`] columns: `panel[kk·NR + j] = b[kk][p·NR + j]`, zero past N.
+fn pack(b: Strided, k: usize, n: usize) -> Vec<f32> {
     let panels = n.div_ceil(NR);
     let mut packed = vec![0f32; panels * k * NR];
     packed.par_chunks_mut(k * NR).enumerate().for_each(|(p, panel)| {
-        for j in 0..NR.min(n - p * NR) {
-            let row = &w[(p * NR + j) * k..][..k];
-            for (kk, &v) in row.iter().enumerate() {
-                panel[kk * NR + j] = v;
+        let cols = NR.min(n - p * NR);
+        let at = |kk: usize, j: usize| b.start + kk * b.rs + (p * NR + j) * b.cs;
+        if b.cs == 1 {
+            for kk in 0..k {
+                panel[kk * NR..][..cols].copy_from_slice(&b.data[at(kk, 0)..][..cols]);
+            }
+        } else {
+            // Down each column: a transposed `b` (weights as they are stored) is read in order.
+            for j in 0..cols {
+                for kk in 0..k {
+                    panel[kk * NR + j] = b.data[at(kk, j)];
+                }
             }
         }
     });
     packed
 }
 
-/// One block of rows `x` (rows, K) against every panel, into `out` (rows, N).
+/// `rows` rows of `a` from its first against every panel, into `out` (rows, N).
+///
+/// # Safety
+/// AVX-512 is present, and `a` holds `rows` rows of k values through its strides.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn block(x: &[f32], packed: &[f32], k: usize, n: usize, out: &mut [f32]) {
-    let rows = x.len() / k.max(1);
+unsafe fn block(a: Strided, rows: usize, packed: &[f32], k: usize, n: usize, out: &mut [f32]) {
     for (p, panel) in packed.chunks(k * NR).enumerate() {
         let cols = NR.min(n - p * NR);
         let mut r = 0;
         while r < rows {
             let take = MR.min(rows - r);
-            let a = &x[r * k..][..take * k];
+            let first = a.data.as_ptr().add(a.start + r * a.rs);
             let c = &mut out[r * n + p * NR..];
-            // SAFETY: AVX-512 is enabled here; `a` holds `take` rows of k, `panel` k·NR values,
-            // and `c` reaches `take - 1` rows of n past its start plus `cols` ≤ n − p·NR.
-            unsafe {
-                match take {
-                    12 => kernel::<12>(a, panel, k, c, n, cols),
-                    11 => kernel::<11>(a, panel, k, c, n, cols),
-                    10 => kernel::<10>(a, panel, k, c, n, cols),
-                    9 => kernel::<9>(a, panel, k, c, n, cols),
-                    8 => kernel::<8>(a, panel, k, c, n, cols),
-                    7 => kernel::<7>(a, panel, k, c, n, cols),
-                    6 => kernel::<6>(a, panel, k, c, n, cols),
-                    5 => kernel::<5>(a, panel, k, c, n, cols),
-                    4 => kernel::<4>(a, panel, k, c, n, cols),
-                    3 => kernel::<3>(a, panel, k, c, n, cols),
-                    2 => kernel::<2>(a, panel, k, c, n, cols),
-                    _ => kernel::<1>(a, panel, k, c, n, cols),
-                }
+            // SAFETY: as the function's; `c` reaches `take - 1` rows of n past its start plus
+            // `cols` ≤ n − p·NR, and `panel` holds k·NR values.
+            let args = (first, a.rs, a.cs, panel, k, c, n, cols);
+            match take {
+                12 => kernel::<12>(args),
+                11 => kernel::<11>(args),
+                10 => kernel::<10>(args),
+                9 => kernel::<9>(args),
+                8 => kernel::<8>(args),
+                7 => kernel::<7>(args),
+                6 => kernel::<6>(args),
+                5 => kernel::<5>(args),
+                4 => kernel::<4>(args),
+                3 => kernel::<3>(args),
+                2 => kernel::<2>(args),
+                _ => kernel::<1>(args),
             }
             r += take;
         }
     }
 }
 
-/// `c[r·ldc + j] = Σ_kk a[r·k + kk] · panel[kk·NR + j]` for r < R, j < cols.
+/// The first row of a block of `a`, its row and column strides, a panel, K, the output, its row
+/// stride and the panel's columns in use.
+type KernelArgs<'a> = (*const f32, usize, usize, &'a [f32], usize, &'a mut [f32], usize, usize);
+
+/// `c[r·ldc + j] = Σ_kk a[r·rs + kk·cs] · panel[kk·NR + j]` for r < R, j < cols.
+///
+/// # Safety
+/// AVX-512 is present and `a` holds R rows of k values through its strides.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize>(a: &[f32], panel: &[f32], k: usize, c: &mut [f32], ldc: usize, cols: usize) {
+unsafe fn kernel<const R: usize>((a, rs, cs, panel, k, c, ldc, cols): KernelArgs) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let (a, b) = (a.as_ptr(), panel.as_ptr());
+    let b = panel.as_ptr();
     for kk in 0..k {
         let b0 = _mm512_loadu_ps(b.add(kk * NR));
         let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
         for (r, acc) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*a.add(r * k + kk));
+            let av = _mm512_set1_ps(*a.add(r * rs + kk * cs));
             acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
             acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
         }
@@ -164,11 +221,16 @@ unsafe fn kernel<const R: usize>(a: &[f32], panel: &[f32], k: usize, c: &mut [f3
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Device;
+    use candle_core::{Device, Var};
     use rand::{Rng, SeedableRng};
 
     use super::*;
     use crate::ops::rel_l2;
+
+    fn random(rng: &mut rand::rngs::StdRng, shape: (usize, usize)) -> Tensor {
+        let v = (0..shape.0 * shape.1).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
 
     #[test]
     fn equals_candles_matmul() {
@@ -186,13 +248,43 @@ mod tests {
             (300, 2000, 64),
             (25, 96, 16),
         ] {
-            let mut random = |len: usize| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
-            let x = Tensor::from_vec(random(m * k), (m, k), &Device::Cpu).unwrap();
-            let w = Tensor::from_vec(random(n * k), (n, k), &Device::Cpu).unwrap();
-            let got = matmul_t(&x, &w).unwrap();
+            let (x, w) = (random(&mut rng, (m, k)), random(&mut rng, (n, k)));
             let want = x.matmul(&w.t().unwrap()).unwrap();
-            let err = rel_l2(&got, &want).unwrap();
+            let err = rel_l2(&matmul_t(&x, &w).unwrap(), &want).unwrap();
             assert!(err < 1e-6, "({m}, {k}) · ({n}, {k})ᵀ: rel L2 {err:.2e}");
+            // Both operands the other way round in memory, and a view that starts inside its
+            // storage: the strides decide, not the layout.
+            let (xt, wt) = (random(&mut rng, (k, m + 1)), random(&mut rng, (k, n)));
+            let xt = xt.narrow(1, 1, m).unwrap().t().unwrap();
+            let want = xt.matmul(&wt).unwrap();
+            let err = rel_l2(&matmul(&xt, &wt).unwrap(), &want).unwrap();
+            assert!(err < 1e-6, "strided ({m}, {k}) · ({k}, {n}): rel L2 {err:.2e}");
         }
+    }
+
+    #[test]
+    fn gradients_equal_candles() {
+        if !available() {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for (m, k, n) in [(130, 70, 45), (257, 96, 300), (12, 1, 33)] {
+            let x = Var::from_tensor(&random(&mut rng, (m, k))).unwrap();
+            let w = Var::from_tensor(&random(&mut rng, (n, k))).unwrap();
+            let up = random(&mut rng, (m, n));
+            let grads = |y: Tensor| (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let ours = grads(matmul_t(&x, &w).unwrap());
+            let want = grads(x.matmul(&w.t().unwrap()).unwrap());
+            for (name, v) in [("x", &x), ("w", &w)] {
+                let err = rel_l2(ours.get(v).unwrap(), want.get(v).unwrap()).unwrap();
+                assert!(err < 1e-6, "({m}, {k}) · ({n}, {k})ᵀ, d{name}: rel L2 {err:.2e}");
+            }
+        }
+        // A frozen weight takes no gradient; the input still does.
+        let x = Var::from_tensor(&random(&mut rng, (140, 20))).unwrap();
+        let w = random(&mut rng, (30, 20));
+        let grads = matmul_t(&x, &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&w).is_none() && grads.get(&x).is_some());
     }
 }

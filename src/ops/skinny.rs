@@ -39,7 +39,8 @@ pub fn linear(linear: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
     {
         w.matmul(&x.t()?)?.t()?.contiguous()?
     } else if x.rank() >= 2 && x.is_contiguous() {
-        // Many rows: AVX-512 where the CPU has it (leading dimensions folded into rows).
+        // Many rows: AVX-512 where the CPU has it (leading dimensions folded into rows), in
+        // training too (the op carries its backward).
         let (dims, k) = (x.dims(), x.dim(candle_core::D::Minus1)?);
         let rows = x.reshape((x.elem_count() / k.max(1), k))?;
         if !super::gemm_avx512::takes(&rows, w) {

@@ -3,8 +3,9 @@
 //! runs its AVX2 kernels on stable Rust, half the width the CPU has. Here `b` is packed into
 //! panels of 32 columns (each k's 32 values one after another) and a 12 × 32 block of the output
 //! stays in 24 registers while k runs, each step two panel loads and twelve broadcasts for 24
-//! FMAs. `a` is read where it lies, through its strides: a row-major input broadcasts along its
-//! rows, a transposed one (the weight gradient's `gradᵀ`) reads twelve neighbours per step.
+//! FMAs. `a` is read where it lies when its rows lie along memory; a transposed `a` (the weight
+//! gradient's `gradᵀ`) is first copied into rows, since read through its strides every k would
+//! be another page. K runs in passes of at most [`MAX_KC`].
 //! Rows are taken in blocks sized to keep them in the L2 cache across all panels. Packing reads
 //! every value of `b` once a call, so for serving it pays from [`MIN_ROWS`] rows.
 
@@ -226,7 +227,7 @@ fn pack(b: Strided, k: usize, n: usize) -> Vec<f32> {
 /// `rows` rows of `a` from its first against every panel, into `out` (rows, N), or added to it.
 ///
 /// # Safety
-/// AVX-512 is present, and `a` holds `rows` rows of k values through its strides.
+/// AVX-512 is present, and `a` holds `rows` rows of k values along memory, `a.rs` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn block(a: Strided, rows: usize, packed: &[f32], k: usize, n: usize, out: &mut [f32], add: bool) {
@@ -239,7 +240,7 @@ unsafe fn block(a: Strided, rows: usize, packed: &[f32], k: usize, n: usize, out
             let c = &mut out[r * n + p * NR..];
             // SAFETY: as the function's; `c` reaches `take - 1` rows of n past its start plus
             // `cols` ≤ n − p·NR, and `panel` holds k·NR values.
-            let args = (first, a.rs, a.cs, panel, k, c, n, cols, add);
+            let args = (first, a.rs, panel, k, c, n, cols, add);
             match take {
                 12 => kernel::<12>(args),
                 11 => kernel::<11>(args),
@@ -259,17 +260,17 @@ unsafe fn block(a: Strided, rows: usize, packed: &[f32], k: usize, n: usize, out
     }
 }
 
-/// The first row of a block of `a`, its row and column strides, a panel, K, the output, its row
-/// stride, the panel's columns in use, and whether to add to the output.
-type KernelArgs<'a> = (*const f32, usize, usize, &'a [f32], usize, &'a mut [f32], usize, usize, bool);
+/// The first row of a block of `a`, its row stride (its columns lie along memory), a panel, K,
+/// the output, its row stride, the panel's columns in use, and whether to add to the output.
+type KernelArgs<'a> = (*const f32, usize, &'a [f32], usize, &'a mut [f32], usize, usize, bool);
 
-/// `c[r·ldc + j] (+)= Σ_kk a[r·rs + kk·cs] · panel[kk·NR + j]` for r < R, j < cols.
+/// `c[r·ldc + j] (+)= Σ_kk a[r·rs + kk] · panel[kk·NR + j]` for r < R, j < cols.
 ///
 /// # Safety
-/// AVX-512 is present and `a` holds R rows of k values through its strides.
+/// AVX-512 is present and `a` holds R rows of k values, `rs` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize>((a, rs, cs, panel, k, c, ldc, cols, add): KernelArgs) {
+unsafe fn kernel<const R: usize>((a, rs, panel, k, c, ldc, cols, add): KernelArgs) {
     use std::arch::x86_64::*;
     let mask = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
     let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
@@ -286,7 +287,7 @@ unsafe fn kernel<const R: usize>((a, rs, cs, panel, k, c, ldc, cols, add): Kerne
         let b0 = _mm512_loadu_ps(b.add(kk * NR));
         let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
         for (r, acc) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*a.add(r * rs + kk * cs));
+            let av = _mm512_set1_ps(*a.add(r * rs + kk));
             acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
             acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
         }
@@ -350,7 +351,13 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
         // The weight gradient of the 2,100-row case sums over K = 2,100 rows: two passes; the
         // 20-row case packs x, not the weight.
-        for (m, k, n) in [(130, 70, 45), (257, 96, 300), (12, 1, 33), (2100, 16, 20), (20, 300, 500)] {
+        for (m, k, n) in [
+            (130, 70, 45),
+            (257, 96, 300),
+            (12, 1, 33),
+            (2100, 16, 20),
+            (20, 300, 500),
+        ] {
             let x = Var::from_tensor(&random(&mut rng, (m, k))).unwrap();
             let w = Var::from_tensor(&random(&mut rng, (n, k))).unwrap();
             let up = random(&mut rng, (m, n));

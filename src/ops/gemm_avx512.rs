@@ -5,7 +5,7 @@
 //! stays in 24 registers while k runs, each step two panel loads and twelve broadcasts for 24
 //! FMAs. `a` is read where it lies when its rows lie along memory; a transposed `a` (the weight
 //! gradient's `gradᵀ`) is first copied into rows, since read through its strides every k would
-//! be another page. K runs in passes of at most [`MAX_KC`].
+//! be another page. K runs in passes of at most 2,048.
 //! Rows are taken in blocks sized to keep them in the L2 cache across all panels. Packing reads
 //! every value of `b` once a call, so for serving it pays from [`MIN_ROWS`] rows.
 

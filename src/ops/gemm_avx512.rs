@@ -318,7 +318,8 @@ mod tests {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        // Whole and partial register blocks and panels, K from 1, rows over several blocks.
+        // Whole and partial register blocks and panels, K from 1, rows over several blocks, K in
+        // three passes, and few rows against a large weight (x packed, not the weight).
         for (m, k, n) in [
             (1, 1, 1),
             (13, 5, 33),
@@ -327,6 +328,7 @@ mod tests {
             (300, 2000, 64),
             (130, 4500, 40),
             (25, 96, 16),
+            (20, 300, 500),
         ] {
             let (x, w) = (random(&mut rng, (m, k)), random(&mut rng, (n, k)));
             let want = x.matmul(&w.t().unwrap()).unwrap();

@@ -81,9 +81,7 @@ impl<'a> Strided<'a> {
         }
         Ok((Self { data, start, rs, cs }, rows, cols))
     }
-}
 
-impl Strided<'_> {
     /// The transposed matrix, in the same storage.
     fn t(self) -> Self {
         Self {
@@ -306,6 +304,14 @@ mod tests {
     use super::*;
     use crate::ops::rel_l2;
 
+    /// A seeded generator, or none (and a line saying so) on a CPU without AVX-512.
+    fn seeded(seed: u64) -> Option<rand::rngs::StdRng> {
+        if !available() {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+        }
+        available().then(|| rand::rngs::StdRng::seed_from_u64(seed))
+    }
+
     fn random(rng: &mut rand::rngs::StdRng, shape: (usize, usize)) -> Tensor {
         let v = (0..shape.0 * shape.1).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
@@ -313,11 +319,7 @@ mod tests {
 
     #[test]
     fn equals_candles_matmul() {
-        if !available() {
-            eprintln!("no AVX-512 on this CPU: nothing to compare");
-            return;
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let Some(mut rng) = seeded(5) else { return };
         // Whole and partial register blocks and panels, K from 1, rows over several blocks, K in
         // three passes, and few rows against a large weight (x packed, not the weight).
         for (m, k, n) in [
@@ -346,11 +348,7 @@ mod tests {
 
     #[test]
     fn gradients_equal_candles() {
-        if !available() {
-            eprintln!("no AVX-512 on this CPU: nothing to compare");
-            return;
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let Some(mut rng) = seeded(6) else { return };
         // The weight gradient of the 2,100-row case sums over K = 2,100 rows: two passes; the
         // 20-row case packs x, not the weight.
         for (m, k, n) in [
